@@ -1,0 +1,78 @@
+# Image tagging on Spark. `make` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+SPARK_SUBMIT := $(VENV)/bin/spark-submit
+PROFILE ?= conf/local.yaml
+MODEL_DIR := model/artifacts/efficientnet_lite0
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+LOCAL_IMAGES ?= 200
+
+# Python workers run the venv's interpreter; Spark logs only warnings; TF keeps quiet.
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+export SPARK_CONF_DIR := $(abspath conf/spark)
+export TF_CPP_MIN_LOG_LEVEL := 2
+export SPARK_LOCAL_IP ?= 127.0.0.1
+
+.PHONY: help install check-prereqs system-packages model test test-all lint run-local lock clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+install: check-prereqs system-packages $(VENV)/.installed model install-infra ## Create .venv, install pinned deps, build the model artifact
+
+check-prereqs: ## Check Python 3.11 and Java 17+ (Spark needs both)
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required, found " + sys.version.split()[0])'
+	@command -v java >/dev/null || { echo "error: Java 17 is required for Spark but 'java' is not on PATH (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
+	  [ -n "$$v" ] && [ "$$v" -ge 17 ] || { echo "error: Java 17+ is required for Spark, found: $$(java -version 2>&1 | head -1)"; exit 1; }
+
+system-packages: $(FASHION_MNIST) ## Debian packages the tests and benchmarks use (Fashion-MNIST)
+
+$(FASHION_MNIST):
+	@command -v apt-get >/dev/null || { echo "error: $@ is missing and apt-get is not available: install Debian's dataset-fashion-mnist"; exit 1; }
+	@SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; } || \
+	  { echo "error: could not install the Debian package dataset-fashion-mnist"; exit 1; }
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements.lock setup.py
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -r requirements-dev.txt -c requirements.lock 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PIP) check >/dev/null || { $(PIP) check; exit 1; }
+	$(PIP) install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PY) -c 'import pyspark, tensorflow, PIL, boto3, pandas, pyarrow, chispa, moto' || { echo "error: dependencies failed to install"; exit 1; }
+	touch $@
+
+model: $(MODEL_DIR)/model.json ## Build the EfficientNet-Lite0 artifact (real ImageNet weights)
+
+$(MODEL_DIR)/model.json: $(VENV)/.installed model/build.py model/checkpoint.py model/efficientnet_lite.py model/artifact.py model/imagenet_classes.txt
+	$(PY) -m model.build --out $(MODEL_DIR)
+
+test: ## Run the test suite (what CI runs)
+	$(PY) -m pytest -m "not heavy"
+
+test-all: ## Run every test, the heavy ones too
+	$(PY) -m pytest
+
+lint: ## ruff: lint and format check
+	$(VENV)/bin/ruff check .
+
+run-local: ## Tag real photos + generated product photos on Spark local mode; summary on stdout
+	@manifest=$$($(PY) -m jobs.sample_data --demo --out data/local --images $(LOCAL_IMAGES)) && \
+	  mapfile -t spark_args < <($(PY) -m jobs.spark_args --profile $(PROFILE)) && \
+	  time $(SPARK_SUBMIT) "$${spark_args[@]}" jobs/tag_images.py \
+	    --manifest $$manifest --output out/local --profile $(PROFILE)
+
+lock: ## Re-pin requirements.lock from the current .venv
+	@{ sed -n '1,2p' requirements.lock; $(PIP) freeze --exclude-editable 2>/dev/null; } > requirements.lock.new && mv requirements.lock.new requirements.lock
+
+clean: ## Remove generated data and outputs (keeps .venv and the model)
+	rm -rf data out reports/latest spark-warehouse metastore_db
+
+-include infra/infra.mk

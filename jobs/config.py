@@ -1,0 +1,189 @@
+"""The job's settings: one typed, validated object built from a conf/ profile plus overrides.
+
+A profile is YAML (see conf/local.yaml). `--set dotted.key=value` overrides any key, the
+value parsed as YAML. Validation runs before any Spark work and names the offending key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
+
+
+class ConfigError(ValueError):
+    """A profile or an override is invalid; the message names the key."""
+
+
+def _positive(v):
+    return v > 0
+
+
+def _non_negative(v):
+    return v >= 0
+
+
+def _check(predicate, message):
+    return {"check": predicate, "message": message}
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    master: str = "local[*]"
+    app_name: str = "image-tagger"
+    partitions: int = field(default=0, metadata=_check(_non_negative, "must be >= 0"))
+    conf: dict = field(default_factory=dict)  # spark-defaults: name -> string value
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    uri: str = "model/artifacts/efficientnet_lite0"
+    top_k: int = field(default=5, metadata=_check(lambda v: 1 <= v <= 100, "must be between 1 and 100"))
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    batch_size: int = field(default=32, metadata=_check(lambda v: 1 <= v <= 4096, "must be between 1 and 4096"))
+    threads: int = field(default=0, metadata=_check(_non_negative, "must be >= 0"))
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    threads: int = field(default=8, metadata=_check(lambda v: 1 <= v <= 256, "must be between 1 and 256"))
+    connect_timeout_s: float = field(default=5.0, metadata=_check(_positive, "must be > 0"))
+    read_timeout_s: float = field(default=20.0, metadata=_check(_positive, "must be > 0"))
+    max_attempts: int = field(default=3, metadata=_check(lambda v: 1 <= v <= 20, "must be between 1 and 20"))
+    backoff_initial_s: float = field(default=0.2, metadata=_check(_non_negative, "must be >= 0"))
+    backoff_max_s: float = field(default=5.0, metadata=_check(_non_negative, "must be >= 0"))
+    max_bytes: int = field(default=50 * 1024 * 1024, metadata=_check(_positive, "must be > 0"))
+    allowed_networks: list = field(default_factory=list)  # CIDRs open to http(s) despite the guard
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    image_size: int = field(default=224, metadata=_check(lambda v: 8 <= v <= 2048, "must be between 8 and 2048"))
+    resize_shorter: int = field(default=256, metadata=_check(lambda v: 8 <= v <= 4096, "must be between 8 and 4096"))
+    max_pixels: int = field(default=64_000_000, metadata=_check(_positive, "must be > 0"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    spark: SparkSettings = field(default_factory=SparkSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    inference: InferenceSettings = field(default_factory=InferenceSettings)
+    fetch: FetchSettings = field(default_factory=FetchSettings)
+    decode: DecodeSettings = field(default_factory=DecodeSettings)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Maps whose keys are free-form (Spark property names contain dots themselves).
+FREE_FORM_MAPS = {("spark", "conf")}
+
+
+def _coerce(value: Any, expected: type, key: str) -> Any:
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{key}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls, data: Any, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'profile'}: expected a mapping, got {data!r}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    types = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        names = ", ".join(f"{prefix}{k}" for k in unknown)
+        raise ConfigError(f"unknown profile key {names}; known keys here: {', '.join(sorted(known))}")
+    values = {}
+    for name, value in data.items():
+        f, key = known[name], f"{prefix}{name}"
+        if dataclasses.is_dataclass(types[name]):
+            values[name] = _build(types[name], value, f"{key}.")
+            continue
+        value = _coerce(value, types[name], key)
+        check = f.metadata.get("check")
+        if check and not check(value):
+            raise ConfigError(f"{key}={value!r}: {f.metadata['message']}")
+        values[name] = value
+    return cls(**values)
+
+
+def _spark_value(name: str, value: Any) -> str:
+    # Spark and EMR both take property values as strings; YAML may have parsed 64 or true.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise ConfigError(f"spark.conf.{name}: expected a scalar, got {value!r}")
+
+
+def _validate_cross_fields(settings: Settings) -> None:
+    if settings.decode.resize_shorter < settings.decode.image_size:
+        raise ConfigError(
+            f"decode.resize_shorter={settings.decode.resize_shorter} must be >= decode.image_size="
+            f"{settings.decode.image_size}"
+        )
+    if settings.fetch.backoff_max_s < settings.fetch.backoff_initial_s:
+        raise ConfigError("fetch.backoff_max_s must be >= fetch.backoff_initial_s")
+    for cidr in settings.fetch.allowed_networks:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"fetch.allowed_networks: {cidr!r} is not a CIDR ({exc})") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'a.b=value' -> (['a', 'b'], parsed value). The value is YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value is not valid YAML ({exc})") from None
+    return key.strip().split("."), value
+
+
+def apply_override(data: dict, path: list[str], value: Any) -> None:
+    """Set data[path] = value in place; free-form maps take the rest of the path as one key."""
+    node = data
+    for depth, part in enumerate(path[:-1]):
+        if tuple(path[: depth + 1]) in FREE_FORM_MAPS:
+            node.setdefault(part, {})[".".join(path[depth + 1 :])] = value
+            return
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[: depth + 1])} is not a mapping")
+        node = child
+    node[path[-1]] = value
+
+
+def load_settings(profile: str | Path | None = None, overrides: list[str] = ()) -> Settings:
+    """Read a profile (YAML file), apply `key=value` overrides, validate, return Settings."""
+    path = Path(profile) if profile else DEFAULT_PROFILE
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read profile {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"profile {path} is not valid YAML: {exc}") from None
+    for text in overrides:
+        apply_override(data, *parse_override(text))
+    settings = _build(Settings, data, "")
+    _validate_cross_fields(settings)
+    conf = {name: _spark_value(name, value) for name, value in settings.spark.conf.items()}
+    return dataclasses.replace(settings, spark=dataclasses.replace(settings.spark, conf=conf))

@@ -1,0 +1,42 @@
+"""Print spark-submit options (--master, --conf) from a profile: one source of truth.
+
+    mapfile -t args < <(python -m jobs.spark_args --profile conf/local.yaml)
+    spark-submit "${args[@]}" jobs/tag_images.py ...
+
+One argument per line, so values with spaces or brackets survive the shell.
+
+Settings such as spark.driver.memory only take effect when given to spark-submit,
+before the driver JVM starts; the job also applies them when it builds its session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jobs.config import ConfigError, Settings, load_settings
+
+
+def spark_submit_args(settings: Settings) -> list[str]:
+    args = ["--master", settings.spark.master, "--name", settings.spark.app_name]
+    for key, value in sorted(settings.spark.conf.items()):
+        args += ["--conf", f"{key}={value}"]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.profile, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(spark_submit_args(settings)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Versioned model artifacts: a directory (local or S3) with model.json, the model, classes.
+
+model.json records the name and a content hash (the version), so every output row can say
+exactly which weights tagged it. The job reads the artifact's bytes on the driver,
+broadcasts them, and each Python worker builds the model once from those bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+MANIFEST_FILE = "model.json"
+
+
+class ArtifactError(ValueError):
+    """A model artifact is missing, incomplete or inconsistent."""
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """Everything a worker needs to build the model, as plain bytes (cheap to broadcast)."""
+
+    meta: dict
+    files: dict[str, bytes] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def version(self) -> str:
+        return self.meta["version"]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.files[self.meta["classes_file"]].decode("utf-8").splitlines()
+
+
+def content_version(weights: list[np.ndarray], class_names: list[str], name: str) -> str:
+    """A stable hash of what determines the model's answers: weights, classes, name."""
+    digest = hashlib.sha256(name.encode())
+    for array in weights:
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array, dtype=array.dtype).tobytes())
+    digest.update("\n".join(class_names).encode())
+    return digest.hexdigest()[:12]
+
+
+def save_keras_artifact(model, out_dir: Path, *, name: str, class_names: list[str], extra_meta: dict) -> dict:
+    """Write model.keras, classes.txt and model.json into out_dir; return the metadata."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(out_dir / "model.keras")
+    (out_dir / "classes.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
+    meta = {
+        "name": name,
+        "version": content_version(model.get_weights(), class_names, name),
+        "format": "keras",
+        "model_file": "model.keras",
+        "classes_file": "classes.txt",
+        **extra_meta,
+    }
+    (out_dir / MANIFEST_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return meta
+
+
+def _read_local(root: str, name: str) -> bytes:
+    path = Path(root) / name
+    if not path.is_file():
+        raise ArtifactError(f"model artifact file not found: {path} (run `make model`?)")
+    return path.read_bytes()
+
+
+def _read_s3(root: str, name: str) -> bytes:
+    from jobs.fetch import s3_client  # one place that knows how to reach S3
+
+    parsed = urlparse(root.rstrip("/") + "/" + name)
+    try:
+        response = s3_client().get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
+    except Exception as exc:  # botocore raises many shapes; all mean "cannot read it"
+        raise ArtifactError(f"cannot read model artifact file {parsed.geturl()}: {exc}") from exc
+    return response["Body"].read()
+
+
+def load_artifact(uri: str) -> ModelArtifact:
+    """Read a model artifact from a local directory or an s3:// prefix."""
+    reader = _read_s3 if uri.startswith("s3://") else _read_local
+    root = uri[len("file://") :] if uri.startswith("file://") else uri
+    meta = json.loads(reader(root, MANIFEST_FILE))
+    for key in ("name", "version", "format", "model_file", "classes_file"):
+        if key not in meta:
+            raise ArtifactError(f"{uri}/{MANIFEST_FILE} lacks the key {key!r}")
+    names = {meta["model_file"], meta["classes_file"]}
+    artifact = ModelArtifact(meta, {n: reader(root, n) for n in names})
+    if len(artifact.class_names) != meta.get("num_classes", len(artifact.class_names)):
+        raise ArtifactError(f"{uri}: classes file has {len(artifact.class_names)} names, expected {meta['num_classes']}")
+    return artifact
