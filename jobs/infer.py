@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -45,8 +45,8 @@ class Tagger:
         for start in range(0, len(images), self.batch_size):
             probabilities = np.asarray(self.predict(images[start : start + self.batch_size]))
             indices, scores = top_k(probabilities, self.top_k)
-            for row_indices, row_scores in zip(indices, scores):
-                results.append([(self.class_names[i], float(s)) for i, s in zip(row_indices, row_scores)])
+            for row_indices, row_scores in zip(indices, scores, strict=True):
+                results.append([(self.class_names[i], float(s)) for i, s in zip(row_indices, row_scores, strict=True)])
         return results
 
 

@@ -7,9 +7,9 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
 
 import pandas as pd
 from pyspark.accumulators import AccumulatorParam
@@ -37,7 +37,7 @@ OUTPUT_SCHEMA = T.StructType(
         T.StructField("url", T.StringType()),
         T.StructField("status", T.StringType()),
         T.StructField("error", T.StringType()),
-        T.StructField("tags", T.ArrayType(TAG_TYPE)),
+        T.StructField("tags", T.ArrayType(TAG_TYPE, containsNull=False)),
         T.StructField("model_name", T.StringType(), False),
         T.StructField("model_version", T.StringType(), False),
         T.StructField("processed_at", T.TimestampType(), False),
@@ -74,11 +74,12 @@ def make_tag_udf(artifact_bc, settings: Settings, stage_times):
 
     def tag_batches(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         # Imported here: these run on the executor, never at import time on the driver.
-        from jobs.infer import tagger_for_worker
+        from jobs.infer import tagger_for_worker, worker_model_loads
         from jobs.tagging import tag_urls
 
         timings: Counter = Counter()
         started = time.perf_counter()
+        loads_before = worker_model_loads()
         tagger = tagger_for_worker(
             artifact_bc.value,
             top_k=settings.model.top_k,
@@ -86,6 +87,8 @@ def make_tag_udf(artifact_bc, settings: Settings, stage_times):
             threads=settings.inference.threads,
         )
         timings["model_load_s"] += time.perf_counter() - started
+        timings["model_builds"] += worker_model_loads() - loads_before  # 0 unless new worker
+        timings["tasks"] += 1
         with ThreadPoolExecutor(settings.fetch.threads, thread_name_prefix="fetch") as pool:
             for urls in batches:
                 yield tag_urls(urls.tolist(), tagger, settings, pool, timings)

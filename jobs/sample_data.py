@@ -135,7 +135,10 @@ def local_demo_manifest(out: Path, generated: int) -> Path:
         product_rows = [(r["url"], r["image_id"]) for r in csv.DictReader(f)]
     rows = [(p.resolve().as_uri(), f"photo-{p.stem}") for p in real_photo_paths()]
     rows += product_rows
-    rows += [((out / "missing.jpg").resolve().as_uri(), "bad-missing"), (skimage_data_dir().joinpath("README.txt").as_uri(), "bad-not-an-image")]
+    rows += [
+        ((out / "missing.jpg").resolve().as_uri(), "bad-missing"),
+        (skimage_data_dir().joinpath("README.txt").as_uri(), "bad-not-an-image"),
+    ]
     manifest = out / "manifest.csv"
     with manifest.open("w", newline="") as f:
         writer = csv.writer(f)

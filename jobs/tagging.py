@@ -74,7 +74,7 @@ def tag_urls(urls: list[str], tagger: Tagger, settings: Settings, pool: Executor
         started = time.perf_counter()
         try:
             batch_tags = tagger.tag(np.stack([loaded[i].image for i in good]))
-            tags = dict(zip(good, batch_tags))
+            tags = dict(zip(good, batch_tags, strict=True))
         except Exception as exc:  # e.g. out of memory: the rows say so, the task lives on
             infer_error = f"infer: {type(exc).__name__}: {exc}"
         timings["infer_s"] += time.perf_counter() - started
@@ -82,7 +82,7 @@ def tag_urls(urls: list[str], tagger: Tagger, settings: Settings, pool: Executor
     rows = []
     for i, item in enumerate(loaded):
         if i in tags:
-            labels, scores = zip(*tags[i]) if tags[i] else ((), ())
+            labels, scores = zip(*tags[i], strict=True) if tags[i] else ((), ())
             rows.append((STATUS_OK, None, list(labels), [float(s) for s in scores]))
         else:
             rows.append((STATUS_ERROR, item.error or infer_error, None, None))

@@ -32,7 +32,7 @@ class Routes:
 
 def start_server(routes: Routes):
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's naming)
+        def do_GET(self):
             status, body, headers, delay = routes.next(self.path)
             time.sleep(delay)
             self.send_response(status)

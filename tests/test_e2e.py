@@ -1,0 +1,84 @@
+"""The job as a user runs it: the real spark-submit, real model, file:// and s3:// images."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.cli import main
+from jobs.config import load_settings
+from jobs.spark_args import spark_submit_args
+
+REPO = Path(__file__).resolve().parent.parent
+SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bad_arguments_fail_fast_naming_the_problem(capsys, tmp_path):
+    assert main(["--manifest", "m.csv", "--output", str(tmp_path), "--set", "fetch.threads=0"]) == 2
+    assert "fetch.threads=0: must be between 1 and 256" in capsys.readouterr().err
+    assert main(["--manifest", "m.csv", "--output", str(tmp_path), "--profile", str(tmp_path / "none.yaml")]) == 2
+    assert "cannot read profile" in capsys.readouterr().err
+    assert main(["--manifest", "m.csv", "--output", str(tmp_path), "--set", f"model.uri={tmp_path}"]) == 2
+    assert "model artifact file not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--output", str(tmp_path)])  # argparse: --manifest is required
+
+
+def test_spark_submit_end_to_end(tmp_path, photos, s3_bucket, model_dir):
+    spaced = tmp_path / "shop images" / "chelsea the cat.png"
+    spaced.parent.mkdir()
+    shutil.copy(photos["chelsea"], spaced)
+    (tmp_path / "zero.jpg").write_bytes(b"")
+    (tmp_path / "notes.jpg").write_text("this is not an image")
+    rows = [
+        ("coffee-file", photos["coffee"].as_uri(), "ok", "espresso"),
+        ("cat-file", spaced.as_uri(), "ok", "cat"),
+        ("rocket-file", photos["rocket"].as_uri(), "ok", None),
+        ("coffee-s3", f"s3://{s3_bucket}/shop/coffee.png", "ok", "espresso"),
+        ("cat-s3", f"s3://{s3_bucket}/shop/cat photo.png", "ok", "cat"),
+        ("missing-s3", f"s3://{s3_bucket}/shop/missing.png", "error", "fetch: S3 NoSuchKey (HTTP 404)"),
+        ("empty-s3", f"s3://{s3_bucket}/shop/empty.jpg", "error", "decode: empty body (0 bytes)"),
+        ("zero-file", (tmp_path / "zero.jpg").as_uri(), "error", "decode: empty body (0 bytes)"),
+        ("text-file", (tmp_path / "notes.jpg").as_uri(), "error", "decode: not an image"),
+        ("missing-file", (tmp_path / "gone.jpg").as_uri(), "error", "fetch: file not found"),
+    ]
+    manifest = tmp_path / "manifest.parquet"
+    pq.write_table(pa.table({"image_id": [r[0] for r in rows], "url": [r[1] for r in rows]}), manifest)
+    output = tmp_path / "out"
+    settings = load_settings(overrides=["spark.master=local[2]"])
+    command = [
+        str(SPARK_SUBMIT), *spark_submit_args(settings), str(REPO / "jobs" / "tag_images.py"),
+        "--manifest", str(manifest), "--output", str(output),
+        "--set", "spark.master=local[2]", "--set", f"model.uri={model_dir}", "--set", "fetch.max_attempts=2",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "rows in     10" in result.stdout and "ok          5" in result.stdout and "error       5" in result.stdout
+
+    table = pq.read_table(output).to_pylist()
+    assert len(table) == len(rows)
+    by_id = {row["image_id"]: row for row in table}
+    assert set(by_id) == {r[0] for r in rows}
+    for image_id, url, status, expect in rows:
+        row = by_id[image_id]
+        assert row["url"] == url and row["status"] == status
+        assert row["model_name"] == "efficientnet_lite0" and len(row["model_version"]) == 12
+        assert row["processed_at"] is not None
+        if status == "ok":
+            assert row["error"] is None and len(row["tags"]) == 5
+            scores = [t["score"] for t in row["tags"]]
+            assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0001
+            top = row["tags"][0]["label"]
+            if expect == "cat":
+                assert top in {"tiger cat", "Egyptian cat", "tabby"}
+            elif expect:
+                assert top == expect
+        else:
+            assert row["tags"] is None and row["error"].startswith(expect), row["error"]
