@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
-from collections import Counter
+from pathlib import Path
 
 from jobs.config import ConfigError, load_settings
 from jobs.manifest import FORMATS, ManifestError
 from model.artifact import ArtifactError, load_artifact
 
 log = logging.getLogger("image_tagger")
+EXIT_BAD_INPUT = 2
+EXIT_ACCOUNTING = 3
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -28,32 +31,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="override a profile key by dotted path; VALUE is YAML (repeatable)",
     )
     parser.add_argument("--manifest-format", choices=FORMATS, default="auto", help="default: from the file name")
+    parser.add_argument(
+        "--incremental", action="store_true",
+        help="keep the output and skip images that already have an ok row for this model version",
+    )
+    parser.add_argument("--metrics-out", type=Path, help="write the run's metrics record (JSON) here")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> int:
+    main_started = time.time()
     # Validate everything cheap before any Spark work starts.
     settings = load_settings(args.profile, args.overrides)
     artifact = load_artifact(settings.model.uri)
     log.info("model %s version %s from %s", artifact.name, artifact.version, settings.model.uri)
 
-    from jobs.manifest import read_manifest
-    from jobs.pipeline import StageTimes, build_spark, summarise, tag_dataframe
+    from jobs.pipeline import build_spark
+    from jobs.run import JobArgs, Run, metrics_record, render_summary
 
-    started = time.perf_counter()
+    session_started = time.perf_counter()
     spark = build_spark(settings)
+    session_s = time.perf_counter() - session_started
+    jvm = spark.sparkContext._jvm
+    jvm_started = jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getStartTime() / 1000.0
     try:
-        manifest = read_manifest(spark, args.manifest, args.manifest_format)
-        stage_times = spark.sparkContext.accumulator(Counter(), StageTimes())
-        tagged = tag_dataframe(manifest, artifact, settings, stage_times)
-        tagged.write.mode("overwrite").parquet(args.output)
-        summary = summarise(spark, args.output, time.perf_counter() - started, stage_times.value)
-        rows_in = manifest.count()
-        if rows_in != summary.rows_in:
-            log.error("accounting mismatch: %d rows in, %d rows written", rows_in, summary.rows_in)
-            return 3
-        print(summary.render(f"{artifact.name} {artifact.version}"), flush=True)
+        job = Run(spark, settings, artifact, JobArgs(args.manifest, args.output, args.manifest_format, args.incremental,
+                                                     args.profile))
+        result = job.execute()
+        record = metrics_record(job, result, main_started=main_started, session_s=session_s, jvm_started=jvm_started)
+        if args.metrics_out:
+            args.metrics_out.parent.mkdir(parents=True, exist_ok=True)
+            args.metrics_out.write_text(json.dumps(record, indent=2) + "\n")
+        print(render_summary(record, job.examples(result["run_id"])), flush=True)
         return 0
     finally:
         spark.stop()
@@ -62,8 +72,13 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from jobs.run import AccountingError
+
     try:
         return run(args)
     except (ConfigError, ManifestError, ArtifactError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except AccountingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ACCOUNTING

@@ -74,12 +74,19 @@ class DecodeSettings:
 
 
 @dataclass(frozen=True)
+class OutputSettings:
+    # Units of commit: a killed run resumes at the first unfinished chunk. 1 = one pass, no staging.
+    chunks: int = field(default=1, metadata=_check(lambda v: 1 <= v <= 10_000, "must be between 1 and 10000"))
+
+
+@dataclass(frozen=True)
 class Settings:
     spark: SparkSettings = field(default_factory=SparkSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
     fetch: FetchSettings = field(default_factory=FetchSettings)
     decode: DecodeSettings = field(default_factory=DecodeSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -9,7 +9,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import pandas as pd
 from pyspark.accumulators import AccumulatorParam
@@ -41,18 +40,25 @@ OUTPUT_SCHEMA = T.StructType(
         T.StructField("model_name", T.StringType(), False),
         T.StructField("model_version", T.StringType(), False),
         T.StructField("processed_at", T.TimestampType(), False),
+        T.StructField("run_id", T.StringType(), False),
     ]
 )
 
 
 class StageTimes(AccumulatorParam):
-    """Sums per-stage seconds and counts from every task back on the driver."""
+    """Merges per-task timings on the driver: keys ending in _min/_max keep the extreme, others add up."""
 
     def zero(self, value):
         return Counter()
 
     def addInPlace(self, value1, value2):
-        value1.update(value2)
+        for key, value in value2.items():
+            if key.endswith("_min") and key in value1:
+                value1[key] = min(value1[key], value)
+            elif key.endswith("_max") and key in value1:
+                value1[key] = max(value1[key], value)
+            else:
+                value1[key] += value
         return value1
 
 
@@ -77,7 +83,7 @@ def make_tag_udf(artifact_bc, settings: Settings, stage_times):
         from jobs.infer import tagger_for_worker, worker_model_loads
         from jobs.tagging import tag_urls
 
-        timings: Counter = Counter()
+        timings: Counter = Counter(tasks=1)
         started = time.perf_counter()
         loads_before = worker_model_loads()
         tagger = tagger_for_worker(
@@ -86,12 +92,23 @@ def make_tag_udf(artifact_bc, settings: Settings, stage_times):
             batch_size=settings.inference.batch_size,
             threads=settings.inference.threads,
         )
-        timings["model_load_s"] += time.perf_counter() - started
-        timings["model_builds"] += worker_model_loads() - loads_before  # 0 unless new worker
-        timings["tasks"] += 1
+        load_s = time.perf_counter() - started
+        timings.update(model_load_s=load_s, model_builds=worker_model_loads() - loads_before)
+        timings["model_load_s_max"] = load_s
+        timings["ready_at_min"] = time.time()  # wall clock: comparable across processes
         with ThreadPoolExecutor(settings.fetch.threads, thread_name_prefix="fetch") as pool:
-            for urls in batches:
-                yield tag_urls(urls.tolist(), tagger, settings, pool, timings)
+            batch_iter = iter(batches)
+            while True:
+                waited = time.perf_counter()
+                urls = next(batch_iter, None)  # time spent here is Spark reading and shipping input
+                timings["spark_io_s"] += time.perf_counter() - waited
+                if urls is None:
+                    break
+                result = tag_urls(urls.tolist(), tagger, settings, pool, timings)
+                waited = time.perf_counter()
+                yield result  # ... and here, Spark taking the output (Arrow, Parquet write)
+                timings["spark_io_s"] += time.perf_counter() - waited
+        timings["end_at_max"] = time.time()
         timings["task_s"] += time.perf_counter() - started
         stage_times.add(timings)
 
@@ -99,15 +116,15 @@ def make_tag_udf(artifact_bc, settings: Settings, stage_times):
     return F.pandas_udf(tag_batches, RESULT_TYPE).asNondeterministic()
 
 
-def tag_dataframe(manifest: DataFrame, artifact: ModelArtifact, settings: Settings, stage_times=None) -> DataFrame:
+def tag_dataframe(
+    pending: DataFrame, artifact: ModelArtifact, settings: Settings, stage_times=None, run_id: str = "adhoc"
+) -> DataFrame:
     """(image_id, url) -> the output schema, one row per input row."""
-    spark = manifest.sparkSession
+    spark = pending.sparkSession
     artifact_bc = spark.sparkContext.broadcast(artifact)
     stage_times = stage_times or spark.sparkContext.accumulator(Counter(), StageTimes())
-    if settings.spark.partitions:
-        manifest = manifest.repartition(settings.spark.partitions)
     tag_udf = make_tag_udf(artifact_bc, settings, stage_times)
-    result = manifest.withColumn("result", tag_udf(F.col("url")))
+    result = pending.withColumn("result", tag_udf(F.col("url")))
     return result.select(
         "image_id",
         "url",
@@ -119,47 +136,5 @@ def tag_dataframe(manifest: DataFrame, artifact: ModelArtifact, settings: Settin
         F.lit(artifact.name).alias("model_name"),
         F.lit(artifact.version).alias("model_version"),
         F.current_timestamp().alias("processed_at"),
-    )
-
-
-@dataclass
-class RunSummary:
-    rows_in: int
-    ok: int
-    error: int
-    seconds: float
-    stage_times: dict
-    examples: list
-
-    @property
-    def images_per_s(self) -> float:
-        return self.rows_in / self.seconds if self.seconds else 0.0
-
-    def render(self, model: str) -> str:
-        lines = [
-            f"model       {model}",
-            f"rows in     {self.rows_in}",
-            f"ok          {self.ok}",
-            f"error       {self.error}",
-            f"wall        {self.seconds:.1f} s ({self.images_per_s:.1f} images/s)",
-            "stage times " + ", ".join(f"{k}={v:.1f}" for k, v in sorted(self.stage_times.items()) if k.endswith("_s")),
-        ]
-        for row in self.examples:
-            tags = ", ".join(f"{t['label']} {t['score']:.2f}" for t in row["tags"][:3])
-            lines.append(f"  {row['url'].rsplit('/', 1)[-1][:40]:40s} {tags}")
-        return "\n".join(lines)
-
-
-def summarise(spark: SparkSession, output_uri: str, seconds: float, stage_times: dict, examples: int = 5) -> RunSummary:
-    """Count what was written (the output is the truth) and pick a few tagged examples."""
-    written = spark.read.parquet(output_uri)
-    counts = {row["status"]: row["count"] for row in written.groupBy("status").count().collect()}
-    sample = written.where(F.col("status") == "ok").orderBy("url").limit(examples).collect()
-    return RunSummary(
-        rows_in=sum(counts.values()),
-        ok=counts.get("ok", 0),
-        error=counts.get("error", 0),
-        seconds=seconds,
-        stage_times=dict(stage_times),
-        examples=[row.asDict(recursive=True) for row in sample],
+        F.lit(run_id).alias("run_id"),
     )

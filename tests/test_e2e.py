@@ -61,6 +61,7 @@ def test_spark_submit_end_to_end(tmp_path, photos, s3_bucket, model_dir):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ.copy())
     assert result.returncode == 0, result.stderr[-4000:]
     assert "rows in     10" in result.stdout and "ok          5" in result.stdout and "error       5" in result.stdout
+    assert "skipped     0" in result.stdout
 
     table = pq.read_table(output).to_pylist()
     assert len(table) == len(rows)

@@ -55,16 +55,18 @@ def test_tag_dataframe_one_row_per_input_and_model_once_per_worker(spark, artifa
     (tmp_path / "zero.jpg").write_bytes(b"")
     urls = [photos["coffee"].as_uri(), photos["chelsea"].as_uri(), (tmp_path / "zero.jpg").as_uri(),
             (tmp_path / "missing.jpg").as_uri()] * 3
-    manifest = with_image_ids(spark.createDataFrame([(u, f"id{i}") for i, u in enumerate(urls)], "url string, image_id string"))
-    settings = load_settings(overrides=["spark.partitions=6", "inference.batch_size=4"])
+    rows = [(u, f"id{i}") for i, u in enumerate(urls)]
+    manifest = with_image_ids(spark.createDataFrame(rows, "url string, image_id string")).repartition(6)
+    settings = load_settings(overrides=["inference.batch_size=4"])
     times = spark.sparkContext.accumulator(Counter(), StageTimes())
-    out = tag_dataframe(manifest, artifact, settings, times)
+    out = tag_dataframe(manifest, artifact, settings, times, run_id="run-1")
     assert out.schema == OUTPUT_SCHEMA
     rows = {r.image_id: r for r in out.collect()}
     assert len(rows) == len(urls)
     for i, url in enumerate(urls):
         row = rows[f"id{i}"]
         assert row.url == url and row.model_name == "efficientnet_lite0" and row.model_version == artifact.version
+        assert row.run_id == "run-1"
         if url.endswith(("coffee.png", "chelsea.png")):
             assert row.status == "ok" and row.error is None and len(row.tags) == 5
         else:

@@ -1,0 +1,11 @@
+"""`make bench` and `make report`: measure the tagging job against a single-process ceiling.
+
+Modules:
+    dataset    the fixed, seeded benchmark images (JPEG, 600-1000 px, 50-200 KB), cached
+    ceiling    single-process decode / inference / combined throughput with the job's own code
+    runner     spark-submits every profile and the predict_batch_udf reference, one record each
+    reference_predict_batch   the straightforward `predict_batch_udf` job (the reference)
+    records    the run-record format and its validation
+    cost       EMR cost per million images, nodes for 300M in 24 h (conf/prices.yaml)
+    report     reports/latest/: README.md, PNG plots, summary.json
+"""

@@ -1,0 +1,225 @@
+"""The single-process ceiling: what this machine can do without Spark, with the job's own code.
+
+Measured on the benchmark's files, each part in a fresh Python process pinned to the cores
+the Spark runs get (TensorFlow fixes its thread pools once per process):
+
+- decode: fetch + decode + preprocess (`jobs.fetch.fetch`, `jobs.decode.prepare`), one
+  thread: images/s per core.
+- infer: the model's predict (`jobs.infer.build_predictor`) on already-prepared images, with
+  all cores (TensorFlow's default threads) and with one thread, after one warm-up batch.
+- combined: the best of two ideal plans for C cores, no overheads at all:
+    shared   decode spread over C cores, then inference on all C cores:
+             1 / (1 / (C * decode_per_core) + 1 / infer_all_cores)
+    per_core each core decodes and infers its own images with one inference thread:
+             C / (1 / decode_per_core + 1 / infer_one_thread)
+  `ceiling_images_per_s` is that best plan: an upper bound for the Spark job on C cores.
+- pipeline: for reference, one real process doing both at once (C decode threads feeding
+  inference on all cores); what a plain single-process script achieves.
+
+    python -m jobs.benchmark.ceiling --manifest data/bench/.../manifest.csv --profile conf/05-....yaml --out c.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import inspect
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from jobs.benchmark.records import KIND_CEILING, RECORD_VERSION, write_record
+from jobs.config import Settings, load_settings
+from jobs.decode import prepare
+from jobs.fetch import fetch
+
+
+def read_urls(manifest: Path) -> list[str]:
+    with manifest.open(newline="") as f:
+        return [row["url"] for row in csv.DictReader(f)]
+
+
+def load_one(url: str, settings: Settings) -> np.ndarray:
+    """The job's fetch + decode + preprocess of one image."""
+    data = fetch(url, settings.fetch).data
+    return prepare(
+        data,
+        max_pixels=settings.decode.max_pixels,
+        resize_shorter=settings.decode.resize_shorter,
+        image_size=settings.decode.image_size,
+    )
+
+
+def pin_to_cores(cores: int) -> list[int]:
+    """Restrict this process to the first `cores` CPUs it may use (as local[cores] would)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    chosen = allowed[:cores]
+    if len(chosen) < len(allowed):
+        os.sched_setaffinity(0, chosen)
+    return chosen
+
+
+def make_predictor(settings: Settings, threads: int):
+    """(predict, model_load_s, artifact, how) with the job's own predictor for the profile's model."""
+    from jobs import infer
+    from model.artifact import load_artifact
+
+    started = time.perf_counter()
+    artifact = load_artifact(settings.model.uri)
+    infer.configure_tensorflow(threads)
+    build = getattr(infer, "build_predictor", None)
+    how = "jobs.infer.build_predictor"
+    if build is None:  # before build_predictor lands, the Keras path is the only one
+        build, how = infer.keras_predictor, "jobs.infer.keras_predictor (build_predictor absent)"
+    kwargs = {"threads": threads} if "threads" in inspect.signature(build).parameters else {}
+    predict = build(artifact, settings.inference.batch_size, **kwargs)
+    return predict, time.perf_counter() - started, artifact, how
+
+
+def part_decode(urls: list[str], settings: Settings) -> dict:
+    started = time.perf_counter()
+    for url in urls:
+        load_one(url, settings)
+    seconds = time.perf_counter() - started
+    return {"images": len(urls), "seconds": seconds, "images_per_s_per_core": len(urls) / seconds}
+
+
+def part_infer(urls: list[str], settings: Settings, threads: int) -> dict:
+    batch_size = settings.inference.batch_size
+    predict, load_s, artifact, how = make_predictor(settings, threads)
+    inputs = np.stack([load_one(url, settings) for url in urls])
+    if len(inputs) >= batch_size:  # whole batches only: a padded last batch would understate the rate
+        inputs = inputs[: len(inputs) // batch_size * batch_size]
+    predict(inputs[:batch_size])  # warm-up: tracing / allocation, not throughput
+    started = time.perf_counter()
+    for start in range(0, len(inputs), batch_size):
+        np.asarray(predict(inputs[start : start + batch_size]))
+    seconds = time.perf_counter() - started
+    return {
+        "threads": threads,
+        "images": len(inputs),
+        "seconds": seconds,
+        "images_per_s": len(inputs) / seconds,
+        "model_load_s": load_s,
+        "predictor": how,
+        "model_name": artifact.name,
+        "model_version": artifact.version,
+    }
+
+
+def part_pipeline(urls: list[str], settings: Settings, cores: int) -> dict:
+    batch_size = settings.inference.batch_size
+    predict, _, _, _ = make_predictor(settings, 0)
+    predict(np.stack([load_one(u, settings) for u in urls[:batch_size]]))  # warm-up
+    started = time.perf_counter()
+    with ThreadPoolExecutor(cores) as pool:
+        batch = []
+        for image in pool.map(lambda url: load_one(url, settings), urls):
+            batch.append(image)
+            if len(batch) == batch_size:
+                np.asarray(predict(np.stack(batch)))
+                batch = []
+        if batch:
+            np.asarray(predict(np.stack(batch)))
+    seconds = time.perf_counter() - started
+    return {"images": len(urls), "seconds": seconds, "images_per_s": len(urls) / seconds, "decode_threads": cores}
+
+
+def combine(decode_per_core: float, infer_all: float, infer_one: float, cores: int) -> dict:
+    """The two ideal plans and the better of them (see the module docstring)."""
+    shared = 1.0 / (1.0 / (cores * decode_per_core) + 1.0 / infer_all)
+    per_core = cores / (1.0 / decode_per_core + 1.0 / infer_one)
+    plan = "shared" if shared >= per_core else "per_core"
+    return {"shared_images_per_s": shared, "per_core_images_per_s": per_core, "plan": plan, "images_per_s": max(shared, per_core)}
+
+
+def _run_part(part: str, args: argparse.Namespace, threads: int = 0) -> dict:
+    """Run one measurement in a fresh interpreter; it prints its result as JSON."""
+    cmd = [
+        sys.executable, "-m", "jobs.benchmark.ceiling", "--part", part, "--manifest", str(args.manifest),
+        "--profile", str(args.profile), "--cores", str(args.cores), "--threads", str(threads),
+        "--limit", str(args.infer_images if part == "infer" else args.pipeline_images if part == "pipeline" else 0),
+    ]  # fmt: skip
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"ceiling part {part} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(args: argparse.Namespace) -> dict:
+    settings = load_settings(args.profile)
+    started = time.perf_counter()
+    decode = _run_part("decode", args)
+    infer_all = _run_part("infer", args, threads=0)
+    infer_one = _run_part("infer", args, threads=1)
+    pipeline = _run_part("pipeline", args) if args.pipeline_images else None
+    combined = combine(decode["images_per_s_per_core"], infer_all["images_per_s"], infer_one["images_per_s"], args.cores)
+    return {
+        "record_version": RECORD_VERSION,
+        "bench_id": args.bench_id,
+        "kind": KIND_CEILING,
+        "name": f"ceiling-{infer_all['model_name']}",
+        "model_uri": settings.model.uri,
+        "model_name": infer_all["model_name"],
+        "model_version": infer_all["model_version"],
+        "predictor": infer_all["predictor"],
+        "settings_from": str(args.profile),
+        "batch_size": settings.inference.batch_size,
+        "decode_settings": {
+            "resize_shorter": settings.decode.resize_shorter,
+            "image_size": settings.decode.image_size,
+        },
+        "cores": args.cores,
+        "images": len(read_urls(args.manifest)),
+        "manifest": str(args.manifest),
+        "decode": decode,
+        "infer": {"all_cores": infer_all, "one_thread": infer_one},
+        "combined": combined,
+        "pipeline": pipeline,
+        "ceiling_images_per_s": combined["images_per_s"],
+        "measure_s": time.perf_counter() - started,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", type=Path, required=True)
+    parser.add_argument("--profile", type=Path, required=True, help="model.uri, batch size and decode sizes come from it")
+    parser.add_argument("--out", type=Path, help="write the ceiling record here (else print it)")
+    parser.add_argument("--bench-id", default="adhoc")
+    parser.add_argument("--cores", type=int, default=2, help="cores the Spark runs use (local[N])")
+    parser.add_argument("--infer-images", type=int, default=512, help="distinct images for the inference timing")
+    parser.add_argument("--pipeline-images", type=int, default=1000, help="0 skips the one-process pipeline")
+    parser.add_argument("--part", choices=["decode", "infer", "pipeline"], help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.part:
+        pin_to_cores(args.cores if args.part != "decode" else 1)
+        settings = load_settings(args.profile)
+        urls = read_urls(args.manifest)
+        urls = urls[: args.limit] if args.limit else urls
+        if args.part == "decode":
+            result = part_decode(urls, settings)
+        elif args.part == "infer":
+            result = part_infer(urls, settings, args.threads)
+        else:
+            result = part_pipeline(urls, settings, args.cores)
+        print(json.dumps(result))
+        return 0
+    record = measure(args)
+    if args.out:
+        write_record(args.out, record)
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The benchmark's images: fixed, seeded, realistic product photos as JPEG files, cached.
+
+Built from the same sources as jobs/sample_data.py (Fashion-MNIST items staged as
+catalogue photos, plus real photos from the scikit-image wheel), with one difference:
+each file's JPEG quality is chosen so that its size lands in 50-200 KB, around a seeded
+target size, as on a shop's catalogue (the plain sample data spreads from ~25 to ~230 KB).
+
+    python -m jobs.benchmark.dataset --out data/bench --images 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from jobs.sample_data import FASHION_CLASSES, REAL_PHOTOS, fashion_mnist, photo_variant, product_photo, real_photo_paths
+
+MIN_BYTES = 50_000
+MAX_BYTES = 200_000
+QUALITIES = (55, 97)  # the search range of JPEG quality
+DATASET_VERSION = 1
+
+
+def encode_in_range(img: Image.Image, target: int, *, low: int = MIN_BYTES, high: int = MAX_BYTES) -> tuple[bytes, int]:
+    """JPEG bytes of img whose size is close to target and inside [low, high] when possible.
+
+    Binary search on quality (size grows with quality). Returns (bytes, quality).
+    """
+    lo, hi = QUALITIES
+    best: tuple[bytes, int] | None = None
+    while lo <= hi:
+        quality = (lo + hi) // 2
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=quality)
+        data = buf.getvalue()
+        in_range = low <= len(data) <= high
+        if best is None or (in_range, -abs(len(data) - target)) > (
+            low <= len(best[0]) <= high,
+            -abs(len(best[0]) - target),
+        ):
+            best = (data, quality)
+        if len(data) < target:
+            lo = quality + 1
+        else:
+            hi = quality - 1
+    assert best is not None
+    return best
+
+
+def make_bench_dataset(out: Path, images: int, *, seed: int = 20240, photo_share: float = 0.15) -> Path:
+    """Write `images` JPEGs plus manifest.csv (url, image_id, source, bytes, width, height); cached.
+
+    The same arguments give the same files; a second call with them returns at once.
+    """
+    stamp = {"images": images, "seed": seed, "photo_share": photo_share, "version": DATASET_VERSION}
+    manifest = out / "manifest.csv"
+    stamp_file = out / "dataset.json"
+    if manifest.exists() and stamp_file.exists() and json.loads(stamp_file.read_text())["stamp"] == stamp:
+        return manifest
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    items, labels = fashion_mnist("t10k")
+    photos = [Image.open(p) for p in real_photo_paths()]
+    rows = []
+    for i in range(images):
+        if rng.random() < photo_share:
+            k = int(rng.integers(len(photos)))
+            img, source = photo_variant(photos[k], rng), f"photo:{REAL_PHOTOS[k]}"
+        else:
+            k = int(rng.integers(len(items)))
+            img, source = product_photo(items[k], rng), f"fashion:{FASHION_CLASSES[labels[k]]}"
+        # Log-uniform target size: many mid-size files, some small and some large ones.
+        target = int(np.exp(rng.uniform(np.log(MIN_BYTES * 1.1), np.log(MAX_BYTES * 0.95))))
+        data, _quality = encode_in_range(img, target)
+        path = out / f"img_{i:06d}.jpg"
+        path.write_bytes(data)
+        rows.append((path.resolve().as_uri(), f"bench-{i:06d}", source, len(data), *img.size))
+    with manifest.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["url", "image_id", "source", "bytes", "width", "height"])
+        writer.writerows(rows)
+    sizes = np.array([r[3] for r in rows])
+    stats = {
+        "stamp": stamp,
+        "files": images,
+        "bytes_min": int(sizes.min()) if images else 0,
+        "bytes_median": int(np.median(sizes)) if images else 0,
+        "bytes_max": int(sizes.max()) if images else 0,
+        "in_range_share": float(np.mean((sizes >= MIN_BYTES) & (sizes <= MAX_BYTES))) if images else 1.0,
+        "photo_share": float(np.mean([r[2].startswith("photo:") for r in rows])) if images else 0.0,
+    }
+    stamp_file.write_text(json.dumps(stats, indent=2) + "\n")
+    return manifest
+
+
+def dataset_stats(manifest: Path) -> dict:
+    """The statistics written next to the manifest (sizes, share in 50-200 KB)."""
+    return json.loads((manifest.parent / "dataset.json").read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=20240)
+    args = parser.parse_args(argv)
+    manifest = make_bench_dataset(args.out, args.images, seed=args.seed)
+    print(manifest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

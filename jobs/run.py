@@ -1,0 +1,241 @@
+"""One run of the job: plan the work against the ledger, tag chunk by chunk, account, report.
+
+Accounting: rows in = ok + error + skipped, checked at the end from what was written.
+- skipped = duplicate image_ids in the manifest (the first row of each image_id is tagged,
+  the rest are counted, not tagged) + rows the ledger already has (`--incremental`: an `ok`
+  row for the same image_id and model_version from an earlier run).
+- Resume: the same arguments find the unfinished run's state and continue at its first
+  uncommitted chunk; rows that run already wrote are neither redone nor duplicated.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.config import Settings
+from jobs.ledger import OutputStore, RunState, finished_rows, new_run_id, run_key, skip_done
+from jobs.manifest import read_manifest
+from jobs.pipeline import StageTimes, tag_dataframe
+from model.artifact import ModelArtifact
+
+log = logging.getLogger(__name__)
+STAGING = "_image_tagger/staging"
+
+
+class AccountingError(RuntimeError):
+    """The output does not account for every input row."""
+
+
+@dataclass(frozen=True)
+class JobArgs:
+    manifest: str
+    output: str
+    manifest_format: str = "auto"
+    incremental: bool = False
+    profile: str | None = None
+
+
+def _count(observation: Observation) -> int:
+    return int(observation.get["n"])
+
+
+def plan_pending(manifest: DataFrame, ledger: DataFrame | None, *, model_version: str, run_id: str,
+                 incremental: bool, partitions: int) -> tuple[DataFrame, dict[str, Observation]]:
+    """Manifest -> rows still to tag, with observed counts for the accounting (no extra pass)."""
+    observations = {name: Observation(name) for name in ("rows_in", "unique", "after_ledger")}
+    count = F.count(F.lit(1)).alias("n")
+    rows = manifest.observe(observations["rows_in"], count)
+    if partitions:
+        rows = rows.repartition(partitions, "image_id")  # the dedup below reuses this shuffle
+    rows = rows.dropDuplicates(["image_id"]).observe(observations["unique"], count)
+    if ledger is not None:
+        same_model = ledger.where(F.col("model_version") == model_version)
+        if incremental:
+            earlier_ok = same_model.where((F.col("status") == "ok") & ~F.col("run_id").eqNullSafe(run_id))
+            rows = skip_done(rows, earlier_ok)
+    rows = rows.observe(observations["after_ledger"], count)
+    if ledger is not None:
+        rows = skip_done(rows, ledger.where(F.col("run_id") == run_id))  # resumed: already written
+    return rows, observations
+
+
+class Run:
+    """Drives one run; keeps the timings that end up in the metrics record."""
+
+    def __init__(self, spark: SparkSession, settings: Settings, artifact: ModelArtifact, args: JobArgs):
+        self.spark, self.settings, self.artifact, self.args = spark, settings, artifact, args
+        self.store = OutputStore(spark, args.output)
+        self.stage_times = spark.sparkContext.accumulator(Counter(), StageTimes())
+        self.phases: Counter = Counter()
+        self.key = run_key(args.manifest, args.output, artifact.version, args.incremental)
+
+    def _start_or_resume(self) -> tuple[RunState, bool]:
+        state = self.store.read_state(self.key)
+        if state and state.status == "running":
+            log.info("resuming run %s: chunks done %s of %d", state.run_id, state.done_chunks, state.chunks)
+            return state, True
+        if not self.args.incremental:
+            self.store.delete()  # a fresh, non-incremental run replaces the output
+        state = RunState(run_id=new_run_id(self.key), chunks=self.settings.output.chunks)
+        self.store.write_state(self.key, state)
+        return state, False
+
+    def _write(self, pending: DataFrame, run_id: str) -> None:
+        started = time.perf_counter()
+        tagged = tag_dataframe(pending, self.artifact, self.settings, self.stage_times, run_id)
+        tagged.write.mode("append").parquet(self.args.output)
+        ended = time.time()
+        self.phases["tag_and_write_s"] += time.perf_counter() - started
+        # Driver-side commit after the last task finished.
+        self.phases["write_s"] += max(0.0, ended - self.stage_times.value.get("end_at_max", ended))
+
+    def execute(self) -> dict:
+        state, resumed = self._start_or_resume()
+        started = time.perf_counter()
+        manifest = read_manifest(self.spark, self.args.manifest, self.args.manifest_format)
+        ledger = finished_rows(self.spark, self.store)
+        self.phases["read_manifest_s"] += time.perf_counter() - started
+        partitions = self.settings.spark.partitions
+        plan = dict(model_version=self.artifact.version, run_id=state.run_id, incremental=self.args.incremental)
+
+        if state.chunks == 1:
+            pending, observations = plan_pending(manifest, ledger, partitions=partitions, **plan)
+            self._write(pending, state.run_id)
+            state.counts = {name: _count(obs) for name, obs in observations.items()}
+            state.done_chunks = [0]
+        else:
+            staging = f"{self.store.uri}/{STAGING}/{state.run_id}"
+            if not state.staged:
+                pending, observations = plan_pending(manifest, ledger, partitions=0, **plan)
+                pending.withColumn("chunk", F.pmod(F.xxhash64("image_id"), F.lit(state.chunks))).write.mode(
+                    "overwrite"
+                ).partitionBy("chunk").parquet(staging)
+                state.counts = {name: _count(obs) for name, obs in observations.items()}
+                state.staged = True
+                self.store.write_state(self.key, state)
+            mine = ledger.where(F.col("run_id") == state.run_id) if resumed and ledger is not None else None
+            for chunk in range(state.chunks):
+                if chunk in state.done_chunks:
+                    continue
+                rows = self.spark.read.parquet(staging).where(F.col("chunk") == chunk).select("image_id", "url")
+                if mine is not None:
+                    rows = skip_done(rows, mine)  # a kill during a chunk's commit left some of it
+                if partitions:
+                    rows = rows.repartition(partitions)
+                self._write(rows, state.run_id)
+                state.done_chunks.append(chunk)
+                self.store.write_state(self.key, state)
+                log.info("chunk %d/%d committed", len(state.done_chunks), state.chunks)
+            self.store.delete(STAGING, state.run_id)
+
+        counts = self._account(state)
+        state.status = "done"
+        self.store.write_state(self.key, state)
+        return {"run_id": state.run_id, "resumed": resumed, **counts}
+
+    def _account(self, state: RunState) -> dict:
+        started = time.perf_counter()
+        written = self.spark.read.parquet(self.args.output).where(F.col("run_id") == state.run_id)
+        by_status = Counter({row["status"]: row["count"] for row in written.groupBy("status").count().collect()})
+        rows_in = state.counts["rows_in"]
+        duplicates = rows_in - state.counts["unique"]
+        ledger_skipped = state.counts["unique"] - state.counts["after_ledger"]
+        counts = {
+            "rows_in": rows_in,
+            "ok": by_status["ok"],
+            "error": by_status["error"],
+            "skipped": duplicates + ledger_skipped,
+            "skipped_duplicates": duplicates,
+            "skipped_done": ledger_skipped,
+        }
+        self.phases["account_s"] += time.perf_counter() - started
+        if counts["ok"] + counts["error"] + counts["skipped"] != rows_in:
+            raise AccountingError(
+                f"accounting mismatch: rows in {rows_in} != ok {counts['ok']} + error {counts['error']} + "
+                f"skipped {counts['skipped']} (run {state.run_id}, output {self.args.output})"
+            )
+        return counts
+
+    def examples(self, run_id: str, limit: int = 5) -> list[dict]:
+        written = self.spark.read.parquet(self.args.output)
+        sample = written.where((F.col("run_id") == run_id) & (F.col("status") == "ok")).orderBy("url").limit(limit)
+        return [row.asDict(recursive=True) for row in sample.collect()]
+
+
+def metrics_record(run: Run, result: dict, *, main_started: float, session_s: float, jvm_started: float) -> dict:
+    """The run's metrics: counts, start-up apart from steady tagging, time per stage."""
+    ended = time.time()
+    times = dict(run.stage_times.value)
+    ready = times.get("ready_at_min", ended)
+    last_task = times.get("end_at_max", ended)
+    steady_s = max(last_task - ready, 1e-9)
+    wall_s = ended - jvm_started
+    return {
+        "run_id": result["run_id"],
+        "record_id": uuid.uuid4().hex,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(jvm_started)),
+        "profile": run.args.profile,
+        "settings": run.settings.as_dict(),
+        "manifest": run.args.manifest,
+        "output": run.args.output,
+        "incremental": run.args.incremental,
+        "resumed": result["resumed"],
+        "model_name": run.artifact.name,
+        "model_version": run.artifact.version,
+        **{k: result[k] for k in ("rows_in", "ok", "error", "skipped", "skipped_duplicates", "skipped_done")},
+        "tagged": int(times.get("images", 0)),
+        "wall_s": wall_s,
+        "driver_wall_s": ended - main_started,
+        "startup": {
+            "jvm_to_driver_s": main_started - jvm_started,
+            "session_s": session_s,
+            "first_model_ready_s": ready - jvm_started,
+            "model_load_s_max": times.get("model_load_s_max", 0.0),
+        },
+        "startup_s": ready - jvm_started,
+        "steady_s": steady_s,
+        "images_per_s": result["rows_in"] / wall_s if wall_s else 0.0,
+        "steady_images_per_s": times.get("images", 0) / steady_s,
+        "stages": {
+            "read_manifest_s": run.phases["read_manifest_s"],
+            "fetch_s": times.get("fetch_s", 0.0),
+            "decode_s": times.get("decode_s", 0.0),
+            "infer_s": times.get("infer_s", 0.0),
+            "write_s": run.phases["write_s"],
+            "spark_io_s": times.get("spark_io_s", 0.0),
+            "model_load_s": times.get("model_load_s", 0.0),
+            "tag_and_write_s": run.phases["tag_and_write_s"],
+            "account_s": run.phases["account_s"],
+        },
+        "tasks": int(times.get("tasks", 0)),
+        "model_builds": int(times.get("model_builds", 0)),
+    }
+
+
+def render_summary(record: dict, examples: list[dict]) -> str:
+    stages = record["stages"]
+    lines = [
+        f"model       {record['model_name']} {record['model_version']}   run {record['run_id']}"
+        + ("  (resumed)" if record["resumed"] else ""),
+        f"rows in     {record['rows_in']}",
+        f"ok          {record['ok']}",
+        f"error       {record['error']}",
+        f"skipped     {record['skipped']} ({record['skipped_duplicates']} duplicate image_id, "
+        f"{record['skipped_done']} already tagged)",
+        f"wall        {record['wall_s']:.1f} s, {record['images_per_s']:.1f} images/s end to end; "
+        f"start-up {record['startup_s']:.1f} s, then {record['steady_images_per_s']:.1f} images/s steady",
+        "stages      " + ", ".join(f"{k[:-2]} {stages[k]:.1f}s" for k in ("read_manifest_s", "fetch_s", "decode_s", "infer_s",
+                                                                        "spark_io_s", "write_s")),
+        "            (fetch/decode summed over threads and tasks; infer summed over tasks)",
+    ]
+    for row in examples:
+        tags = ", ".join(f"{t['label']} {t['score']:.2f}" for t in row["tags"][:3])
+        lines.append(f"  {row['url'].rsplit('/', 1)[-1][:40]:40s} {tags}")
+    return "\n".join(lines)
