@@ -20,7 +20,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from jobs.config import FetchSettings
 
@@ -35,8 +35,6 @@ TRANSIENT_S3_CODES = {
     "RequestTimeTooSkewed",
     "InternalError",
     "ServiceUnavailable",
-    "503",
-    "500",
 }
 
 
@@ -141,8 +139,10 @@ def read_s3(url: str, settings: FetchSettings) -> bytes:
         return response["Body"].read()
     except ClientError as exc:
         error = exc.response.get("Error", {})
-        code = str(error.get("Code", "Unknown"))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = str(error.get("Code", "Unknown"))
+        if code.isdigit():  # HEAD-style answers carry no error body, only the status
+            code = {"403": "AccessDenied", "404": "NotFound"}.get(code, f"HTTP{code}")
         transient = code in TRANSIENT_S3_CODES or (status is not None and status >= 500)
         raise FetchError(f"S3 {code} (HTTP {status}) for {url}", transient=transient) from None
     except BotoCoreError as exc:  # connection errors, timeouts: worth another try
@@ -163,6 +163,13 @@ def _pool(scheme: str, address: str, port: int, hostname: str, connect_timeout: 
     return urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False, maxsize=4, block=False)
 
 
+def _request_target(path: str, query: str) -> str:
+    """Percent-encode spaces and non-ASCII (as UTF-8), keeping escapes already present."""
+    safe = "/%:@!$&'()*+,;=-._~"
+    target = quote(path or "/", safe=safe)
+    return target + (f"?{quote(query, safe=safe + '?')}" if query else "")
+
+
 def _http_get_once(url: str, settings: FetchSettings):
     import urllib3
 
@@ -172,7 +179,7 @@ def _http_get_once(url: str, settings: FetchSettings):
     port = parts.port or (443 if parts.scheme == "https" else 80)
     address = resolve_checked(parts.hostname, port, tuple(settings.allowed_networks))
     pool = _pool(parts.scheme, address, port, parts.hostname, settings.connect_timeout_s, settings.read_timeout_s)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    target = _request_target(parts.path, parts.query)
     host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
     try:
         response = pool.urlopen(
@@ -188,7 +195,7 @@ def read_http(url: str, settings: FetchSettings) -> bytes:
     import urllib3
 
     for _ in range(MAX_REDIRECTS + 1):
-        response = _http_get_once(url.replace(" ", "%20"), settings)
+        response = _http_get_once(url, settings)
         try:
             if response.status in REDIRECT_CODES and response.headers.get("Location"):
                 url = urljoin(url, response.headers["Location"])

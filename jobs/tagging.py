@@ -43,6 +43,8 @@ def load_image(url: str, settings: Settings) -> Loaded:
         data = fetch(url, settings.fetch).data
     except FetchError as exc:
         return Loaded(None, f"fetch: {exc}", time.perf_counter() - started, 0.0)
+    except Exception as exc:  # a library bug on a hostile URL must not fail the task
+        return Loaded(None, f"fetch: unexpected {type(exc).__name__}: {exc}", time.perf_counter() - started, 0.0)
     fetched = time.perf_counter()
     try:
         image = prepare(

@@ -23,7 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @pytest.fixture(scope="session")
-def spark():
+def spark(aws_endpoint):
+    """Started after the S3 emulator so Python workers inherit AWS_ENDPOINT_URL."""
     from pyspark.sql import SparkSession
 
     session = (

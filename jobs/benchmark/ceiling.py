@@ -145,6 +145,7 @@ def _run_part(part: str, args: argparse.Namespace, threads: int = 0) -> dict:
         sys.executable, "-m", "jobs.benchmark.ceiling", "--part", part, "--manifest", str(args.manifest),
         "--profile", str(args.profile), "--cores", str(args.cores), "--threads", str(threads),
         "--limit", str(args.infer_images if part == "infer" else args.pipeline_images if part == "pipeline" else 0),
+        *[arg for text in args.overrides for arg in ("--set", text)],
     ]  # fmt: skip
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -154,7 +155,7 @@ def _run_part(part: str, args: argparse.Namespace, threads: int = 0) -> dict:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    settings = load_settings(args.profile)
+    settings = load_settings(args.profile, args.overrides)
     started = time.perf_counter()
     decode = _run_part("decode", args)
     infer_all = _run_part("infer", args, threads=0)
@@ -165,7 +166,7 @@ def measure(args: argparse.Namespace) -> dict:
         "record_version": RECORD_VERSION,
         "bench_id": args.bench_id,
         "kind": KIND_CEILING,
-        "name": f"ceiling-{infer_all['model_name']}",
+        "name": args.name or f"ceiling-{Path(settings.model.uri.rstrip('/')).name}",
         "model_uri": settings.model.uri,
         "model_name": infer_all["model_name"],
         "model_version": infer_all["model_version"],
@@ -194,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, required=True, help="model.uri, batch size and decode sizes come from it")
     parser.add_argument("--out", type=Path, help="write the ceiling record here (else print it)")
     parser.add_argument("--bench-id", default="adhoc")
+    parser.add_argument("--name", help="record name (default: ceiling-<model directory>)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="profile override (repeatable)")
     parser.add_argument("--cores", type=int, default=2, help="cores the Spark runs use (local[N])")
     parser.add_argument("--infer-images", type=int, default=512, help="distinct images for the inference timing")
     parser.add_argument("--pipeline-images", type=int, default=1000, help="0 skips the one-process pipeline")
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.part:
         pin_to_cores(args.cores if args.part != "decode" else 1)
-        settings = load_settings(args.profile)
+        settings = load_settings(args.profile, args.overrides)
         urls = read_urls(args.manifest)
         urls = urls[: args.limit] if args.limit else urls
         if args.part == "decode":

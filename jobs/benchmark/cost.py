@@ -59,6 +59,8 @@ class PriceTable:
     master: str
     instances: dict[str, Instance]
     verified: bool = False
+    summary_instance: str = ""
+    summary_market: str = "on_demand"
 
 
 def load_prices(path: str | Path) -> PriceTable:
@@ -88,6 +90,11 @@ def load_prices(path: str | Path) -> PriceTable:
         )
     if data["master"] not in instances:
         raise PriceError(f"{path}: master {data['master']!r} is not in instances")
+    summary_instance = data.get("summary_instance", next(iter(instances)))
+    if summary_instance not in instances:
+        raise PriceError(f"{path}: summary_instance {summary_instance!r} is not in instances")
+    if data.get("summary_market", "on_demand") not in MARKETS:
+        raise PriceError(f"{path}: summary_market must be one of {MARKETS}")
     return PriceTable(
         as_of=str(data["as_of"]),
         compiled_on=str(data["compiled_on"]),
@@ -97,6 +104,8 @@ def load_prices(path: str | Path) -> PriceTable:
         master=data["master"],
         instances=instances,
         verified=bool(data.get("verified", False)),
+        summary_instance=summary_instance,
+        summary_market=data.get("summary_market", "on_demand"),
     )
 
 

@@ -64,9 +64,9 @@ RUNNER_KEYS = (
     "command",
 )
 # Keys the reference may leave null (it cannot measure them honestly); the job may not.
-NULLABLE_FOR_REFERENCE = {"skipped", "tasks", "model_builds"} | {f"stages.{k}" for k in STAGE_KEYS} | {
-    f"startup.{k}" for k in STARTUP_KEYS
-}
+NULLABLE_FOR_REFERENCE = (
+    {"skipped", "tasks", "model_builds"} | {f"stages.{k}" for k in STAGE_KEYS} | {f"startup.{k}" for k in STARTUP_KEYS}
+)
 CEILING_KEYS = (
     "record_version",
     "bench_id",

@@ -1,0 +1,21 @@
+# Benchmark targets; the main Makefile does `include jobs/benchmark/bench.mk`.
+# Standalone: make -f jobs/benchmark/bench.mk bench IMAGES=200
+#
+#   make bench                      IMAGES=2000 seeded JPEGs, ceiling, every conf/NN-*.yaml, predict_batch_udf
+#   make bench IMAGES=500 PROFILES='conf/01-baseline.yaml conf/05-model-optimisation.yaml'
+#   make report                     reports/latest/ from the newest reports/runs/<bench_id>/
+IMAGES ?= 2000
+PROFILES ?=
+BENCH_CORES ?= 2
+BENCH_FLAGS ?=
+BENCH_STRICT ?=
+BENCH_PY ?= $(or $(PY),.venv/bin/python)
+
+.PHONY: bench report
+
+bench: ## Benchmark: seeded data set, single-process ceiling, every conf/NN-*.yaml + predict_batch_udf on local[2] (IMAGES=2000, PROFILES=...)
+	$(BENCH_PY) -m jobs.benchmark.runner --images $(IMAGES) --cores $(BENCH_CORES) \
+	  $(if $(strip $(PROFILES)),--profiles $(PROFILES)) $(BENCH_FLAGS)
+
+report: ## Report of the newest bench run: reports/latest/README.md, PNG plots, summary.json (BENCH_STRICT=1 fails on a missed target)
+	$(BENCH_PY) -m jobs.benchmark.report $(if $(BENCH_STRICT),--strict)

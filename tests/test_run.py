@@ -1,0 +1,117 @@
+"""Runs against the ledger: accounting, duplicates, --incremental, chunked commits."""
+
+import dataclasses
+import json
+
+import pytest
+from pyspark.sql import functions as F
+
+from jobs.config import load_settings
+from jobs.ledger import OutputStore, RunState, run_key
+from jobs.run import AccountingError, JobArgs, Run
+from model.artifact import ModelArtifact
+
+pytestmark = pytest.mark.spark
+
+
+def write_manifest(path, rows):
+    path.write_text("image_id,url\n" + "".join(f"{i},{u}\n" for i, u in rows))
+    return str(path)
+
+
+def run_job(spark, artifact, manifest, output, *, incremental=False, overrides=()):
+    settings = load_settings(overrides=["spark.partitions=2", "inference.batch_size=8", *overrides])
+    job = Run(spark, settings, artifact, JobArgs(manifest, str(output), incremental=incremental))
+    return job.execute()
+
+
+def output_rows(spark, output):
+    return [r.asDict() for r in spark.read.parquet(str(output)).collect()]
+
+
+@pytest.fixture
+def images(photos, tmp_path):
+    (tmp_path / "bad.jpg").write_text("not an image")
+    return {
+        "coffee": photos["coffee"].as_uri(),
+        "cat": photos["chelsea"].as_uri(),
+        "rocket": photos["rocket"].as_uri(),
+        "bad": (tmp_path / "bad.jpg").as_uri(),
+    }
+
+
+def test_duplicates_accounted(spark, artifact, images, tmp_path):
+    manifest = write_manifest(
+        tmp_path / "m.csv",
+        [("a", images["coffee"]), ("a", images["coffee"]), ("b", images["coffee"]), ("c", images["bad"])],
+    )
+    result = run_job(spark, artifact, manifest, tmp_path / "out")
+    assert result["rows_in"] == 4 and result["skipped_duplicates"] == 1
+    assert (result["ok"], result["error"], result["skipped"]) == (2, 1, 1)
+    rows = output_rows(spark, tmp_path / "out")
+    # Same image_id twice: tagged once. Same URL under two image_ids: two rows.
+    assert sorted(r["image_id"] for r in rows) == ["a", "b", "c"]
+
+
+def test_incremental_skips_done_work_and_retries_errors(spark, artifact, images, tmp_path):
+    out = tmp_path / "out"
+    first = write_manifest(tmp_path / "m1.csv", [("a", images["coffee"]), ("b", images["bad"])])
+    run_job(spark, artifact, first, out)
+    second = write_manifest(
+        tmp_path / "m2.csv", [("a", images["coffee"]), ("b", images["bad"]), ("c", images["cat"])]
+    )
+    result = run_job(spark, artifact, second, out, incremental=True)
+    assert (result["rows_in"], result["skipped_done"], result["ok"], result["error"]) == (3, 1, 1, 1)
+    rows = output_rows(spark, out)
+    ok = [(r["image_id"], r["model_version"]) for r in rows if r["status"] == "ok"]
+    assert sorted(ok) == [("a", artifact.version), ("c", artifact.version)]  # one ok row each
+    assert len([r for r in rows if r["image_id"] == "b"]) == 2  # the error was retried, both kept
+
+    # A new model version re-tags everything; still one ok row per (image_id, model_version).
+    v2 = ModelArtifact({**artifact.meta, "version": "feedfacecafe"}, artifact.files)
+    result = run_job(spark, v2, second, out, incremental=True)
+    assert (result["skipped_done"], result["ok"]) == (0, 2)
+    ok = [(r["image_id"], r["model_version"]) for r in output_rows(spark, out) if r["status"] == "ok"]
+    assert len(ok) == len(set(ok)) == 4
+
+
+def test_non_incremental_run_replaces_output(spark, artifact, images, tmp_path):
+    out = tmp_path / "out"
+    manifest = write_manifest(tmp_path / "m.csv", [("a", images["coffee"])])
+    run_job(spark, artifact, manifest, out)
+    run_job(spark, artifact, manifest, out)
+    assert len(output_rows(spark, out)) == 1
+
+
+def test_chunked_run_commits_each_chunk(spark, artifact, images, tmp_path):
+    out = tmp_path / "out"
+    rows = [(f"id{i}", images[name]) for i, name in enumerate(["coffee", "cat", "rocket", "bad"] * 3)]
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    result = run_job(spark, artifact, manifest, out, overrides=["output.chunks=3"])
+    assert (result["rows_in"], result["ok"], result["error"]) == (12, 9, 3)
+    state = json.loads((out / "_image_tagger" / f"run-{run_key(manifest, str(out), artifact.version, False)}.json").read_text())
+    assert state["status"] == "done" and sorted(state["done_chunks"]) == [0, 1, 2]
+    assert not (out / "_image_tagger" / "staging" / state["run_id"]).exists()
+    written = spark.read.parquet(str(out))
+    assert written.count() == 12 and written.select("image_id").distinct().count() == 12
+    assert written.where(F.col("run_id") != state["run_id"]).count() == 0
+
+
+def test_accounting_mismatch_fails_clearly(spark, artifact, images, tmp_path):
+    out = tmp_path / "out"
+    manifest = write_manifest(tmp_path / "m.csv", [("a", images["coffee"])])
+    result = run_job(spark, artifact, manifest, out)
+    job = Run(spark, load_settings(), artifact, JobArgs(manifest, str(out)))
+    state = RunState(run_id=result["run_id"], chunks=1, counts={"rows_in": 2, "unique": 2, "after_ledger": 2})
+    with pytest.raises(AccountingError, match=r"accounting mismatch: rows in 2 != ok 1 \+ error 0 \+ skipped 0"):
+        job._account(state)
+
+
+def test_state_round_trip(spark, tmp_path):
+    store = OutputStore(spark, str(tmp_path / "out"))
+    assert store.read_state("k") is None and not store.has_data()
+    state = RunState(run_id="r1", chunks=4, done_chunks=[0, 2], counts={"rows_in": 5})
+    store.write_state("k", state)
+    store.write_state("k", dataclasses.replace(state, done_chunks=[0, 1, 2]))
+    assert store.read_state("k") == dataclasses.replace(state, done_chunks=[0, 1, 2])
+    assert not store.has_data()  # state files are not data
