@@ -49,10 +49,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements.lock setu
 	@$(PY) -c 'import pyspark, tensorflow, PIL, boto3, pandas, pyarrow, chispa, moto' || { echo "error: dependencies failed to install"; exit 1; }
 	touch $@
 
-model: $(MODEL_DIR)/model.json ## Build the EfficientNet-Lite0 artifact (real ImageNet weights)
+model: $(MODEL_DIR)/model.json ## Build the EfficientNet-Lite0 artifacts, Keras and TFLite (real ImageNet weights)
 
 $(MODEL_DIR)/model.json: $(VENV)/.installed model/build.py model/checkpoint.py model/efficientnet_lite.py model/artifact.py model/imagenet_classes.txt
-	$(PY) -m model.build --out $(MODEL_DIR)
+	$(PY) -m model.build --out $(MODEL_DIR) --tflite-out $(MODEL_DIR)_tflite
 
 test: ## Run the test suite (what CI runs)
 	$(PY) -m pytest -m "not heavy"

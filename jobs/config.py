@@ -39,6 +39,9 @@ class SparkSettings:
     master: str = "local[*]"
     app_name: str = "image-tagger"
     partitions: int = field(default=0, metadata=_check(_non_negative, "must be >= 0"))
+    # True: accounting counts are observed during the tagging pass and the dedup reuses the
+    # repartition shuffle. False: the straightforward way, separate count actions and shuffles.
+    single_pass: bool = True
     conf: dict = field(default_factory=dict)  # spark-defaults: name -> string value
 
 
@@ -63,6 +66,8 @@ class FetchSettings:
     backoff_initial_s: float = field(default=0.2, metadata=_check(_non_negative, "must be >= 0"))
     backoff_max_s: float = field(default=5.0, metadata=_check(_non_negative, "must be >= 0"))
     max_bytes: int = field(default=50 * 1024 * 1024, metadata=_check(_positive, "must be > 0"))
+    # Batches whose downloads + decodes run ahead while the model works on the current one.
+    prefetch_batches: int = field(default=1, metadata=_check(lambda v: 0 <= v <= 8, "must be between 0 and 8"))
     allowed_networks: list = field(default_factory=list)  # CIDRs open to http(s) despite the guard
 
 
@@ -71,6 +76,7 @@ class DecodeSettings:
     image_size: int = field(default=224, metadata=_check(lambda v: 8 <= v <= 2048, "must be between 8 and 2048"))
     resize_shorter: int = field(default=256, metadata=_check(lambda v: 8 <= v <= 4096, "must be between 8 and 4096"))
     max_pixels: int = field(default=64_000_000, metadata=_check(_positive, "must be > 0"))
+    draft: bool = True  # JPEG DCT-domain downscaling while decoding (much faster, same tags)
 
 
 @dataclass(frozen=True)
@@ -99,8 +105,8 @@ FREE_FORM_MAPS = {("spark", "conf")}
 def _coerce(value: Any, expected: type, key: str) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if expected is int and isinstance(value, bool):
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if expected in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
     if not isinstance(value, expected):
         raise ConfigError(f"{key}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
     return value

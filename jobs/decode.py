@@ -109,7 +109,7 @@ def resize_and_crop(img: Image.Image, *, resize_shorter: int, image_size: int) -
     return np.asarray(cropped, dtype=np.uint8)
 
 
-def prepare(data: bytes, *, max_pixels: int, resize_shorter: int, image_size: int) -> np.ndarray:
+def prepare(data: bytes, *, max_pixels: int, resize_shorter: int, image_size: int, draft: bool = True) -> np.ndarray:
     """Bytes -> model input: decode (with JPEG draft at the resize target) then resize+crop."""
-    img = decode_image(data, max_pixels=max_pixels, min_size=resize_shorter)
+    img = decode_image(data, max_pixels=max_pixels, min_size=resize_shorter if draft else 0)
     return resize_and_crop(img, resize_shorter=resize_shorter, image_size=image_size)

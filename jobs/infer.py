@@ -19,6 +19,7 @@ import numpy as np
 from model.artifact import ModelArtifact
 
 Predict = Callable[[np.ndarray], np.ndarray]
+Run = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
 def top_k(probabilities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,8 +68,16 @@ def configure_tensorflow(threads: int) -> None:
             pass
 
 
-def keras_predictor(artifact: ModelArtifact, batch_size: int) -> Predict:
-    """Load the artifact's Keras model and return a traced predict(batch) -> probabilities."""
+def _pad(batch: np.ndarray, size: int) -> np.ndarray:
+    # A short last batch is padded so the runtime keeps one compiled input shape.
+    if len(batch) >= size:
+        return batch
+    return np.concatenate([batch, np.zeros((size - len(batch), *batch.shape[1:]), batch.dtype)])
+
+
+def keras_runner(artifact: ModelArtifact, batch_size: int, threads: int) -> Run:
+    """TensorFlow/Keras: load model.keras, trace one serving function."""
+    configure_tensorflow(threads)
     import keras
     import tensorflow as tf
 
@@ -80,16 +89,52 @@ def keras_predictor(artifact: ModelArtifact, batch_size: int) -> Predict:
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
     def serve(images):
-        return model(images, training=False)["probabilities"]
+        return model(images, training=False)
 
-    def predict(batch: np.ndarray) -> np.ndarray:
-        # Pad the last, short batch so TF reuses one compiled shape.
+    def run(batch: np.ndarray) -> dict[str, np.ndarray]:
         n = len(batch)
-        if n < batch_size:
-            batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)])
-        return serve(tf.constant(batch)).numpy()[:n]
+        return {name: value.numpy()[:n] for name, value in serve(tf.constant(_pad(batch, batch_size))).items()}
 
-    return predict
+    return run
+
+
+def tflite_runner(artifact: ModelArtifact, batch_size: int, threads: int) -> Run:
+    """LiteRT (TFLite with XNNPACK): same weights, a fraction of TensorFlow's start-up and memory."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=artifact.files[artifact.meta["model_file"]], num_threads=threads or None)
+    signature = interpreter.get_signature_runner("serving_default")
+    image_index = signature.get_input_details()["image"]["index"]
+    outputs = {name: detail["index"] for name, detail in signature.get_output_details().items()}
+    del signature  # it pins the interpreter's buffers; resizing below needs them free
+    size = int(artifact.meta.get("image_size", 224))
+    interpreter.resize_tensor_input(image_index, [batch_size, size, size, 3])
+    interpreter.allocate_tensors()
+
+    def run(batch: np.ndarray) -> dict[str, np.ndarray]:
+        n = len(batch)
+        interpreter.set_tensor(image_index, _pad(batch, batch_size))
+        interpreter.invoke()
+        return {name: interpreter.get_tensor(index)[:n].copy() for name, index in outputs.items()}
+
+    return run
+
+
+RUNNERS = {"keras": keras_runner, "tflite": tflite_runner}
+
+
+def build_model_runner(artifact: ModelArtifact, batch_size: int, threads: int = 0) -> Run:
+    """batch (N, H, W, 3) uint8 -> {"probabilities": (N, classes), "embedding": (N, 1280)}."""
+    fmt = artifact.meta["format"]
+    if fmt not in RUNNERS:
+        raise ValueError(f"model {artifact.name}: unknown artifact format {fmt!r} (known: {', '.join(RUNNERS)})")
+    return RUNNERS[fmt](artifact, batch_size, threads)
+
+
+def build_predictor(artifact: ModelArtifact, batch_size: int, threads: int = 0) -> Predict:
+    """batch -> class probabilities, whatever the artifact's format."""
+    run = build_model_runner(artifact, batch_size, threads)
+    return lambda batch: run(batch)["probabilities"]
 
 
 _WORKER_TAGGERS: dict[tuple, Tagger] = {}
@@ -101,8 +146,8 @@ def tagger_for_worker(artifact: ModelArtifact, *, top_k: int, batch_size: int, t
     key = (artifact.name, artifact.version, top_k, batch_size, os.getpid())
     with _WORKER_LOCK:
         if key not in _WORKER_TAGGERS:
-            configure_tensorflow(threads)
-            _WORKER_TAGGERS[key] = Tagger(keras_predictor(artifact, batch_size), artifact.class_names, top_k, batch_size)
+            predict = build_predictor(artifact, batch_size, threads)
+            _WORKER_TAGGERS[key] = Tagger(predict, artifact.class_names, top_k, batch_size)
         return _WORKER_TAGGERS[key]
 
 

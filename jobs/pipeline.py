@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -81,7 +81,7 @@ def make_tag_udf(artifact_bc, settings: Settings, stage_times):
     def tag_batches(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         # Imported here: these run on the executor, never at import time on the driver.
         from jobs.infer import tagger_for_worker, worker_model_loads
-        from jobs.tagging import tag_urls
+        from jobs.tagging import start_loading, tag_loaded
 
         timings: Counter = Counter(tasks=1)
         started = time.perf_counter()
@@ -96,15 +96,23 @@ def make_tag_udf(artifact_bc, settings: Settings, stage_times):
         timings.update(model_load_s=load_s, model_builds=worker_model_loads() - loads_before)
         timings["model_load_s_max"] = load_s
         timings["ready_at_min"] = time.time()  # wall clock: comparable across processes
+        prefetch = settings.fetch.prefetch_batches
         with ThreadPoolExecutor(settings.fetch.threads, thread_name_prefix="fetch") as pool:
+            # Batches in flight: downloads and decodes of the next `prefetch` batches run in
+            # the pool while the model works on the oldest one.
+            in_flight: deque = deque()
             batch_iter = iter(batches)
             while True:
                 waited = time.perf_counter()
                 urls = next(batch_iter, None)  # time spent here is Spark reading and shipping input
                 timings["spark_io_s"] += time.perf_counter() - waited
-                if urls is None:
+                if urls is not None:
+                    in_flight.append(start_loading(urls.tolist(), settings, pool))
+                    if len(in_flight) <= prefetch:
+                        continue
+                if not in_flight:
                     break
-                result = tag_urls(urls.tolist(), tagger, settings, pool, timings)
+                result = tag_loaded(in_flight.popleft(), tagger, timings)
                 waited = time.perf_counter()
                 yield result  # ... and here, Spark taking the output (Arrow, Parquet write)
                 timings["spark_io_s"] += time.perf_counter() - waited

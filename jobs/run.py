@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, Observation, SparkSession
@@ -42,28 +43,43 @@ class JobArgs:
     profile: str | None = None
 
 
-def _count(observation: Observation) -> int:
-    return int(observation.get["n"])
-
-
 def plan_pending(manifest: DataFrame, ledger: DataFrame | None, *, model_version: str, run_id: str,
-                 incremental: bool, partitions: int) -> tuple[DataFrame, dict[str, Observation]]:
-    """Manifest -> rows still to tag, with observed counts for the accounting (no extra pass)."""
+                 incremental: bool, partitions: int, single_pass: bool = True) -> tuple[DataFrame, Callable[[], dict]]:
+    """Manifest -> rows still to tag, and a function giving the accounting counts after the action.
+
+    single_pass: the counts are observed while the tagging pass runs and the dedup reuses the
+    repartition shuffle. Otherwise (the straightforward way) each count is its own Spark action.
+    """
     observations = {name: Observation(name) for name in ("rows_in", "unique", "after_ledger")}
-    count = F.count(F.lit(1)).alias("n")
-    rows = manifest.observe(observations["rows_in"], count)
-    if partitions:
+    counted: dict[str, int] = {}
+
+    def measure(df: DataFrame, name: str) -> DataFrame:
+        if single_pass:
+            return df.observe(observations[name], F.count(F.lit(1)).alias("n"))
+        counted[name] = df.count()
+        return df
+
+    rows = measure(manifest, "rows_in")
+    if partitions and single_pass:
         rows = rows.repartition(partitions, "image_id")  # the dedup below reuses this shuffle
-    rows = rows.dropDuplicates(["image_id"]).observe(observations["unique"], count)
+    rows = measure(rows.dropDuplicates(["image_id"]), "unique")
     if ledger is not None:
         same_model = ledger.where(F.col("model_version") == model_version)
         if incremental:
             earlier_ok = same_model.where((F.col("status") == "ok") & ~F.col("run_id").eqNullSafe(run_id))
             rows = skip_done(rows, earlier_ok)
-    rows = rows.observe(observations["after_ledger"], count)
+    rows = measure(rows, "after_ledger")
     if ledger is not None:
         rows = skip_done(rows, ledger.where(F.col("run_id") == run_id))  # resumed: already written
-    return rows, observations
+    if partitions and not single_pass:
+        rows = rows.repartition(partitions)
+
+    def counts() -> dict:
+        if single_pass:
+            return {name: int(obs.get["n"]) for name, obs in observations.items()}
+        return counted
+
+    return rows, counts
 
 
 class Run:
@@ -103,21 +119,22 @@ class Run:
         ledger = finished_rows(self.spark, self.store)
         self.phases["read_manifest_s"] += time.perf_counter() - started
         partitions = self.settings.spark.partitions
-        plan = dict(model_version=self.artifact.version, run_id=state.run_id, incremental=self.args.incremental)
+        plan = dict(model_version=self.artifact.version, run_id=state.run_id, incremental=self.args.incremental,
+                    single_pass=self.settings.spark.single_pass)
 
         if state.chunks == 1:
-            pending, observations = plan_pending(manifest, ledger, partitions=partitions, **plan)
+            pending, counts = plan_pending(manifest, ledger, partitions=partitions, **plan)
             self._write(pending, state.run_id)
-            state.counts = {name: _count(obs) for name, obs in observations.items()}
+            state.counts = counts()
             state.done_chunks = [0]
         else:
             staging = f"{self.store.uri}/{STAGING}/{state.run_id}"
             if not state.staged:
-                pending, observations = plan_pending(manifest, ledger, partitions=0, **plan)
+                pending, counts = plan_pending(manifest, ledger, partitions=0, **plan)
                 pending.withColumn("chunk", F.pmod(F.xxhash64("image_id"), F.lit(state.chunks))).write.mode(
                     "overwrite"
                 ).partitionBy("chunk").parquet(staging)
-                state.counts = {name: _count(obs) for name, obs in observations.items()}
+                state.counts = counts()
                 state.staged = True
                 self.store.write_state(self.key, state)
             mine = ledger.where(F.col("run_id") == state.run_id) if resumed and ledger is not None else None

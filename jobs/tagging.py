@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +52,7 @@ def load_image(url: str, settings: Settings) -> Loaded:
             max_pixels=settings.decode.max_pixels,
             resize_shorter=settings.decode.resize_shorter,
             image_size=settings.decode.image_size,
+            draft=settings.decode.draft,
         )
         error = None
     except DecodeError as exc:
@@ -61,12 +62,24 @@ def load_image(url: str, settings: Settings) -> Loaded:
     return Loaded(image, error, fetched - started, time.perf_counter() - fetched)
 
 
+def start_loading(urls: list[str], settings: Settings, pool: Executor) -> list[Future]:
+    """Submit fetch + decode of every URL to the pool; returns futures in input order."""
+    return [pool.submit(load_image, url, settings) for url in urls]
+
+
 def tag_urls(urls: list[str], tagger: Tagger, settings: Settings, pool: Executor, timings: Counter) -> pd.DataFrame:
     """Tag a batch of URLs; returns RESULT_COLUMNS, one row per URL, in input order.
 
     `timings` accumulates seconds per stage (fetch and decode summed over threads).
     """
-    loaded = list(pool.map(lambda url: load_image(url, settings), urls))
+    return tag_loaded(start_loading(urls, settings, pool), tagger, timings)
+
+
+def tag_loaded(futures: list[Future], tagger: Tagger, timings: Counter) -> pd.DataFrame:
+    """Wait for a batch's loads, run the model on the good images, build the result rows."""
+    waited = time.perf_counter()
+    loaded = [future.result() for future in futures]
+    timings["load_wait_s"] += time.perf_counter() - waited  # the model idling for input
     timings["fetch_s"] += sum(item.fetch_s for item in loaded)
     timings["decode_s"] += sum(item.decode_s for item in loaded)
     good = [i for i, item in enumerate(loaded) if item.image is not None]
@@ -80,7 +93,7 @@ def tag_urls(urls: list[str], tagger: Tagger, settings: Settings, pool: Executor
         except Exception as exc:  # e.g. out of memory: the rows say so, the task lives on
             infer_error = f"infer: {type(exc).__name__}: {exc}"
         timings["infer_s"] += time.perf_counter() - started
-    timings["images"] += len(urls)
+    timings["images"] += len(loaded)
     rows = []
     for i, item in enumerate(loaded):
         if i in tags:

@@ -69,6 +69,25 @@ def save_keras_artifact(model, out_dir: Path, *, name: str, class_names: list[st
     return meta
 
 
+def save_tflite_artifact(
+    tflite: bytes, weights: list[np.ndarray], out_dir: Path, *, name: str, class_names: list[str], extra_meta: dict
+) -> dict:
+    """Write model.tflite, classes.txt and model.json; the version also covers the format."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "model.tflite").write_bytes(tflite)
+    (out_dir / "classes.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
+    meta = {
+        "name": name,
+        "version": content_version(weights, class_names, f"{name}:tflite"),
+        "format": "tflite",
+        "model_file": "model.tflite",
+        "classes_file": "classes.txt",
+        **extra_meta,
+    }
+    (out_dir / MANIFEST_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return meta
+
+
 def _read_local(root: str, name: str) -> bytes:
     path = Path(root) / name
     if not path.is_file():

@@ -127,3 +127,11 @@ def test_corrupted_jpegs_never_escape(cut, flip):
         prepare(bytes(data[: max(1, len(data) - cut // 4)]), max_pixels=LIMIT, resize_shorter=32, image_size=32)
     except DecodeError:
         pass
+
+
+def test_draft_decode_changes_pixels_only_slightly(photos):
+    """JPEG draft (DCT scaling) must give nearly the same model input as a full decode."""
+    data = f.encode(Image.open(photos["rocket"]).convert("RGB").resize((960, 1280)), "JPEG", quality=92)
+    full = prepare(data, max_pixels=LIMIT, resize_shorter=256, image_size=224, draft=False).astype(float)
+    fast = prepare(data, max_pixels=LIMIT, resize_shorter=256, image_size=224, draft=True).astype(float)
+    assert np.abs(full - fast).mean() < 4.0

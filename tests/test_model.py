@@ -73,3 +73,29 @@ def test_load_artifact_from_s3(model_dir, aws_endpoint):
     assert artifact.version == load_artifact(str(model_dir)).version
     with pytest.raises(ArtifactError, match="cannot read model artifact file s3://models/nothing/model.json"):
         load_artifact("s3://models/nothing")
+
+
+@pytest.fixture(scope="module")
+def tflite_artifact(model_dir):
+    path = model_dir.parent / "efficientnet_lite0_tflite"
+    if not (path / "model.json").exists():
+        pytest.fail(f"TFLite artifact missing at {path}: run `make model`")
+    return load_artifact(str(path))
+
+
+def test_tflite_artifact_gives_the_same_tags(artifact, tflite_artifact, photos):
+    """The optimised runtime must not change the tags: same top-1, scores within 1e-3."""
+    from jobs.decode import prepare
+    from jobs.infer import build_model_runner
+
+    assert tflite_artifact.meta["format"] == "tflite" and tflite_artifact.version != artifact.version
+    assert tflite_artifact.meta["converted_from"] == artifact.version
+    batch = np.stack(
+        [prepare(p.read_bytes(), max_pixels=10**8, resize_shorter=256, image_size=224) for p in photos.values()]
+    )
+    keras_out = build_model_runner(artifact, batch_size=8)(batch)
+    tflite_out = build_model_runner(tflite_artifact, batch_size=8)(batch)
+    assert tflite_out["probabilities"].argmax(1).tolist() == keras_out["probabilities"].argmax(1).tolist()
+    np.testing.assert_allclose(tflite_out["probabilities"], keras_out["probabilities"], atol=1e-3)
+    np.testing.assert_allclose(tflite_out["embedding"], keras_out["embedding"], rtol=1e-3, atol=1e-3)
+    assert keras_out["embedding"].shape == (len(photos), 1280)
