@@ -11,7 +11,7 @@ from pathlib import Path
 
 from jobs.config import ConfigError, load_settings
 from jobs.manifest import FORMATS, ManifestError
-from model.artifact import ArtifactError, load_artifact
+from model.artifact import ArtifactError
 
 log = logging.getLogger("image_tagger")
 EXIT_BAD_INPUT = 2
@@ -44,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
     main_started = time.time()
     # Validate everything cheap before any Spark work starts.
     settings = load_settings(args.profile, args.overrides)
-    artifact = load_artifact(settings.model.uri)
-    log.info("model %s version %s from %s", artifact.name, artifact.version, settings.model.uri)
+    from jobs.infer import load_bundle
+
+    models = load_bundle(settings.model.uri, settings.model.heads)
+    log.info("models %s", models.versions())
 
     from jobs.pipeline import build_spark
     from jobs.run import JobArgs, Run, metrics_record, render_summary
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     jvm = spark.sparkContext._jvm
     jvm_started = jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getStartTime() / 1000.0
     try:
-        job = Run(spark, settings, artifact, JobArgs(args.manifest, args.output, args.manifest_format, args.incremental,
+        job = Run(spark, settings, models, JobArgs(args.manifest, args.output, args.manifest_format, args.incremental,
                                                      args.profile))
         result = job.execute()
         record = metrics_record(job, result, main_started=main_started, session_s=session_s, jvm_started=jvm_started)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +48,12 @@ class SparkSettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    uri: str = "model/artifacts/efficientnet_lite0"
+    uri: str = "model/artifacts/efficientnet_lite0"  # the backbone: ImageNet tags + embedding
     top_k: int = field(default=5, metadata=_check(lambda v: 1 <= v <= 100, "must be between 1 and 100"))
+    embedding: bool = False  # add the L2-normalised embedding column (visual search)
+    # Classifiers on the backbone's embedding, run in the same pass: [{name: category, uri: ...}].
+    # Each adds columns <name> and <name>_score.
+    heads: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -144,7 +149,28 @@ def _spark_value(name: str, value: Any) -> str:
     raise ConfigError(f"spark.conf.{name}: expected a scalar, got {value!r}")
 
 
+RESERVED_COLUMNS = {"image_id", "url", "status", "error", "tags", "embedding", "model_name", "model_version",
+                    "models", "processed_at", "run_id"}
+
+
+def _validate_heads(heads: list) -> None:
+    seen = set()
+    for i, head in enumerate(heads):
+        key = f"model.heads[{i}]"
+        if not isinstance(head, dict) or set(head) != {"name", "uri"}:
+            raise ConfigError(f"{key}: expected a mapping with exactly the keys name and uri, got {head!r}")
+        name, uri = head["name"], head["uri"]
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", name):
+            raise ConfigError(f"{key}.name={name!r}: use lower-case letters, digits and _ (it names output columns)")
+        if name in RESERVED_COLUMNS or name in seen or name.endswith("_score"):
+            raise ConfigError(f"{key}.name={name!r}: clashes with another output column")
+        if not isinstance(uri, str) or not uri:
+            raise ConfigError(f"{key}.uri: expected a path or s3:// URI")
+        seen.add(name)
+
+
 def _validate_cross_fields(settings: Settings) -> None:
+    _validate_heads(settings.model.heads)
     if settings.decode.resize_shorter < settings.decode.image_size:
         raise ConfigError(
             f"decode.resize_shorter={settings.decode.resize_shorter} must be >= decode.image_size="

@@ -1,8 +1,10 @@
-"""Inference stage: a batch of uint8 images -> top-k (label, score) per image.
+"""Inference stage: a batch of uint8 images -> top-k tags, head labels, embeddings per image.
 
-`Tagger` wraps any `predict(batch) -> probabilities` callable, so it tests with a fake
-model. `tagger_for_worker` builds the real one from a broadcast artifact once per Python
-worker process and reuses it for every batch and task that worker runs.
+The backbone runs once per image; heads (small classifiers trained on the backbone's
+embedding, e.g. product categories) run on its output, so extra models cost almost nothing.
+`Tagger` wraps any `run(batch) -> {"probabilities", "embedding"}` callable, so it tests with
+a fake model. `tagger_for_worker` builds the real one from broadcast artifacts once per
+Python worker process and reuses it for every batch and task that worker runs.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from model.artifact import ModelArtifact
+from model.artifact import ArtifactError, ModelArtifact, load_artifact
 
 Predict = Callable[[np.ndarray], np.ndarray]
 Run = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -31,23 +33,98 @@ def top_k(probabilities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
 
 
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """The backbone and its heads, as bytes: what the driver broadcasts to the workers."""
+
+    backbone: ModelArtifact
+    heads: tuple[tuple[str, ModelArtifact], ...] = ()
+
+    @property
+    def key(self) -> tuple:
+        return (self.backbone.version, *((name, head.version) for name, head in self.heads))
+
+    def versions(self) -> dict[str, str]:
+        """Every model's name -> version, recorded on each output row."""
+        return {self.backbone.name: self.backbone.version, **{head.name: head.version for _, head in self.heads}}
+
+
+def load_bundle(uri: str, heads: list[dict]) -> ModelBundle:
+    """Read the backbone and each head (driver side); a head must match the backbone's weights."""
+    backbone = load_artifact(uri)
+    loaded = []
+    for head in heads:
+        artifact = load_artifact(head["uri"])
+        if artifact.meta.get("kind") != "head":
+            raise ArtifactError(f"model.heads {head['name']}: {head['uri']} is not a head artifact (kind != head)")
+        compatible = {backbone.version, backbone.meta.get("converted_from")}
+        if artifact.meta.get("backbone_version") not in compatible:
+            raise ArtifactError(
+                f"model.heads {head['name']}: trained on backbone {artifact.meta.get('backbone')} "
+                f"{artifact.meta.get('backbone_version')}, but the profile's backbone is {backbone.name} {backbone.version}"
+            )
+        loaded.append((head["name"], artifact))
+    return ModelBundle(backbone, tuple(loaded))
+
+
+@dataclass
+class Head:
+    """A classifier on the backbone's embedding; adds columns <name> and <name>_score."""
+
+    name: str
+    run: Run
+    class_names: list[str]
+    l2_input: bool = False
+
+
+@dataclass
+class Prediction:
+    tags: list[tuple[str, float]]
+    embedding: list[float] | None = None
+    heads: list[tuple[str, float]] = field(default_factory=list)  # top-1 per head, in profile order
+
+
 @dataclass
 class Tagger:
-    """Turns image batches into tags with a model's predict function."""
+    """Turns image batches into predictions: backbone once, then every head on its embedding."""
 
-    predict: Predict
+    run: Run
     class_names: list[str]
     top_k: int
     batch_size: int
+    heads: list[Head] = field(default_factory=list)
+    embedding: bool = False
 
-    def tag(self, images: np.ndarray) -> list[list[tuple[str, float]]]:
-        """images: uint8 (N, H, W, 3) -> per image, top_k (label, probability), best first."""
-        results: list[list[tuple[str, float]]] = []
+    def tag(self, images: np.ndarray) -> list[Prediction]:
+        """images: uint8 (N, H, W, 3) -> one Prediction per image, tags best first."""
+        results: list[Prediction] = []
         for start in range(0, len(images), self.batch_size):
-            probabilities = np.asarray(self.predict(images[start : start + self.batch_size]))
-            indices, scores = top_k(probabilities, self.top_k)
-            for row_indices, row_scores in zip(indices, scores, strict=True):
-                results.append([(self.class_names[i], float(s)) for i, s in zip(row_indices, row_scores, strict=True)])
+            outputs = self.run(images[start : start + self.batch_size])
+            indices, scores = top_k(np.asarray(outputs["probabilities"]), self.top_k)
+            tags = [
+                [(self.class_names[i], float(s)) for i, s in zip(row_i, row_s, strict=True)]
+                for row_i, row_s in zip(indices, scores, strict=True)
+            ]
+            raw = np.asarray(outputs["embedding"], dtype=np.float32) if (self.heads or self.embedding) else None
+            unit = l2_normalise(raw) if raw is not None else None
+            head_top = []
+            for head in self.heads:
+                head_probabilities = np.asarray(head.run(unit if head.l2_input else raw)["probabilities"])
+                best = head_probabilities.argmax(axis=1)
+                head_top.append([(head.class_names[b], float(p[b])) for b, p in zip(best, head_probabilities, strict=True)])
+            for row in range(len(tags)):
+                results.append(
+                    Prediction(
+                        tags=tags[row],
+                        embedding=unit[row].tolist() if self.embedding else None,
+                        heads=[per_head[row] for per_head in head_top],
+                    )
+                )
         return results
 
 
@@ -85,11 +162,11 @@ def keras_runner(artifact: ModelArtifact, batch_size: int, threads: int) -> Run:
         path = Path(tmp) / artifact.meta["model_file"]
         path.write_bytes(artifact.files[artifact.meta["model_file"]])
         model = keras.saving.load_model(path, compile=False)
-    size = int(artifact.meta.get("image_size", 224))
+    spec = model.inputs[0]
 
-    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
-    def serve(images):
-        return model(images, training=False)
+    @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape[1:]], spec.dtype)])
+    def serve(inputs):
+        return _named(model(inputs, training=False))
 
     def run(batch: np.ndarray) -> dict[str, np.ndarray]:
         n = len(batch)
@@ -98,22 +175,29 @@ def keras_runner(artifact: ModelArtifact, batch_size: int, threads: int) -> Run:
     return run
 
 
+def _named(outputs) -> dict:
+    # A single-output model (a classifier head) answers with its probabilities.
+    return outputs if isinstance(outputs, dict) else {"probabilities": outputs}
+
+
 def tflite_runner(artifact: ModelArtifact, batch_size: int, threads: int) -> Run:
     """LiteRT (TFLite with XNNPACK): same weights, a fraction of TensorFlow's start-up and memory."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=artifact.files[artifact.meta["model_file"]], num_threads=threads or None)
     signature = interpreter.get_signature_runner("serving_default")
-    image_index = signature.get_input_details()["image"]["index"]
+    (model_input,) = signature.get_input_details().values()
     outputs = {name: detail["index"] for name, detail in signature.get_output_details().items()}
+    if len(outputs) == 1:
+        outputs = {"probabilities": next(iter(outputs.values()))}
     del signature  # it pins the interpreter's buffers; resizing below needs them free
-    size = int(artifact.meta.get("image_size", 224))
-    interpreter.resize_tensor_input(image_index, [batch_size, size, size, 3])
+    input_index, dtype = model_input["index"], model_input["dtype"]
+    interpreter.resize_tensor_input(input_index, [batch_size, *model_input["shape"][1:]])
     interpreter.allocate_tensors()
 
     def run(batch: np.ndarray) -> dict[str, np.ndarray]:
         n = len(batch)
-        interpreter.set_tensor(image_index, _pad(batch, batch_size))
+        interpreter.set_tensor(input_index, _pad(np.asarray(batch, dtype=dtype), batch_size))
         interpreter.invoke()
         return {name: interpreter.get_tensor(index)[:n].copy() for name, index in outputs.items()}
 
@@ -124,7 +208,7 @@ RUNNERS = {"keras": keras_runner, "tflite": tflite_runner}
 
 
 def build_model_runner(artifact: ModelArtifact, batch_size: int, threads: int = 0) -> Run:
-    """batch (N, H, W, 3) uint8 -> {"probabilities": (N, classes), "embedding": (N, 1280)}."""
+    """Backbone: uint8 (N, H, W, 3) -> {"probabilities", "embedding"}; head: (N, D) -> {"probabilities"}."""
     fmt = artifact.meta["format"]
     if fmt not in RUNNERS:
         raise ValueError(f"model {artifact.name}: unknown artifact format {fmt!r} (known: {', '.join(RUNNERS)})")
@@ -141,16 +225,25 @@ _WORKER_TAGGERS: dict[tuple, Tagger] = {}
 _WORKER_LOCK = threading.Lock()
 
 
-def tagger_for_worker(artifact: ModelArtifact, *, top_k: int, batch_size: int, threads: int) -> Tagger:
-    """The worker's Tagger for this artifact version, built on first use (once per process)."""
-    key = (artifact.name, artifact.version, top_k, batch_size, os.getpid())
+def tagger_for_worker(
+    models: ModelBundle, *, top_k: int, batch_size: int, threads: int, embedding: bool = False
+) -> Tagger:
+    """The worker's Tagger for these model versions, built on first use (once per process)."""
+    key = (models.key, top_k, batch_size, embedding, os.getpid())
     with _WORKER_LOCK:
         if key not in _WORKER_TAGGERS:
-            predict = build_predictor(artifact, batch_size, threads)
-            _WORKER_TAGGERS[key] = Tagger(predict, artifact.class_names, top_k, batch_size)
+            heads = [
+                Head(name, build_model_runner(head, batch_size, threads), head.class_names,
+                     head.meta.get("input_normalisation") == "l2")
+                for name, head in models.heads
+            ]
+            backbone = models.backbone
+            _WORKER_TAGGERS[key] = Tagger(
+                build_model_runner(backbone, batch_size, threads), backbone.class_names, top_k, batch_size, heads, embedding
+            )
         return _WORKER_TAGGERS[key]
 
 
 def worker_model_loads() -> int:
-    """How many models this process has built (tests prove 'once per worker' with it)."""
+    """How many model sets this process has built (tests prove 'once per worker' with it)."""
     return len(_WORKER_TAGGERS)

@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.config import Settings
+from jobs.infer import ModelBundle
 from model.artifact import ModelArtifact
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,9 @@ RESULT_TYPE = T.StructType(
         T.StructField("error", T.StringType()),
         T.StructField("tag_labels", T.ArrayType(T.StringType())),
         T.StructField("tag_scores", T.ArrayType(T.FloatType())),
+        T.StructField("embedding", T.ArrayType(T.FloatType())),
+        T.StructField("head_labels", T.ArrayType(T.StringType())),
+        T.StructField("head_scores", T.ArrayType(T.FloatType())),
     ]
 )
 TAG_TYPE = T.StructType([T.StructField("label", T.StringType()), T.StructField("score", T.FloatType())])
@@ -39,6 +43,7 @@ OUTPUT_SCHEMA = T.StructType(
         T.StructField("tags", T.ArrayType(TAG_TYPE, containsNull=False)),
         T.StructField("model_name", T.StringType(), False),
         T.StructField("model_version", T.StringType(), False),
+        T.StructField("models", T.MapType(T.StringType(), T.StringType(), False), False),
         T.StructField("processed_at", T.TimestampType(), False),
         T.StructField("run_id", T.StringType(), False),
     ]
@@ -75,7 +80,7 @@ def build_spark(settings: Settings) -> SparkSession:
     return builder.getOrCreate()
 
 
-def make_tag_udf(artifact_bc, settings: Settings, stage_times):
+def make_tag_udf(models_bc, settings: Settings, stage_times):
     """The vectorised UDF: url batches -> RESULT_TYPE; model built once per Python worker."""
 
     def tag_batches(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
@@ -87,10 +92,11 @@ def make_tag_udf(artifact_bc, settings: Settings, stage_times):
         started = time.perf_counter()
         loads_before = worker_model_loads()
         tagger = tagger_for_worker(
-            artifact_bc.value,
+            models_bc.value,
             top_k=settings.model.top_k,
             batch_size=settings.inference.batch_size,
             threads=settings.inference.threads,
+            embedding=settings.model.embedding,
         )
         load_s = time.perf_counter() - started
         timings.update(model_load_s=load_s, model_builds=worker_model_loads() - loads_before)
@@ -125,15 +131,16 @@ def make_tag_udf(artifact_bc, settings: Settings, stage_times):
 
 
 def tag_dataframe(
-    pending: DataFrame, artifact: ModelArtifact, settings: Settings, stage_times=None, run_id: str = "adhoc"
+    pending: DataFrame, models: ModelBundle | ModelArtifact, settings: Settings, stage_times=None, run_id: str = "adhoc"
 ) -> DataFrame:
-    """(image_id, url) -> the output schema, one row per input row."""
+    """(image_id, url) -> the output schema, one row per input row, every model in one pass."""
+    models = models if isinstance(models, ModelBundle) else ModelBundle(models)
     spark = pending.sparkSession
-    artifact_bc = spark.sparkContext.broadcast(artifact)
+    models_bc = spark.sparkContext.broadcast(models)
     stage_times = stage_times or spark.sparkContext.accumulator(Counter(), StageTimes())
-    tag_udf = make_tag_udf(artifact_bc, settings, stage_times)
+    tag_udf = make_tag_udf(models_bc, settings, stage_times)
     result = pending.withColumn("result", tag_udf(F.col("url")))
-    return result.select(
+    columns = [
         "image_id",
         "url",
         F.col("result.status").alias("status"),
@@ -141,8 +148,28 @@ def tag_dataframe(
         F.zip_with(
             "result.tag_labels", "result.tag_scores", lambda label, score: F.struct(label.alias("label"), score.alias("score"))
         ).alias("tags"),
-        F.lit(artifact.name).alias("model_name"),
-        F.lit(artifact.version).alias("model_version"),
+    ]
+    for i, (name, _head) in enumerate(models.heads):
+        columns += [F.col("result.head_labels")[i].alias(name), F.col("result.head_scores")[i].alias(f"{name}_score")]
+    if settings.model.embedding:
+        columns.append(F.col("result.embedding").alias("embedding"))
+    versions = [F.lit(x) for pair in models.versions().items() for x in pair]
+    columns += [
+        F.lit(models.backbone.name).alias("model_name"),
+        F.lit(models.backbone.version).alias("model_version"),
+        F.create_map(*versions).alias("models"),
         F.current_timestamp().alias("processed_at"),
         F.lit(run_id).alias("run_id"),
-    )
+    ]
+    return result.select(*columns)
+
+
+def output_schema(models: ModelBundle, settings: Settings) -> T.StructType:
+    """The output's schema for these models: the fixed columns plus each head's and the embedding."""
+    fields = list(OUTPUT_SCHEMA.fields)
+    extra = []
+    for name, _head in models.heads:
+        extra += [T.StructField(name, T.StringType()), T.StructField(f"{name}_score", T.FloatType())]
+    if settings.model.embedding:
+        extra.append(T.StructField("embedding", T.ArrayType(T.FloatType())))
+    return T.StructType(fields[:5] + extra + fields[5:])

@@ -21,6 +21,7 @@ from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.config import Settings
+from jobs.infer import ModelBundle
 from jobs.ledger import OutputStore, RunState, finished_rows, new_run_id, run_key, skip_done
 from jobs.manifest import read_manifest
 from jobs.pipeline import StageTimes, tag_dataframe
@@ -85,12 +86,14 @@ def plan_pending(manifest: DataFrame, ledger: DataFrame | None, *, model_version
 class Run:
     """Drives one run; keeps the timings that end up in the metrics record."""
 
-    def __init__(self, spark: SparkSession, settings: Settings, artifact: ModelArtifact, args: JobArgs):
-        self.spark, self.settings, self.artifact, self.args = spark, settings, artifact, args
+    def __init__(self, spark: SparkSession, settings: Settings, models: ModelBundle | ModelArtifact, args: JobArgs):
+        models = models if isinstance(models, ModelBundle) else ModelBundle(models)
+        self.spark, self.settings, self.models, self.args = spark, settings, models, args
+        self.artifact = models.backbone  # the ledger is keyed by the backbone's version
         self.store = OutputStore(spark, args.output)
         self.stage_times = spark.sparkContext.accumulator(Counter(), StageTimes())
         self.phases: Counter = Counter()
-        self.key = run_key(args.manifest, args.output, artifact.version, args.incremental)
+        self.key = run_key(args.manifest, args.output, "+".join(models.versions().values()), args.incremental)
 
     def _start_or_resume(self) -> tuple[RunState, bool]:
         state = self.store.read_state(self.key)
@@ -105,7 +108,7 @@ class Run:
 
     def _write(self, pending: DataFrame, run_id: str) -> None:
         started = time.perf_counter()
-        tagged = tag_dataframe(pending, self.artifact, self.settings, self.stage_times, run_id)
+        tagged = tag_dataframe(pending, self.models, self.settings, self.stage_times, run_id)
         tagged.write.mode("append").parquet(self.args.output)
         ended = time.time()
         self.phases["tag_and_write_s"] += time.perf_counter() - started
@@ -206,6 +209,7 @@ def metrics_record(run: Run, result: dict, *, main_started: float, session_s: fl
         "resumed": result["resumed"],
         "model_name": run.artifact.name,
         "model_version": run.artifact.version,
+        "models": run.models.versions(),
         **{k: result[k] for k in ("rows_in", "ok", "error", "skipped", "skipped_duplicates", "skipped_done")},
         "tagged": int(times.get("images", 0)),
         "wall_s": wall_s,

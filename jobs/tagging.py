@@ -19,11 +19,11 @@ import pandas as pd
 from jobs.config import Settings
 from jobs.decode import DecodeError, prepare
 from jobs.fetch import FetchError, fetch
-from jobs.infer import Tagger
+from jobs.infer import Prediction, Tagger
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
-RESULT_COLUMNS = ["status", "error", "tag_labels", "tag_scores"]
+RESULT_COLUMNS = ["status", "error", "tag_labels", "tag_scores", "embedding", "head_labels", "head_scores"]
 
 
 @dataclass
@@ -83,22 +83,25 @@ def tag_loaded(futures: list[Future], tagger: Tagger, timings: Counter) -> pd.Da
     timings["fetch_s"] += sum(item.fetch_s for item in loaded)
     timings["decode_s"] += sum(item.decode_s for item in loaded)
     good = [i for i, item in enumerate(loaded) if item.image is not None]
-    tags: dict[int, list[tuple[str, float]]] = {}
+    predictions: dict[int, Prediction] = {}
     infer_error = None
     if good:
         started = time.perf_counter()
         try:
-            batch_tags = tagger.tag(np.stack([loaded[i].image for i in good]))
-            tags = dict(zip(good, batch_tags, strict=True))
+            batch = tagger.tag(np.stack([loaded[i].image for i in good]))
+            predictions = dict(zip(good, batch, strict=True))
         except Exception as exc:  # e.g. out of memory: the rows say so, the task lives on
             infer_error = f"infer: {type(exc).__name__}: {exc}"
         timings["infer_s"] += time.perf_counter() - started
     timings["images"] += len(loaded)
     rows = []
     for i, item in enumerate(loaded):
-        if i in tags:
-            labels, scores = zip(*tags[i], strict=True) if tags[i] else ((), ())
-            rows.append((STATUS_OK, None, list(labels), [float(s) for s in scores]))
+        if i in predictions:
+            p = predictions[i]
+            rows.append((
+                STATUS_OK, None, [label for label, _ in p.tags], [score for _, score in p.tags], p.embedding,
+                [label for label, _ in p.heads], [score for _, score in p.heads],
+            ))
         else:
-            rows.append((STATUS_ERROR, item.error or infer_error, None, None))
+            rows.append((STATUS_ERROR, item.error or infer_error, None, None, None, None, None))
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)

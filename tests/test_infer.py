@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jobs.config import load_settings
-from jobs.infer import Tagger, top_k
+from jobs.infer import Head, ModelBundle, Tagger, tagger_for_worker, top_k, worker_model_loads
 from jobs.tagging import STATUS_ERROR, STATUS_OK, tag_urls
 from tests import image_factory as f
 
@@ -34,17 +34,38 @@ class FakeModel:
         red = batch[..., 0].mean(axis=(1, 2))
         logits = -np.abs(np.linspace(0, 255, self.classes)[None, :] - red[:, None])
         e = np.exp(logits / 50)
-        return e / e.sum(axis=1, keepdims=True)
+        embedding = np.stack([red, 255 - red, np.ones_like(red)], axis=1)  # a 3-d "embedding"
+        return {"probabilities": e / e.sum(axis=1, keepdims=True), "embedding": embedding}
 
 
 def test_tagger_batches_and_keeps_order():
     model = FakeModel()
     tagger = Tagger(model, ["black", "dark", "light", "red"], top_k=2, batch_size=3)
     images = np.stack([np.full((8, 8, 3), v, np.uint8) for v in (0, 255, 90, 170, 250)])
-    tags = tagger.tag(images)
+    tags = [p.tags for p in tagger.tag(images)]
     assert model.batches == [3, 2]
     assert [t[0][0] for t in tags] == ["black", "red", "dark", "light", "red"]
     assert all(len(t) == 2 and t[0][1] >= t[1][1] for t in tags)
+
+
+def test_heads_run_on_the_backbone_embedding_in_the_same_pass():
+    model = FakeModel()
+    seen = []
+
+    def head_run(embedding):  # "bright" when the first embedding component dominates
+        seen.append(embedding.copy())
+        bright = (embedding[:, 0] > embedding[:, 1]).astype(float)
+        return {"probabilities": np.stack([1 - bright * 0.9 - 0.05, bright * 0.9 + 0.05], axis=1)}
+
+    head = Head("shade", head_run, ["dark", "bright"], l2_input=True)
+    tagger = Tagger(model, ["a", "b", "c", "d"], top_k=1, batch_size=8, heads=[head], embedding=True)
+    images = np.stack([np.full((4, 4, 3), v, np.uint8) for v in (10, 240)])
+    predictions = tagger.tag(images)
+    assert model.batches == [2] and len(seen) == 1  # backbone once, head once, per batch
+    assert [p.heads[0][0] for p in predictions] == ["dark", "bright"]
+    assert predictions[1].heads[0][1] == pytest.approx(0.95)
+    np.testing.assert_allclose(np.linalg.norm(seen[0], axis=1), 1.0, rtol=1e-6)  # l2 input
+    assert len(predictions[0].embedding) == 3 and np.linalg.norm(predictions[0].embedding) == pytest.approx(1.0)
 
 
 def test_tag_urls_one_row_per_url_with_stage_errors(tmp_path):
@@ -83,11 +104,9 @@ def test_inference_failure_marks_rows_not_task(tmp_path):
 @pytest.mark.parametrize("name", ["coffee", "chelsea"])
 def test_real_model_tags_real_photos(artifact, photos, name):
     from jobs.decode import prepare
-    from jobs.infer import tagger_for_worker
-
-    tagger = tagger_for_worker(artifact, top_k=5, batch_size=4, threads=0)
+    tagger = tagger_for_worker(ModelBundle(artifact), top_k=5, batch_size=4, threads=0)
     image = prepare(photos[name].read_bytes(), max_pixels=10**8, resize_shorter=256, image_size=224)
-    tags = tagger.tag(image[None])[0]
+    tags = tagger.tag(image[None])[0].tags
     labels = [label for label, _ in tags]
     if name == "coffee":
         assert labels[0] == "espresso" and tags[0][1] > 0.8
@@ -97,9 +116,7 @@ def test_real_model_tags_real_photos(artifact, photos, name):
 
 
 def test_worker_builds_model_once(artifact):
-    from jobs.infer import tagger_for_worker, worker_model_loads
-
-    first = tagger_for_worker(artifact, top_k=5, batch_size=4, threads=0)
+    first = tagger_for_worker(ModelBundle(artifact), top_k=5, batch_size=4, threads=0)
     loads = worker_model_loads()
-    assert tagger_for_worker(artifact, top_k=5, batch_size=4, threads=0) is first
+    assert tagger_for_worker(ModelBundle(artifact), top_k=5, batch_size=4, threads=0) is first
     assert worker_model_loads() == loads

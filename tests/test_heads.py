@@ -1,0 +1,75 @@
+"""Several models in one pass: the backbone's tags, a head's category, the embedding."""
+
+import numpy as np
+import pytest
+
+from jobs.config import ConfigError, load_settings
+from jobs.infer import load_bundle
+from jobs.manifest import with_image_ids
+from jobs.pipeline import output_schema, tag_dataframe
+from model.artifact import ArtifactError, save_keras_artifact
+
+
+def make_head(out_dir, backbone_version, *, kind="head", classes=("light", "dark", "other")):
+    """A tiny real Keras head on the 1280-d embedding (random weights: we test plumbing here)."""
+    import keras
+
+    inputs = keras.Input((1280,), name="embedding")
+    outputs = keras.layers.Dense(len(classes), activation="softmax", name="category")(inputs)
+    model = keras.Model(inputs, outputs, name="test_head")
+    save_keras_artifact(
+        model, out_dir, name="test_head", class_names=list(classes),
+        extra_meta={"kind": kind, "input": "embedding", "input_normalisation": "l2", "backbone": "efficientnet_lite0",
+                    "backbone_version": backbone_version, "num_classes": len(classes)},
+    )
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def head_dir(tmp_path_factory, artifact):
+    return make_head(tmp_path_factory.mktemp("head") / "test_head", artifact.version)
+
+
+def test_profile_lists_heads(head_dir):
+    settings = load_settings(overrides=[f"model.heads=[{{name: category, uri: '{head_dir}'}}]", "model.embedding=true"])
+    assert settings.model.heads == [{"name": "category", "uri": str(head_dir)}]
+    for bad, message in [
+        ("model.heads=[{name: tags, uri: x}]", "clashes with another output column"),
+        ("model.heads=[{name: Bad-Name, uri: x}]", "use lower-case letters"),
+        ("model.heads=[{name: a, uri: x}, {name: a, uri: y}]", "clashes"),
+        ("model.heads=[{name: a}]", "exactly the keys name and uri"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_settings(overrides=[bad])
+
+
+def test_head_must_match_backbone(model_dir, head_dir, tmp_path):
+    bundle = load_bundle(str(model_dir), [{"name": "category", "uri": str(head_dir)}])
+    assert bundle.versions()["test_head"] == bundle.heads[0][1].version
+    tflite = model_dir.parent / "efficientnet_lite0_tflite"
+    assert load_bundle(str(tflite), [{"name": "category", "uri": str(head_dir)}]).heads  # same weights
+    other = make_head(tmp_path / "other", "0123456789ab")
+    with pytest.raises(ArtifactError, match="trained on backbone efficientnet_lite0 0123456789ab"):
+        load_bundle(str(model_dir), [{"name": "category", "uri": str(other)}])
+    with pytest.raises(ArtifactError, match="is not a head artifact"):
+        load_bundle(str(model_dir), [{"name": "category", "uri": str(model_dir)}])
+
+
+@pytest.mark.spark
+def test_one_pass_writes_tags_category_and_embedding(spark, model_dir, head_dir, photos):
+    settings = load_settings(overrides=[
+        f"model.uri={model_dir.parent / 'efficientnet_lite0_tflite'}",
+        f"model.heads=[{{name: category, uri: '{head_dir}'}}]", "model.embedding=true",
+    ])
+    bundle = load_bundle(settings.model.uri, settings.model.heads)
+    manifest = with_image_ids(spark.createDataFrame([(photos["coffee"].as_uri(),), ("file:///missing.jpg",)], "url string"))
+    out = tag_dataframe(manifest, bundle, settings, run_id="r")
+    assert out.schema == output_schema(bundle, settings)
+    assert out.columns[:8] == ["image_id", "url", "status", "error", "tags", "category", "category_score", "embedding"]
+    rows = {r.url.rsplit("/", 1)[-1]: r for r in out.collect()}
+    coffee, missing = rows["coffee.png"], rows["missing.jpg"]
+    assert coffee.tags[0].label == "espresso"
+    assert coffee.category in {"light", "dark", "other"} and 0 < coffee.category_score <= 1
+    assert len(coffee.embedding) == 1280 and np.linalg.norm(coffee.embedding) == pytest.approx(1.0, abs=1e-4)
+    assert coffee.models == bundle.versions() and set(coffee.models) == {"efficientnet_lite0", "test_head"}
+    assert missing.status == "error" and missing.category is None and missing.embedding is None
