@@ -73,3 +73,18 @@ def test_one_pass_writes_tags_category_and_embedding(spark, model_dir, head_dir,
     assert len(coffee.embedding) == 1280 and np.linalg.norm(coffee.embedding) == pytest.approx(1.0, abs=1e-4)
     assert coffee.models == bundle.versions() and set(coffee.models) == {"efficientnet_lite0", "test_head"}
     assert missing.status == "error" and missing.category is None and missing.embedding is None
+
+
+def test_head_converts_to_tflite_with_same_answers(head_dir, tmp_path, artifact):
+    from jobs.infer import build_model_runner
+    from model.artifact import load_artifact
+    from model.convert import convert
+
+    meta = convert(head_dir, tmp_path / "tflite")
+    keras_head, tflite_head = load_artifact(str(head_dir)), load_artifact(str(tmp_path / "tflite"))
+    assert meta["kind"] == "head" and meta["converted_from"] == keras_head.version
+    assert meta["backbone_version"] == artifact.version and tflite_head.class_names == keras_head.class_names
+    vectors = np.random.default_rng(0).normal(size=(5, 1280)).astype(np.float32)
+    a = build_model_runner(keras_head, batch_size=8)(vectors)["probabilities"]
+    b = build_model_runner(tflite_head, batch_size=8)(vectors)["probabilities"]
+    np.testing.assert_allclose(a, b, atol=1e-5)
