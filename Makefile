@@ -75,4 +75,6 @@ lock: ## Re-pin requirements.lock from the current .venv
 clean: ## Remove generated data and outputs (keeps .venv and the model)
 	rm -rf data out reports/latest spark-warehouse metastore_db
 
--include infra/infra.mk
+include infra/infra.mk
+include jobs/benchmark/bench.mk
+include model/head.mk

@@ -4,9 +4,11 @@ Measured on the benchmark's files, each part in a fresh Python process pinned to
 the Spark runs get (TensorFlow fixes its thread pools once per process):
 
 - decode: fetch + decode + preprocess (`jobs.fetch.fetch`, `jobs.decode.prepare`), one
-  thread: images/s per core.
-- infer: the model's predict (`jobs.infer.build_predictor`) on already-prepared images, with
-  all cores (TensorFlow's default threads) and with one thread, after one warm-up batch.
+  thread per process, C processes side by side, each pinned to its own core (as C Spark
+  tasks run): images/s per core.
+- infer: the model's predict (`jobs.infer.build_predictor`) on already-prepared images, after
+  one warm-up batch: one process with C threads (all the cores), and C one-thread processes
+  side by side (per process).
 - combined: the best of two ideal plans for C cores, no overheads at all:
     shared   decode spread over C cores, then inference on all C cores:
              1 / (1 / (C * decode_per_core) + 1 / infer_all_cores)
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import inspect
 import json
 import os
 import subprocess
@@ -56,30 +57,24 @@ def load_one(url: str, settings: Settings) -> np.ndarray:
     )
 
 
-def pin_to_cores(cores: int) -> list[int]:
-    """Restrict this process to the first `cores` CPUs it may use (as local[cores] would)."""
+def pin_to_cores(cores: int, offset: int = 0) -> list[int]:
+    """Restrict this process to `cores` of the CPUs it may use, from the offset-th on (wrapping)."""
     allowed = sorted(os.sched_getaffinity(0))
-    chosen = allowed[:cores]
+    chosen = sorted({allowed[(offset + i) % len(allowed)] for i in range(cores)})
     if len(chosen) < len(allowed):
         os.sched_setaffinity(0, chosen)
     return chosen
 
 
 def make_predictor(settings: Settings, threads: int):
-    """(predict, model_load_s, artifact, how) with the job's own predictor for the profile's model."""
-    from jobs import infer
+    """(predict, model_load_s, artifact) with the job's own predictor for the profile's model."""
+    from jobs.infer import build_predictor
     from model.artifact import load_artifact
 
     started = time.perf_counter()
     artifact = load_artifact(settings.model.uri)
-    infer.configure_tensorflow(threads)
-    build = getattr(infer, "build_predictor", None)
-    how = "jobs.infer.build_predictor"
-    if build is None:  # before build_predictor lands, the Keras path is the only one
-        build, how = infer.keras_predictor, "jobs.infer.keras_predictor (build_predictor absent)"
-    kwargs = {"threads": threads} if "threads" in inspect.signature(build).parameters else {}
-    predict = build(artifact, settings.inference.batch_size, **kwargs)
-    return predict, time.perf_counter() - started, artifact, how
+    predict = build_predictor(artifact, settings.inference.batch_size, threads)
+    return predict, time.perf_counter() - started, artifact
 
 
 def part_decode(urls: list[str], settings: Settings) -> dict:
@@ -92,7 +87,7 @@ def part_decode(urls: list[str], settings: Settings) -> dict:
 
 def part_infer(urls: list[str], settings: Settings, threads: int) -> dict:
     batch_size = settings.inference.batch_size
-    predict, load_s, artifact, how = make_predictor(settings, threads)
+    predict, load_s, artifact = make_predictor(settings, threads)
     inputs = np.stack([load_one(url, settings) for url in urls])
     if len(inputs) >= batch_size:  # whole batches only: a padded last batch would understate the rate
         inputs = inputs[: len(inputs) // batch_size * batch_size]
@@ -107,7 +102,7 @@ def part_infer(urls: list[str], settings: Settings, threads: int) -> dict:
         "seconds": seconds,
         "images_per_s": len(inputs) / seconds,
         "model_load_s": load_s,
-        "predictor": how,
+        "predictor": f"jobs.infer.build_predictor ({artifact.meta['format']})",
         "model_name": artifact.name,
         "model_version": artifact.version,
     }
@@ -115,7 +110,7 @@ def part_infer(urls: list[str], settings: Settings, threads: int) -> dict:
 
 def part_pipeline(urls: list[str], settings: Settings, cores: int) -> dict:
     batch_size = settings.inference.batch_size
-    predict, _, _, _ = make_predictor(settings, 0)
+    predict, _, _ = make_predictor(settings, cores)
     predict(np.stack([load_one(u, settings) for u in urls[:batch_size]]))  # warm-up
     started = time.perf_counter()
     with ThreadPoolExecutor(cores) as pool:
@@ -139,28 +134,54 @@ def combine(decode_per_core: float, infer_all: float, infer_one: float, cores: i
     return {"shared_images_per_s": shared, "per_core_images_per_s": per_core, "plan": plan, "images_per_s": max(shared, per_core)}
 
 
-def _run_part(part: str, args: argparse.Namespace, threads: int = 0) -> dict:
-    """Run one measurement in a fresh interpreter; it prints its result as JSON."""
-    cmd = [
+def _part_command(part: str, args: argparse.Namespace, threads: int, cpu: int | None) -> list[str]:
+    limit = args.infer_images if part == "infer" else args.pipeline_images if part == "pipeline" else 0
+    return [
         sys.executable, "-m", "jobs.benchmark.ceiling", "--part", part, "--manifest", str(args.manifest),
-        "--profile", str(args.profile), "--cores", str(args.cores), "--threads", str(threads),
-        "--limit", str(args.infer_images if part == "infer" else args.pipeline_images if part == "pipeline" else 0),
+        "--profile", str(args.profile), "--cores", str(args.cores), "--threads", str(threads), "--limit", str(limit),
+        *(["--cpu", str(cpu)] if cpu is not None else []),
         *[arg for text in args.overrides for arg in ("--set", text)],
     ]  # fmt: skip
+
+
+def _run_parts(part: str, args: argparse.Namespace, threads: int, copies: int) -> list[dict]:
+    """Run `copies` measurements at once, each in a fresh interpreter (pinned to its own core
+    when copies > 1); each prints its result as JSON."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"ceiling part {part} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    procs = [
+        subprocess.Popen(
+            _part_command(part, args, threads, i if copies > 1 else None),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(copies)
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"ceiling part {part} failed ({proc.returncode}):\n{err[-3000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def per_core_result(results: list[dict], key: str) -> dict:
+    """C copies that ran side by side, one per core: the aggregate rate and the rate per core."""
+    aggregate = sum(r[key] for r in results)
+    return {**results[0], key: aggregate / len(results), "aggregate_images_per_s": aggregate, "processes": len(results)}
 
 
 def measure(args: argparse.Namespace) -> dict:
     settings = load_settings(args.profile, args.overrides)
     started = time.perf_counter()
-    decode = _run_part("decode", args)
-    infer_all = _run_part("infer", args, threads=0)
-    infer_one = _run_part("infer", args, threads=1)
-    pipeline = _run_part("pipeline", args) if args.pipeline_images else None
+    # Decode and one-thread inference run as C processes side by side (one per core), as the
+    # C Spark tasks do: what one core delivers while its neighbours are busy too.
+    decode = per_core_result(_run_parts("decode", args, 1, args.cores), "images_per_s_per_core")
+    infer_all = _run_parts("infer", args, args.cores, 1)[0]
+    infer_one = per_core_result(_run_parts("infer", args, 1, args.cores), "images_per_s")
+    pipeline = _run_parts("pipeline", args, args.cores, 1)[0] if args.pipeline_images else None
     combined = combine(decode["images_per_s_per_core"], infer_all["images_per_s"], infer_one["images_per_s"], args.cores)
     return {
         "record_version": RECORD_VERSION,
@@ -203,9 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", choices=["decode", "infer", "pipeline"], help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.part:
-        pin_to_cores(args.cores if args.part != "decode" else 1)
+        pin_to_cores(args.cores if args.cpu is None else 1, offset=args.cpu or 0)
         settings = load_settings(args.profile, args.overrides)
         urls = read_urls(args.manifest)
         urls = urls[: args.limit] if args.limit else urls

@@ -25,26 +25,22 @@ from jobs.sample_data import FASHION_CLASSES, REAL_PHOTOS, fashion_mnist, photo_
 MIN_BYTES = 50_000
 MAX_BYTES = 200_000
 QUALITIES = (55, 97)  # the search range of JPEG quality
-DATASET_VERSION = 1
+DATASET_VERSION = 2
 
 
-def encode_in_range(img: Image.Image, target: int, *, low: int = MIN_BYTES, high: int = MAX_BYTES) -> tuple[bytes, int]:
-    """JPEG bytes of img whose size is close to target and inside [low, high] when possible.
-
-    Binary search on quality (size grows with quality). Returns (bytes, quality).
-    """
+def _search(img: Image.Image, target: int, low: int, high: int, **options) -> tuple[bytes, int]:
     lo, hi = QUALITIES
     best: tuple[bytes, int] | None = None
+
+    def score(data: bytes) -> tuple[bool, int]:
+        return low <= len(data) <= high, -abs(len(data) - target)
+
     while lo <= hi:
         quality = (lo + hi) // 2
         buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=quality)
+        img.save(buf, "JPEG", quality=quality, **options)
         data = buf.getvalue()
-        in_range = low <= len(data) <= high
-        if best is None or (in_range, -abs(len(data) - target)) > (
-            low <= len(best[0]) <= high,
-            -abs(len(best[0]) - target),
-        ):
+        if best is None or score(data) > score(best[0]):
             best = (data, quality)
         if len(data) < target:
             lo = quality + 1
@@ -52,6 +48,19 @@ def encode_in_range(img: Image.Image, target: int, *, low: int = MIN_BYTES, high
             hi = quality - 1
     assert best is not None
     return best
+
+
+def encode_in_range(img: Image.Image, target: int, *, low: int = MIN_BYTES, high: int = MAX_BYTES) -> tuple[bytes, int]:
+    """JPEG bytes of img whose size is close to target and inside [low, high] when possible.
+
+    Binary search on quality (size grows with quality); a smooth image that stays under `low`
+    even at the top quality is saved without chroma subsampling (4:4:4, larger files), as
+    some shops' tools do. Returns (bytes, quality).
+    """
+    data, quality = _search(img, target, low, high)
+    if len(data) < low:
+        data, quality = _search(img, target, low, high, subsampling=0)
+    return data, quality
 
 
 def make_bench_dataset(out: Path, images: int, *, seed: int = 20240, photo_share: float = 0.15) -> Path:

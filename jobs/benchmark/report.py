@@ -26,6 +26,8 @@ REFERENCE_TARGET = 1.5  # best end-to-end images/s >= 1.5x the predict_batch_udf
 MEMORY_TARGET_MB = 4096  # peak RSS of the whole local run < 4 GB
 CHANGE_NOISE = 0.03  # |change| under 3% is reported as no clear change
 STAGES = ("read_manifest_s", "fetch_s", "decode_s", "infer_s", "spark_io_s", "write_s", "model_load_s")
+PER_IMAGE_STAGES = ("fetch_s", "decode_s", "infer_s", "spark_io_s")  # grow with the images
+ONE_OFF_STAGES = ("read_manifest_s", "write_s", "model_load_s")  # once per run or per worker
 
 
 # --- loading -----------------------------------------------------------------------------
@@ -142,7 +144,7 @@ def evaluate_targets(bench: dict) -> list[dict]:
         targets.append({
             "target": f"best profile's peak memory < {MEMORY_TARGET_MB / 1024:.0f} GB (whole process tree)",
             "passed": best["peak_memory_mb"] < MEMORY_TARGET_MB,
-            "detail": f"{best['name']}: {best['peak_memory_mb']:.0f} MB",
+            "detail": f"{best['name']}: {best['peak_memory_mb']:.0f} MB RSS summed ({memory_breakdown(best)})",
         })  # fmt: skip
         s = best["startup"]
         targets.append({
@@ -163,6 +165,19 @@ def print_targets(bench_dir: Path) -> bool:
     for t in targets:
         print(f"[bench] target {'PASS' if t['passed'] else 'FAIL'}: {t['target']}: {t['detail']}", flush=True)
     return all(t["passed"] for t in targets)
+
+
+def memory_breakdown(run: dict) -> str:
+    """'JVM 900 MB, 2 Python workers 1800 MB, ...' at the moment of the peak; PSS when recorded."""
+    parts = []
+    b = run.get("peak_breakdown_mb") or {}
+    for role, label in (("jvm", "JVM"), ("python_driver", "Python driver"), ("python_worker", "Python workers")):
+        if role in b:
+            count = int(b.get(f"{role}_count", 1))
+            parts.append(f"{label}{f' x{count}' if count > 1 else ''} {b[role]:.0f} MB")
+    if run.get("peak_pss_mb") is not None:
+        parts.append(f"PSS {run['peak_pss_mb']:.0f} MB")
+    return ", ".join(parts) or "no breakdown"
 
 
 def pct(new: float, old: float) -> float:
@@ -208,12 +223,18 @@ def iteration_notes(runs: list[dict]) -> list[str]:
             pct(run["steady_images_per_s"], previous["steady_images_per_s"]),
         )
         moves = []
-        for key in STAGES:
+        for key in PER_IMAGE_STAGES:
             a, b = per_image_ms(previous, key), per_image_ms(run, key)
             if a is not None and b is not None and abs(b - a) >= 0.5:
                 moves.append((abs(b - a), f"{key[:-2]} {a:.1f} -> {b:.1f} ms/image"))
         moves.sort(reverse=True)
-        stage_text = "; stage time per image: " + ", ".join(m for _, m in moves[:3]) if moves else ""
+        one_off = []
+        for key in ONE_OFF_STAGES:
+            a, b = previous["stages"].get(key), run["stages"].get(key)
+            if a is not None and b is not None and abs(b - a) >= 0.5:
+                one_off.append(f"{key[:-2]} {a:.1f} -> {b:.1f} s")
+        stage_text = "; per image: " + ", ".join(m for _, m in moves[:3]) if moves else ""
+        stage_text += "; one-off: " + ", ".join(one_off) if one_off else ""
         notes.append(
             f"{head}\n\n  Versus {previous['name']}: end to end {previous['images_per_s']:.1f} -> {run['images_per_s']:.1f} "
             f"images/s ({e2e:+.0%}, {verdict(e2e)}), steady {previous['steady_images_per_s']:.1f} -> "
@@ -318,14 +339,19 @@ def make_plots(bench: dict, summary: dict, out: Path) -> list[str]:
         [i - width / 2 for i in x], [r["images_per_s"] for r in runs], width, label="end to end (incl. start-up)", color=colours
     )
     ax.bar([i + width / 2 for i in x], [r["steady_images_per_s"] for r in runs], width, label="steady", color="tab:orange")
-    if summary["ceiling_images_per_s"]:
-        c = summary["ceiling_images_per_s"]
-        ax.axhline(c, color="tab:red", linestyle="--", label=f"single-process ceiling {c:.1f}")
-        ax.axhline(STEADY_TARGET * c, color="tab:red", linestyle=":", label=f"{STEADY_TARGET:.0%} of ceiling")
+    best_uri = (summary["ceiling"] or {}).get("model_uri")
+    for ceiling in bench["ceilings"]:
+        c, model = ceiling["ceiling_images_per_s"], Path(ceiling["model_uri"].rstrip("/")).name
+        colour = "tab:red" if ceiling["model_uri"] == best_uri else "tab:purple"
+        ax.axhline(c, color=colour, linestyle="--", label=f"single-process ceiling, {model}: {c:.1f}")
+        if ceiling["model_uri"] == best_uri:
+            ax.axhline(STEADY_TARGET * c, color=colour, linestyle=":", label=f"{STEADY_TARGET:.0%} of it (target)")
+    tops = [r["steady_images_per_s"] for r in runs] + [c["ceiling_images_per_s"] for c in bench["ceilings"]]
+    ax.set_ylim(top=max(tops) * 1.45)
     ax.set_xticks(list(x), names, rotation=20, ha="right")
     ax.set_ylabel("images/s")
     ax.set_title(f"Throughput, Spark {bench['index']['master']}, {bench['index']['images']} images")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(out / "throughput.png", dpi=110)
     plt.close(fig)
@@ -340,6 +366,7 @@ def make_plots(bench: dict, summary: dict, out: Path) -> list[str]:
     for i, v in enumerate(speed):
         ax.text(i - width / 2, v, f"{v:.2f}x", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(list(x), names, rotation=20, ha="right")
+    ax.set_ylim(top=max([*speed, *steady, 1.0]) * 1.2)
     ax.set_ylabel(f"speed-up over {summary['baseline_profile']}")
     ax.set_title("Speed-up over the baseline")
     ax.legend(fontsize=8)
@@ -348,16 +375,17 @@ def make_plots(bench: dict, summary: dict, out: Path) -> list[str]:
     plt.close(fig)
     files.append("speedup.png")
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(10, 2.4 * len(runs)), 4.5))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(10, 2.4 * len(runs)), 4.8))
     bottom = [0.0] * len(runs)
     for key in STAGES:
-        values = [per_image_ms(r, key) or 0.0 for r in runs]
+        values = [r["stages"].get(key) or 0.0 for r in runs]
         ax1.bar(list(x), values, bottom=bottom, label=key[:-2])
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax1.set_xticks(list(x), names, rotation=20, ha="right")
-    ax1.set_ylabel("ms per image (summed over threads and tasks)")
-    ax1.set_title("Time per stage, per image")
-    ax1.legend(fontsize=7)
+    ax1.set_ylabel("seconds (fetch/decode summed over threads, infer over tasks)", fontsize=8)
+    ax1.set_title(f"Time per stage ({bench['index']['images']} images)")
+    ax1.set_ylim(top=max(bottom) * 1.45 or 1)
+    ax1.legend(fontsize=7, ncol=4, loc="upper center")
     startup = [r["startup_s"] for r in runs]
     steady_s = [r["steady_s"] for r in runs]
     tail = [max(0.0, r["wall_s"] - r["startup_s"] - r["steady_s"]) for r in runs]
@@ -373,7 +401,8 @@ def make_plots(bench: dict, summary: dict, out: Path) -> list[str]:
     ax2.set_xticks(list(x), names, rotation=20, ha="right")
     ax2.set_ylabel("seconds of wall time")
     ax2.set_title("Where the wall time goes")
-    ax2.legend(fontsize=7)
+    ax2.set_ylim(top=max(r["wall_s"] for r in runs) * 1.3)
+    ax2.legend(fontsize=7, ncol=2, loc="upper center")
     fig.tight_layout()
     fig.savefig(out / "stages.png", dpi=110)
     plt.close(fig)
@@ -431,19 +460,22 @@ def render_markdown(bench: dict, summary: dict, prices: cost.PriceTable, plots: 
     lines += ["", "## Runs", ""]
     lines += [
         "| run | images/s end to end | steady images/s | speed-up | start-up s | model load s (max) | wall s | "
-        "peak MB | ok / error / rows | $ per 1M |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "peak MB RSS (PSS) | ok / error / rows | $ per 1M | load avg before |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in bench["runs"]:
         p = summary["profiles"][run["name"]]
         if run["status"] != "ok":
-            lines.append(f"| {run['name']} | FAILED | | | | | | {run['peak_memory_mb']:.0f} | | |")
+            lines.append(f"| {run['name']} | FAILED | | | | | | {run['peak_memory_mb']:.0f} | | | |")
             continue
+        label = " (best)" if best and run["name"] == best["name"] else " (reference)" if run["kind"] == KIND_REFERENCE else ""
         lines.append(
-            f"| {run['name']}{' (best)' if best and run['name'] == best['name'] else ''} | {run['images_per_s']:.1f} | "
+            f"| {run['name']}{label} | {run['images_per_s']:.1f} | "
             f"{run['steady_images_per_s']:.1f} | {_fmt(p['speedup_vs_baseline'], '.2f')}x | {run['startup_s']:.1f} | "
-            f"{_fmt(run['startup'].get('model_load_s_max'))} | {run['wall_s']:.1f} | {run['peak_memory_mb']:.0f} | "
-            f"{run['ok']} / {run['error']} / {run['rows_in']} | {_fmt(p['cost_per_million_usd'], '.3f')} |"
+            f"{_fmt(run['startup'].get('model_load_s_max'))} | {run['wall_s']:.1f} | {run['peak_memory_mb']:.0f} "
+            f"({_fmt(run.get('peak_pss_mb'), '.0f')}) | "
+            f"{run['ok']} / {run['error']} / {run['rows_in']} | {_fmt(p['cost_per_million_usd'], '.3f')} | "
+            f"{_fmt(run.get('load_avg_before'), '.1f')} |"
         )
     lines += [
         "",
@@ -461,9 +493,11 @@ def render_markdown(bench: dict, summary: dict, prices: cost.PriceTable, plots: 
             f"Same files, same code (`jobs.decode.prepare`, `{c.get('predictor', 'jobs.infer')}`), model `{c['model_uri']}`, "
             f"batch {c['batch_size']}, pinned to {c['cores']} cores:",
             "",
-            f"- fetch + decode + preprocess, one thread: **{c['decode']['images_per_s_per_core']:.1f} images/s per core**",
-            f"- inference, all {c['cores']} cores: **{c['infer']['all_cores']['images_per_s']:.1f} images/s**; one thread: "
-            f"{c['infer']['one_thread']['images_per_s']:.1f} images/s",
+            f"- fetch + decode + preprocess, one thread per core, {c['cores']} processes side by side: "
+            f"**{c['decode']['images_per_s_per_core']:.1f} images/s per core**",
+            f"- inference, one process with {c['cores']} threads: **{c['infer']['all_cores']['images_per_s']:.1f} images/s**; "
+            f"{c['cores']} one-thread processes side by side: {c['infer']['one_thread']['images_per_s']:.1f} images/s each "
+            f"({c['infer']['one_thread'].get('aggregate_images_per_s', c['infer']['one_thread']['images_per_s']):.1f} together)",
             f"- combined ceiling for {c['cores']} cores: **{c['ceiling_images_per_s']:.1f} images/s** (plan "
             f"`{c['combined']['plan']}`: shared {c['combined']['shared_images_per_s']:.1f}, per core "
             f"{c['combined']['per_core_images_per_s']:.1f}; ideal overlap, no overheads)",

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import signal
 import subprocess
@@ -52,10 +53,16 @@ def discover_profiles(conf_dir: Path, given: list[str] | None = None) -> list[Pa
         if missing:
             raise SystemExit(f"error: profile not found: {', '.join(missing)}")
         return paths
-    paths = sorted(conf_dir.glob(PROFILE_GLOB))
+    paths = sorted(relative(p) for p in conf_dir.glob(PROFILE_GLOB))
     if not paths:
         raise SystemExit(f"error: no profiles match {conf_dir}/{PROFILE_GLOB}; give PROFILES='conf/a.yaml conf/b.yaml'")
     return paths
+
+
+def relative(path: Path) -> Path:
+    """path relative to the repository when it lies inside it (records stay readable)."""
+    path = path.resolve()
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
 
 
 def profile_name(path: Path) -> str:
@@ -85,32 +92,72 @@ def spark_env() -> dict:
     }
 
 
+def process_role(proc: psutil.Process) -> str:
+    """jvm, python_worker (pyspark.daemon and its forks), python_driver or other (the launcher)."""
+    try:
+        name = proc.name()
+        cmdline = proc.cmdline()
+    except psutil.Error:
+        return "other"
+    if name == "java" or name.startswith("java"):
+        return "jvm"
+    if name.startswith("python"):
+        return "python_worker" if any(arg.startswith("pyspark.") for arg in cmdline) else "python_driver"
+    return "other"
+
+
 class TreeMemory(threading.Thread):
-    """Samples the summed RSS of a process and all its descendants until stopped."""
+    """Samples the memory of a process and all its descendants until stopped.
+
+    peak_bytes: the highest summed RSS (what the target is checked on; counts pages shared
+    between processes - TensorFlow's libraries in every worker - once per process, so it is
+    an upper bound). peak_pss_bytes: the highest summed PSS (shared pages split between
+    their users), closer to what the machine really had to provide.
+    """
 
     def __init__(self, pid: int, every_s: float = SAMPLE_EVERY_S):
         super().__init__(daemon=True)
         self.root = psutil.Process(pid)
         self.every_s = every_s
         self.peak_bytes = 0
+        self.peak_pss_bytes = 0
         self.samples = 0
         self.peak_processes = 0
+        self.peak_breakdown: dict[str, float] = {}
+        self._roles: dict[tuple, str] = {}
         self._stop_event = threading.Event()
 
     def sample(self) -> int:
-        total, count = 0, 0
         try:
             procs = [self.root, *self.root.children(recursive=True)]
         except psutil.Error:
             return 0
+        total = pss = 0
+        by_role: dict[str, float] = {}
         for proc in procs:
             try:
-                total += proc.memory_info().rss
-                count += 1
+                info = proc.memory_full_info()
+            except psutil.AccessDenied:
+                try:
+                    info = proc.memory_info()
+                except psutil.Error:
+                    continue
             except psutil.Error:
                 continue  # exited between listing and reading
+            total += info.rss
+            pss += getattr(info, "pss", info.rss)
+            try:
+                key = (proc.pid, proc.name())  # spark-submit's shell execs into java: same pid, new name
+            except psutil.Error:
+                continue
+            if key not in self._roles:
+                self._roles[key] = process_role(proc)
+            role = self._roles[key]
+            by_role[role] = by_role.get(role, 0.0) + info.rss / 2**20
+            by_role[f"{role}_count"] = by_role.get(f"{role}_count", 0) + 1
         if total > self.peak_bytes:
-            self.peak_bytes, self.peak_processes = total, count
+            self.peak_bytes, self.peak_processes, self.peak_breakdown = total, len(procs), by_role
+        self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
         self.samples += 1
         return total
 
@@ -152,6 +199,8 @@ def run_monitored(cmd: list[str], env: dict, log_path: Path, timeout_s: float) -
         "timed_out": timed_out,
         "wall_s": time.perf_counter() - started,
         "peak_memory_mb": memory.peak_bytes / 2**20,
+        "peak_pss_mb": memory.peak_pss_bytes / 2**20,
+        "peak_breakdown_mb": memory.peak_breakdown,
         "peak_processes": memory.peak_processes,
         "memory_samples": memory.samples,
     }
@@ -162,6 +211,16 @@ def log_tail(path: Path, lines: int = 25) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def last_error(path: Path) -> str:
+    """The last 'SomethingError: message' line of a log, or ''."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    found = re.findall(r"^\s*(?:[\w.]+(?:Error|Exception)|error): .*$", text, flags=re.MULTILINE)
+    return found[-1].strip()[:300] if found else ""
 
 
 class Bench:
@@ -199,6 +258,8 @@ class Bench:
             "profile_path": str(profile),
             "git_commit": self.commit,
             "peak_memory_mb": outcome["peak_memory_mb"],
+            "peak_pss_mb": outcome["peak_pss_mb"],
+            "peak_breakdown_mb": outcome["peak_breakdown_mb"],
             "peak_processes": outcome["peak_processes"],
             "memory_samples": outcome["memory_samples"],
             "bench_wall_s": outcome["wall_s"],
@@ -216,7 +277,8 @@ class Bench:
             if outcome["exit_code"] == 0:
                 why = f"no metrics record at {metrics}"
             log = self.args.out_dir / "logs" / f"{self.bench_id}-{name}.log"
-            record.update(status="failed", failure=f"{why}; log {log}:\n{log_tail(log)}")
+            error = last_error(log)
+            record.update(status="failed", failure=f"{why}{': ' + error if error else ''}; log {log}\n{log_tail(log)}")
         write_record(self.runs_dir / f"{name}.json", record)
         print(f"[bench] {name}: {summary_line(record)}", flush=True)
         return record
@@ -236,7 +298,7 @@ class Bench:
         print(
             f"[bench] {name}: decode {record['decode']['images_per_s_per_core']:.1f}/s per core, "
             f"infer {record['infer']['all_cores']['images_per_s']:.1f}/s on {self.args.cores} cores "
-            f"({record['infer']['one_thread']['images_per_s']:.1f}/s one thread), "
+            f"({record['infer']['one_thread']['images_per_s']:.1f}/s per one-thread process), "
             f"ceiling {record['ceiling_images_per_s']:.1f} images/s ({record['combined']['plan']})",
             flush=True,
         )

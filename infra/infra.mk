@@ -1,0 +1,103 @@
+# EMR cluster targets: included by the top-level Makefile, or run alone with
+# `make -f infra/infra.mk TARGET`. See infra/README.md.
+#
+# AWS access is whatever the AWS CLI/SDKs use: AWS_PROFILE or access keys,
+# and AWS_ENDPOINT_URL to talk to another endpoint (an emulator) instead.
+
+VENV ?= .venv
+PY ?= $(VENV)/bin/python
+INFRA_VENV ?= .venv-infra
+CHECKOV ?= $(INFRA_VENV)/bin/checkov
+TERRAFORM ?= terraform
+TF_DIR ?= infra/terraform
+# Local provider mirror (offline); empty = download from the Terraform registry.
+TF_PLUGIN_DIR ?=
+# Extra terraform arguments, e.g. TF_ARGS='-var-file=prod.tfvars -var core_instance_count=4'
+TF_ARGS ?=
+REGION ?= $(or $(AWS_REGION),$(AWS_DEFAULT_REGION),eu-west-1)
+# Profile name (or path) under conf/: PROFILE=emr or PROFILE=conf/emr.yaml. Its
+# spark.conf becomes the cluster's spark-defaults; make submit passes it to the
+# job. Defaults to emr unless PROFILE is given on the command line or in the
+# environment (the top-level Makefile's local default does not apply here).
+ifneq ($(filter command line environment,$(origin PROFILE)),)
+EMR_PROFILE ?= $(basename $(notdir $(PROFILE)))
+else
+EMR_PROFILE ?= emr
+endif
+MODEL_DIR ?= model/artifacts/efficientnet_lite0_tflite
+CODE_PACKAGE ?= dist/image-tagger-code.tar.gz
+# Tree to package (jobs/, model/, conf/, requirements.txt, setup.py); e.g. a clean checkout.
+PACKAGE_ROOT ?= .
+
+# make submit
+MANIFEST ?=
+OUTPUT ?=
+SET ?=
+WAIT ?= 1
+POLL ?= 30
+TIMEOUT ?= 7200
+# make deploy-cluster: how long to wait for spot task nodes before the on-demand fallback
+FALLBACK_TIMEOUT ?= 900
+# make plan-cluster: extra plan arguments, e.g. -detailed-exitcode or -out=tfplan
+PLAN_ARGS ?=
+
+TF = TF_IN_AUTOMATION=1 $(TERRAFORM) -chdir=$(TF_DIR)
+TF_INIT_ARGS = -input=false $(if $(TF_PLUGIN_DIR),-plugin-dir=$(abspath $(TF_PLUGIN_DIR)))
+TF_VARS = -var 'region=$(REGION)' \
+	-var 'profile_path=$(abspath conf/$(EMR_PROFILE).yaml)' \
+	-var 'code_package=$(abspath $(CODE_PACKAGE))' \
+	-var 'model_dir=$(abspath $(MODEL_DIR))' \
+	-var 'bootstrap_script=$(abspath infra/scripts/bootstrap.sh)' \
+	$(TF_ARGS)
+EMR_CTL = $(PY) infra/scripts/emr_ctl.py --tf-dir $(TF_DIR) --terraform $(TERRAFORM)
+
+.PHONY: deploy-cluster plan-cluster submit destroy-cluster check-infra install-infra package-code \
+	infra-preflight infra-init infra-model
+
+deploy-cluster: infra-preflight package-code infra-model infra-init ## Package code and model, terraform apply the EMR cluster and buckets, upload bootstrap/code/model
+	$(TF) apply -input=false -auto-approve $(TF_VARS)
+	$(EMR_CTL) fallback --poll $(POLL) --timeout $(FALLBACK_TIMEOUT)
+	@$(TF) output
+
+plan-cluster: infra-preflight package-code infra-model infra-init ## terraform plan of the cluster (PLAN_ARGS=-detailed-exitcode etc.)
+	$(TF) plan -input=false $(TF_VARS) $(PLAN_ARGS)
+
+submit: ## Add a spark-submit step: make submit MANIFEST=s3://... [PROFILE=emr OUTPUT=s3://... SET='k=v ...' WAIT=0 POLL=30 TIMEOUT=7200]
+	@test -n "$(MANIFEST)" || { echo "submit: set MANIFEST=s3://bucket/path/manifest" >&2; exit 2; }
+	@test -f conf/$(EMR_PROFILE).yaml || { echo "submit: no profile conf/$(EMR_PROFILE).yaml" >&2; exit 2; }
+	$(EMR_CTL) submit --manifest '$(MANIFEST)' --profile '$(EMR_PROFILE)' \
+		$(if $(OUTPUT),--output '$(OUTPUT)') $(foreach kv,$(SET),--set '$(kv)') \
+		$(if $(filter 0 no false,$(WAIT)),--no-wait) --poll $(POLL) --timeout $(TIMEOUT)
+
+destroy-cluster: infra-preflight package-code infra-init ## Tear down the cluster, network, roles and buckets (data/logs buckets must be empty unless force_destroy_buckets=true)
+	$(TF) destroy -input=false -auto-approve $(TF_VARS)
+
+check-infra: infra-preflight ## terraform fmt -check, terraform validate and checkov on infra/terraform
+	$(TERRAFORM) fmt -check -recursive -diff $(TF_DIR)
+	$(TF) init -backend=false $(TF_INIT_ARGS) >/dev/null
+	$(TF) validate
+	@test -x $(CHECKOV) || { echo "check-infra: $(CHECKOV) missing: run make install-infra" >&2; exit 1; }
+	$(CHECKOV) --directory $(TF_DIR) --framework terraform --skip-download --compact --quiet
+
+install-infra: ## Create .venv-infra with checkov (its pins clash with the job's, so it lives apart)
+	test -x $(INFRA_VENV)/bin/python || python3 -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet -r requirements-infra.txt
+
+package-code: ## Build the code tarball the bootstrap action installs (dist/image-tagger-code.tar.gz)
+	$(PY) infra/scripts/package.py --root $(PACKAGE_ROOT) --output $(CODE_PACKAGE)
+
+# Internal helpers.
+infra-preflight:
+	@command -v $(TERRAFORM) >/dev/null 2>&1 || { \
+		echo "infra: terraform not found (TERRAFORM=$(TERRAFORM)); install Terraform >= 1.5 or set TERRAFORM=/path/to/terraform" >&2; exit 127; }
+	@if [ -n "$(TF_PLUGIN_DIR)" ] && [ ! -d "$(TF_PLUGIN_DIR)/registry.terraform.io/hashicorp/aws" ]; then \
+		echo "infra: no hashicorp/aws provider under TF_PLUGIN_DIR=$(TF_PLUGIN_DIR) (expected $(TF_PLUGIN_DIR)/registry.terraform.io/hashicorp/aws/<version>/<os_arch>/)" >&2; exit 1; fi
+
+infra-init: infra-preflight
+	$(TF) init $(TF_INIT_ARGS)
+
+infra-model:
+	@if [ ! -f "$(MODEL_DIR)/model.json" ]; then \
+		echo "infra: no model artifact in $(MODEL_DIR); building it with make model"; \
+		$(MAKE) model || { echo "infra: make model failed; build the artifact or set MODEL_DIR" >&2; exit 1; }; \
+	fi

@@ -1,0 +1,124 @@
+# ---------------------------------------------------------------------------
+# EMR service role: AWS's managed v2 policy (acts only on resources tagged
+# for-use-with-amazon-emr-managed-policies=true) plus PassRole for our own
+# instance role, which the managed policy does not cover.
+# ---------------------------------------------------------------------------
+
+data "aws_iam_policy_document" "emr_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["elasticmapreduce.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "emr_service" {
+  name               = "${var.name}-emr-service"
+  description        = "EMR service role of the image-tagger cluster"
+  assume_role_policy = data.aws_iam_policy_document.emr_assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "emr_service" {
+  role       = aws_iam_role.emr_service.name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AmazonEMRServicePolicy_v2"
+}
+
+data "aws_iam_policy_document" "emr_service_pass_role" {
+  statement {
+    sid       = "PassInstanceRole"
+    actions   = ["iam:PassRole"]
+    resources = [aws_iam_role.instance.arn]
+    condition {
+      test     = "StringLike"
+      variable = "iam:PassedToService"
+      values   = ["ec2.amazonaws.com*"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "emr_service_pass_role" {
+  name   = "pass-instance-role"
+  role   = aws_iam_role.emr_service.id
+  policy = data.aws_iam_policy_document.emr_service_pass_role.json
+}
+
+# ---------------------------------------------------------------------------
+# EC2 instance profile of the nodes: S3 only, only the project's buckets
+# (plus var.extra_read_bucket_arns read-only).
+# ---------------------------------------------------------------------------
+
+data "aws_iam_policy_document" "ec2_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ec2.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "instance" {
+  name               = "${var.name}-emr-instance"
+  description        = "Role of the image-tagger EMR nodes (S3 access to the project buckets only)"
+  assume_role_policy = data.aws_iam_policy_document.ec2_assume.json
+}
+
+locals {
+  read_bucket_arns = concat(values(local.bucket_arns), var.extra_read_bucket_arns)
+}
+
+data "aws_iam_policy_document" "instance_s3" {
+  statement {
+    sid       = "ListProjectBuckets"
+    actions   = ["s3:ListBucket", "s3:GetBucketLocation"]
+    resources = local.read_bucket_arns
+  }
+
+  statement {
+    sid       = "ReadObjects"
+    actions   = ["s3:GetObject"]
+    resources = [for arn in local.read_bucket_arns : "${arn}/*"]
+  }
+
+  statement {
+    sid = "WriteOutputs"
+    actions = [
+      "s3:PutObject",
+      "s3:DeleteObject",
+      "s3:AbortMultipartUpload",
+      "s3:ListMultipartUploadParts",
+    ]
+    resources = ["${aws_s3_bucket.data.arn}/outputs/*"]
+  }
+
+  statement {
+    sid       = "ListMultipartUploads"
+    actions   = ["s3:ListBucketMultipartUploads"]
+    resources = [aws_s3_bucket.data.arn]
+  }
+
+  # EMR uploads step, container and node logs to log_uri with the instance profile.
+  statement {
+    sid       = "WriteClusterLogs"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.logs.arn}/emr/*"]
+  }
+}
+
+resource "aws_iam_role_policy" "instance_s3" {
+  name   = "project-buckets"
+  role   = aws_iam_role.instance.id
+  policy = data.aws_iam_policy_document.instance_s3.json
+}
+
+resource "aws_iam_instance_profile" "instance" {
+  name = "${var.name}-emr-instance"
+  role = aws_iam_role.instance.name
+}

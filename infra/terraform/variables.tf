@@ -1,0 +1,232 @@
+# ---------------------------------------------------------------------------
+# General
+# ---------------------------------------------------------------------------
+
+variable "region" {
+  type        = string
+  description = "AWS region for every resource."
+  default     = "eu-west-1"
+}
+
+variable "name" {
+  type        = string
+  description = "Name prefix of every resource; bucket names append the account id and region to stay globally unique."
+  default     = "image-tagger"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,23}$", var.name))
+    error_message = "name must be 2-24 characters of lower-case letters, digits and hyphens, starting with a letter (it becomes part of S3 bucket names)."
+  }
+}
+
+variable "tags" {
+  type        = map(string)
+  description = "Extra tags merged into the default tags of every resource."
+  default     = {}
+}
+
+# ---------------------------------------------------------------------------
+# Inputs packaged by `make deploy-cluster`
+# ---------------------------------------------------------------------------
+
+variable "profile_path" {
+  type        = string
+  description = "Path of the job profile (conf/*.yaml) whose spark.conf becomes the cluster's spark-defaults; relative paths are resolved against this directory."
+  default     = "../../conf/emr.yaml"
+}
+
+variable "code_package" {
+  type        = string
+  description = "Path of the code tarball built by infra/scripts/package.py (jobs/, model/, conf/, requirements.txt, setup.py)."
+  default     = "../../dist/image-tagger-code.tar.gz"
+}
+
+variable "bootstrap_script" {
+  type        = string
+  description = "Path of the EMR bootstrap action script uploaded to s3://<artifacts bucket>/bootstrap/bootstrap.sh."
+  default     = "../scripts/bootstrap.sh"
+}
+
+variable "model_dir" {
+  type        = string
+  description = "Local model artifact directory (model.json, model.keras, classes.txt); uploaded to s3://<artifacts bucket>/models/<directory name>/."
+  default     = "../../model/artifacts/efficientnet_lite0"
+}
+
+variable "install_dir" {
+  type        = string
+  description = "Directory on every node where the bootstrap action unpacks the code and creates the Python virtual environment."
+  default     = "/opt/image-tagger"
+}
+
+variable "python_bin" {
+  type        = string
+  description = "Python interpreter on the nodes used to create the job's virtual environment (EMR 7.x ships python3.11 beside the system python3.9)."
+  default     = "python3.11"
+}
+
+# ---------------------------------------------------------------------------
+# Storage
+# ---------------------------------------------------------------------------
+
+variable "log_retention_days" {
+  type        = number
+  description = "Days after which EMR logs, S3 access logs and VPC flow logs expire from the logs bucket."
+  default     = 30
+
+  validation {
+    condition     = var.log_retention_days >= 1
+    error_message = "log_retention_days must be at least 1."
+  }
+}
+
+variable "noncurrent_version_retention_days" {
+  type        = number
+  description = "Days a replaced or deleted object version is kept in the versioned data and artifacts buckets."
+  default     = 30
+}
+
+variable "force_destroy_buckets" {
+  type        = bool
+  description = "Let `terraform destroy` delete buckets that still hold objects (manifests, outputs, logs). Keep false in production so a destroy cannot erase results."
+  default     = false
+}
+
+variable "extra_read_bucket_arns" {
+  type        = list(string)
+  description = "ARNs of further S3 buckets the nodes may read (for example buckets the manifests' image URIs point at). The project buckets need not be listed."
+  default     = []
+}
+
+# ---------------------------------------------------------------------------
+# Network
+# ---------------------------------------------------------------------------
+
+variable "subnet_id" {
+  type        = string
+  description = "Existing subnet for the cluster. null creates a VPC with a private subnet (NAT gateway for PyPI, S3 gateway endpoint). An existing subnet needs outbound HTTPS and, with the EMR v2 managed service policy, the tag for-use-with-amazon-emr-managed-policies=true on the VPC and subnet."
+  default     = null
+}
+
+variable "vpc_cidr" {
+  type        = string
+  description = "CIDR block of the VPC created when subnet_id is null."
+  default     = "10.42.0.0/16"
+
+  validation {
+    condition     = can(cidrhost(var.vpc_cidr, 0))
+    error_message = "vpc_cidr must be a valid IPv4 CIDR block."
+  }
+}
+
+variable "availability_zone" {
+  type        = string
+  description = "Availability zone of the created subnets; null picks the region's first available zone."
+  default     = null
+}
+
+# ---------------------------------------------------------------------------
+# EMR cluster
+# ---------------------------------------------------------------------------
+
+variable "release_label" {
+  type        = string
+  description = "EMR release (must include Spark)."
+  default     = "emr-7.13.0"
+
+  validation {
+    condition     = can(regex("^emr-[0-9]+\\.[0-9]+\\.[0-9]+$", var.release_label))
+    error_message = "release_label must look like emr-7.13.0."
+  }
+}
+
+variable "master_instance_type" {
+  type        = string
+  description = "EC2 type of the on-demand master node (runs the Spark driver in client mode)."
+  default     = "m6i.xlarge"
+}
+
+variable "core_instance_type" {
+  type        = string
+  description = "EC2 type of the on-demand core nodes (HDFS and executors). GPU types such as g5.xlarge or g6.xlarge are accepted."
+  default     = "m6i.2xlarge"
+}
+
+variable "core_instance_count" {
+  type        = number
+  description = "Number of on-demand core nodes."
+  default     = 2
+
+  validation {
+    condition     = var.core_instance_count >= 1
+    error_message = "core_instance_count must be at least 1."
+  }
+}
+
+variable "task_instance_type" {
+  type        = string
+  description = "EC2 type of the task nodes (executors only). GPU types such as g5.2xlarge or g6.2xlarge are accepted."
+  default     = "m6i.2xlarge"
+}
+
+variable "task_spot_instance_count" {
+  type        = number
+  description = "Number of spot task nodes; 0 leaves the spot task group empty."
+  default     = 2
+
+  validation {
+    condition     = var.task_spot_instance_count >= 0
+    error_message = "task_spot_instance_count must not be negative."
+  }
+}
+
+variable "task_spot_bid_price" {
+  type        = string
+  description = "Maximum spot price per task node in USD per hour (EMR instance groups need an explicit bid; set it to the on-demand price of task_instance_type to pay at most on-demand)."
+  default     = "0.40"
+
+  validation {
+    condition     = can(tonumber(var.task_spot_bid_price)) && tonumber(var.task_spot_bid_price) > 0
+    error_message = "task_spot_bid_price must be a positive number such as \"0.40\"."
+  }
+}
+
+variable "task_on_demand_instance_count" {
+  type        = number
+  description = "Initial size of the on-demand task group that backs the spot group. infra/scripts/emr_ctl.py fallback resizes it to cover spot nodes that did not arrive; Terraform ignores later changes to its size."
+  default     = 0
+
+  validation {
+    condition     = var.task_on_demand_instance_count >= 0
+    error_message = "task_on_demand_instance_count must not be negative."
+  }
+}
+
+variable "ebs_volume_size_gb" {
+  type        = number
+  description = "gp3 EBS volume size per core and task node in GiB (shuffle, spill, Python environment)."
+  default     = 64
+}
+
+variable "idle_timeout_seconds" {
+  type        = number
+  description = "Auto-termination: the cluster terminates after this many idle seconds (60-604800)."
+  default     = 3600
+
+  validation {
+    condition     = var.idle_timeout_seconds >= 60 && var.idle_timeout_seconds <= 604800
+    error_message = "idle_timeout_seconds must be between 60 and 604800."
+  }
+}
+
+variable "step_concurrency_level" {
+  type        = number
+  description = "Number of steps the cluster runs at the same time."
+  default     = 1
+}
+
+variable "spark_env" {
+  type        = map(string)
+  description = "Extra spark-env exports merged over the defaults (PYSPARK_PYTHON points at the bootstrap's virtual environment)."
+  default     = {}
+}

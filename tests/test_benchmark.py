@@ -1,0 +1,389 @@
+"""The benchmark's record format, cost arithmetic, summary and report rendering (no Spark)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from jobs.benchmark import cost, report
+from jobs.benchmark.ceiling import combine
+from jobs.benchmark.dataset import MAX_BYTES, MIN_BYTES, encode_in_range
+from jobs.benchmark.records import (
+    KIND_CEILING,
+    KIND_JOB,
+    KIND_REFERENCE,
+    RecordError,
+    check,
+    read_records,
+    run_record_problems,
+    write_record,
+)
+from jobs.benchmark.runner import discover_profiles
+
+REPO = Path(__file__).resolve().parent.parent
+PRICES = """
+as_of: "2025 (test)"
+compiled_on: "2026-01-01"
+region: us-east-1
+currency: USD
+sources: ["test page"]
+master: m5.xlarge
+summary_instance: m6i.2xlarge
+summary_market: on_demand
+instances:
+  m5.xlarge: {vcpus: 4, on_demand_usd_h: 0.192, spot_usd_h: 0.08, emr_usd_h: 0.048, role: master}
+  m6i.2xlarge: {vcpus: 8, on_demand_usd_h: 0.384, spot_usd_h: 0.16, emr_usd_h: 0.096}
+  g5.xlarge: {vcpus: 4, on_demand_usd_h: 1.006, spot_usd_h: 0.42, emr_usd_h: 0.252, gpu: A10G}
+"""
+
+
+def job_record(name: str, *, kind: str = KIND_JOB, e2e: float = 20.0, steady: float = 30.0, startup: float = 10.0) -> dict:
+    rows = 200
+    return {
+        "record_version": 1,
+        "bench_id": "20260101T000000Z",
+        "name": name,
+        "kind": kind,
+        "status": "ok",
+        "exit_code": 0,
+        "git_commit": "abc123",
+        "peak_memory_mb": 1500.0,
+        "bench_wall_s": rows / e2e + 1.0,
+        "local_cores": 2,
+        "master": "local[2]",
+        "command": ["spark-submit", "..."],
+        "profile_path": f"conf/{name}.yaml",
+        "run_id": "r1",
+        "started_at": "2026-01-01T00:00:00Z",
+        "profile": f"conf/{name}.yaml",
+        "settings": {"model": {"uri": "model/artifacts/efficientnet_lite0"}},
+        "manifest": "data/bench/manifest.csv",
+        "output": "out/bench/x",
+        "model_name": "efficientnet_lite0",
+        "model_version": "85d09965d9a4",
+        "rows_in": rows,
+        "ok": rows,
+        "error": 0,
+        "skipped": 0,
+        "wall_s": rows / e2e,
+        "startup": {"jvm_to_driver_s": 1.0, "session_s": 2.0, "first_model_ready_s": startup, "model_load_s_max": 3.0},
+        "startup_s": startup,
+        "steady_s": rows / steady,
+        "images_per_s": e2e,
+        "steady_images_per_s": steady,
+        "stages": {
+            "read_manifest_s": 0.5,
+            "fetch_s": 0.2,
+            "decode_s": 2.0,
+            "infer_s": 8.0,
+            "write_s": 0.3,
+            "spark_io_s": 0.4,
+            "model_load_s": 6.0,
+        },
+        "tasks": 4,
+        "model_builds": 2,
+    }
+
+
+def ceiling_record(value: float = 32.0) -> dict:
+    return {
+        "record_version": 1,
+        "bench_id": "20260101T000000Z",
+        "kind": KIND_CEILING,
+        "name": "ceiling-efficientnet_lite0",
+        "model_uri": "model/artifacts/efficientnet_lite0",
+        "model_name": "efficientnet_lite0",
+        "model_version": "85d09965d9a4",
+        "settings_from": "conf/02-b.yaml",
+        "batch_size": 32,
+        "cores": 2,
+        "images": 200,
+        "decode": {"images": 200, "seconds": 1.0, "images_per_s_per_core": 200.0},
+        "infer": {"all_cores": {"images_per_s": 40.0}, "one_thread": {"images_per_s": 20.0}},
+        "combined": {"shared_images_per_s": 33.3, "per_core_images_per_s": value, "plan": "per_core", "images_per_s": value},
+        "pipeline": {"images": 200, "images_per_s": 25.0, "decode_threads": 2},
+        "ceiling_images_per_s": value,
+    }
+
+
+@pytest.fixture
+def prices(tmp_path) -> cost.PriceTable:
+    path = tmp_path / "prices.yaml"
+    path.write_text(PRICES)
+    return cost.load_prices(path)
+
+
+@pytest.fixture
+def bench_dir(tmp_path) -> Path:
+    """A synthetic bench run: baseline, a faster iteration, a slower one, the reference, a ceiling."""
+    d = tmp_path / "runs" / "20260101T000000Z"
+    d.mkdir(parents=True)
+    write_record(d / "01-a.json", job_record("01-a", e2e=10.0, steady=20.0, startup=15.0))
+    write_record(d / "02-b.json", job_record("02-b", e2e=20.0, steady=30.0, startup=8.0))
+    write_record(d / "03-c.json", job_record("03-c", e2e=18.0, steady=29.0, startup=8.5))
+    write_record(d / "predict_batch_udf-reference.json", job_record("predict_batch_udf-reference", kind=KIND_REFERENCE, e2e=8.0))
+    write_record(d / "ceiling-efficientnet_lite0.json", ceiling_record(32.0))
+    index = {
+        "bench_id": "20260101T000000Z",
+        "images": 200,
+        "cores": 2,
+        "master": "local[2]",
+        "git_commit": "abc123",
+        "manifest": "data/bench/200-s1/manifest.csv",
+        "dataset": {"files": 200, "bytes_min": 51000, "bytes_max": 199000, "bytes_median": 100000, "photo_share": 0.15},
+        "machine": {"cpus": 2, "cpu_model": "test", "memory_gb": 8.0},
+        "load_avg_at_start": [0.1, 0.2, 0.3],
+    }
+    (d / "bench.json").write_text(json.dumps(index))
+    return d
+
+
+# --- record format ----------------------------------------------------------------------
+
+
+def test_well_formed_job_record_passes():
+    assert run_record_problems(job_record("01-a")) == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda r: r.pop("steady_images_per_s"), "steady_images_per_s"),
+        (lambda r: r["stages"].pop("decode_s"), "stages.decode_s"),
+        (lambda r: r["startup"].update(model_load_s_max=None), "startup.model_load_s_max is null"),
+        (lambda r: r.update(ok=-1), "ok=-1"),
+        (lambda r: r.update(rows_in=True), "rows_in=True"),
+        (lambda r: r.update(ok=300), "ok + error + skipped > rows_in"),
+        (lambda r: r.pop("peak_memory_mb"), "peak_memory_mb"),
+        (lambda r: r.pop("git_commit"), "git_commit"),
+        (lambda r: r.update(kind="other"), "kind='other'"),
+        (lambda r: r.update(settings=None), "settings"),
+    ],
+)
+def test_bad_job_records_name_the_problem(mutate, expected):
+    record = job_record("01-a")
+    mutate(record)
+    problems = run_record_problems(record)
+    assert any(expected in p for p in problems), problems
+    with pytest.raises(RecordError, match="01-a"):
+        check(record)
+
+
+def test_reference_may_leave_unmeasurable_stages_null_the_job_may_not():
+    record = job_record("predict_batch_udf-reference", kind=KIND_REFERENCE)
+    record["stages"].update(write_s=None, spark_io_s=None)
+    assert run_record_problems(record) == []
+    record["kind"] = KIND_JOB
+    assert {"stages.write_s is null", "stages.spark_io_s is null"} <= set(run_record_problems(record))
+
+
+def test_failed_run_needs_a_message_but_not_the_job_keys():
+    record = {**job_record("01-a"), "status": "failed", "failure": "exit code 1"}
+    for key in ("stages", "startup", "images_per_s"):
+        record.pop(key)
+    assert run_record_problems(record) == []
+    record.pop("failure")
+    assert run_record_problems(record) == ["status must be 'ok', or 'failed' with a 'failure' message"]
+
+
+def test_ceiling_record_checked_and_records_read_back_sorted(bench_dir):
+    bad = ceiling_record()
+    bad["ceiling_images_per_s"] = 0
+    with pytest.raises(RecordError, match="ceiling_images_per_s"):
+        check(bad)
+    runs, ceilings = read_records(bench_dir)
+    assert [r["name"] for r in runs] == ["01-a", "02-b", "03-c", "predict_batch_udf-reference"]
+    assert [c["name"] for c in ceilings] == ["ceiling-efficientnet_lite0"]
+
+
+def test_write_record_refuses_a_bad_record(tmp_path):
+    record = job_record("01-a")
+    del record["stages"]
+    with pytest.raises(RecordError):
+        write_record(tmp_path / "x.json", record)
+    assert not (tmp_path / "x.json").exists()
+
+
+# --- cost arithmetic (expected values computed by hand) ------------------------------------
+
+
+def test_cost_per_million_by_hand():
+    # 30 images/s per core x 8 vCPUs = 240 images/s = 864,000 images/h; (0.384 + 0.096) $/h / 0.864 M = 0.5556 $/M
+    rate = cost.instance_rate(cost.per_core_rate(60.0, 2), 8)
+    assert rate == 240.0
+    assert cost.cost_per_million(0.384, 0.096, rate) == pytest.approx(0.48 / 0.864, rel=1e-12)
+    assert cost.cost_per_million(0.384, 0.096, rate) == pytest.approx(0.5556, abs=1e-4)
+
+
+def test_nodes_for_300m_in_24h_by_hand():
+    # 300e6 / 86,400 s = 3,472.2 images/s needed; 240 per node -> 14.47 -> 15 nodes
+    assert cost.nodes_needed(300e6, 24, 240.0) == 15
+    # exactly enough: 300e6 / 86,400 / 10 = 347.22 images/s per node -> 10 nodes, not 11
+    assert cost.nodes_needed(300e6, 24, 300e6 / 86_400 / 10) == 10
+    assert cost.nodes_needed(1, 24, 1000.0) == 1
+    with pytest.raises(ValueError):
+        cost.nodes_needed(300e6, 24, 0)
+
+
+def test_projection_300m_by_hand(prices):
+    p = cost.project(prices, "m6i.2xlarge", "on_demand", 240.0)
+    assert p.nodes == 15
+    assert p.run_hours == pytest.approx(300e6 / (15 * 240 * 3600))  # 23.148 h
+    assert p.run_hours == pytest.approx(23.148, abs=1e-3)
+    assert p.workers_usd == pytest.approx(15 * 0.48 * 23.148148, rel=1e-6)  # 166.67
+    assert p.workers_usd == pytest.approx(300 * p.cost_per_million_usd)  # same thing, per million
+    assert p.master_usd == pytest.approx((0.192 + 0.048) * 23.148148, rel=1e-6)  # 5.56: on-demand master
+    assert p.total_usd == pytest.approx(172.22, abs=0.01)
+    spot = cost.project(prices, "m6i.2xlarge", "spot", 240.0)
+    assert spot.cost_per_million_usd == pytest.approx((0.16 + 0.096) / 0.864)  # EMR uplift applies to spot too
+    assert spot.master_usd == pytest.approx(p.master_usd)
+
+
+def test_projections_skip_the_master_and_mark_gpu_na_without_a_gpu_measurement(prices):
+    rows = cost.projections(prices, per_core=30.0)
+    assert {(r["instance"], r["market"]) for r in rows} == {
+        (i, m) for i in ("m6i.2xlarge", "g5.xlarge") for m in ("on_demand", "spot")
+    }
+    gpu = [r for r in rows if r["instance"] == "g5.xlarge"]
+    assert all(not r["available"] for r in gpu)
+    with_gpu = cost.projections(prices, per_core=30.0, gpu_images_per_s=500.0)
+    g = next(r for r in with_gpu if r["instance"] == "g5.xlarge" and r["market"] == "on_demand")
+    assert g["cost_per_million_usd"] == pytest.approx((1.006 + 0.252) / (500 * 3600) * 1e6)
+
+
+def test_price_table_must_be_dated_and_sourced(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(PRICES.replace('as_of: "2025 (test)"\n', ""))
+    with pytest.raises(cost.PriceError, match="as_of"):
+        cost.load_prices(path)
+    path.write_text(PRICES.replace("spot_usd_h: 0.16", "spot_usd_h: -1"))
+    with pytest.raises(cost.PriceError, match="spot_usd_h"):
+        cost.load_prices(path)
+
+
+def test_the_projects_price_table_loads():
+    table = cost.load_prices(REPO / "conf" / "prices.yaml")
+    assert table.sources and table.as_of and table.compiled_on
+    assert table.master in table.instances and table.summary_instance in table.instances
+    assert any(i.gpu for i in table.instances.values())
+
+
+# --- ceiling arithmetic -----------------------------------------------------------------
+
+
+def test_combined_ceiling_by_hand():
+    # decode 100/s per core, infer 60/s on 2 cores, 35/s on one thread
+    # shared: 1 / (1/200 + 1/60) = 46.15; per core: 2 / (1/100 + 1/35) = 51.85
+    c = combine(100.0, 60.0, 35.0, 2)
+    assert c["shared_images_per_s"] == pytest.approx(46.1538, abs=1e-3)
+    assert c["per_core_images_per_s"] == pytest.approx(51.8519, abs=1e-3)
+    assert c["plan"] == "per_core" and c["images_per_s"] == c["per_core_images_per_s"]
+
+
+# --- summary and report -----------------------------------------------------------------
+
+
+def test_summary_keys_and_values(bench_dir, prices):
+    summary = report.build_summary(report.load_bench(bench_dir), prices)
+    assert summary["ceiling_images_per_s"] == 32.0
+    assert summary["best_profile"] == "02-b" and summary["baseline_profile"] == "01-a"
+    ref = [name for name in summary["profiles"] if "predict_batch" in name]
+    assert ref == ["predict_batch_udf-reference"]
+    for name, p in summary["profiles"].items():
+        for key in ("images_per_s", "steady_images_per_s", "startup_s", "speedup_vs_baseline", "cost_per_million_usd"):
+            assert key in p, (name, key)
+    assert summary["profiles"]["02-b"]["speedup_vs_baseline"] == pytest.approx(2.0)
+    assert summary["profiles"]["01-a"]["speedup_vs_baseline"] == pytest.approx(1.0)
+    # 02-b: 30 steady on 2 cores = 15/core x 8 vCPU = 120/s on m6i.2xlarge on-demand: 0.48 / 0.432 $/M
+    assert summary["profiles"]["02-b"]["cost_per_million_usd"] == pytest.approx(0.48 / (120 * 3600) * 1e6)
+
+
+def test_targets_pass_and_fail_on_the_numbers(bench_dir, prices):
+    bench = report.load_bench(bench_dir)
+    targets = report.evaluate_targets(bench)
+    # best 02-b: steady 30 vs ceiling 32 = 94% -> pass; 20 / 8 = 2.5x reference -> pass; 1500 MB -> pass
+    assert all(t["passed"] for t in targets), targets
+    assert "= 94%" in targets[0]["detail"] and "= 2.50x" in targets[1]["detail"]
+    slow = copy.deepcopy(bench)
+    slow["ceilings"][0]["ceiling_images_per_s"] = 40.0  # 30 / 40 = 75%
+    assert not report.evaluate_targets(slow)[0]["passed"]
+    fat = copy.deepcopy(bench)
+    next(r for r in fat["runs"] if r["name"] == "02-b")["peak_memory_mb"] = 5000.0
+    assert not next(t for t in report.evaluate_targets(fat) if "memory" in t["target"])["passed"]
+
+
+def test_report_renders_markdown_plots_and_summary(bench_dir, prices, tmp_path):
+    out = tmp_path / "latest"
+    summary = report.write_report(report.load_bench(bench_dir), prices, out)
+    text = (out / "README.md").read_text()
+    for png in ("throughput.png", "speedup.png", "stages.png", "cost.png"):
+        assert (out / png).stat().st_size > 1000
+        assert f"]({png})" in text
+    assert json.loads((out / "summary.json").read_text())["ceiling_images_per_s"] == summary["ceiling_images_per_s"]
+    assert "made it slower" in text  # 03-c is slower than 02-b: the report says so, with numbers
+    assert "20.0 -> 18.0 images/s (-10%" in text
+    assert "10.0 -> 20.0 images/s (+100%, helped)" in text
+    assert "g5.xlarge" in text and "n/a" in text
+    assert "not verified: re-check before quoting" in text  # `verified` absent means unverified
+    assert math.isfinite(summary["profiles"]["03-c"]["speedup_vs_baseline"])
+
+
+def test_discover_profiles_sorted_or_given(tmp_path):
+    for name in ("02-b.yaml", "01-a.yaml", "local.yaml", "10-j.yaml"):
+        (tmp_path / name).write_text("{}\n")
+    assert [p.name for p in discover_profiles(tmp_path)] == ["01-a.yaml", "02-b.yaml", "10-j.yaml"]
+    given = [str(tmp_path / "local.yaml") + " " + str(tmp_path / "01-a.yaml")]
+    assert [p.name for p in discover_profiles(tmp_path, given)] == ["local.yaml", "01-a.yaml"]
+    with pytest.raises(SystemExit, match="not found"):
+        discover_profiles(tmp_path, [str(tmp_path / "missing.yaml")])
+    with pytest.raises(SystemExit, match="no profiles"):
+        discover_profiles(tmp_path / "empty")
+
+
+def test_jpeg_sizes_land_in_range():
+    import numpy as np
+    from PIL import Image
+
+    from jobs.sample_data import fashion_mnist, product_photo
+
+    rng = np.random.default_rng(3)
+    items, _ = fashion_mnist("t10k")
+    img = product_photo(items[0], rng)
+    for target in (55_000, 120_000, 190_000):
+        data, quality = encode_in_range(img, target)
+        assert MIN_BYTES <= len(data) <= MAX_BYTES, (target, len(data), quality)
+    assert Image.open(__import__("io").BytesIO(data)).format == "JPEG"
+
+
+def test_tree_memory_sees_a_child_process_and_its_role():
+    import subprocess
+    import sys
+
+    from jobs.benchmark.runner import TreeMemory
+
+    code = (
+        "import time; block = bytearray(80 * 2**20); [block.__setitem__(i, 1) for i in range(0, len(block), 4096)]; time.sleep(1)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    memory = TreeMemory(proc.pid, every_s=0.05)
+    memory.start()
+    proc.wait()
+    memory.stop()
+    assert memory.peak_bytes >= 80 * 2**20
+    assert memory.peak_pss_bytes >= 70 * 2**20
+    assert memory.peak_breakdown.get("python_driver_count") == 1
+
+
+def test_last_error_line_of_a_log(tmp_path):
+    from jobs.benchmark.runner import last_error
+
+    log = tmp_path / "run.log"
+    log.write_text(
+        "INFO start\nTraceback (most recent call last):\n  File x\nValueError: first\nAttributeError: the last one\nINFO bye\n"
+    )
+    assert last_error(log) == "AttributeError: the last one"
+    assert last_error(tmp_path / "missing.log") == ""
