@@ -17,6 +17,7 @@ import gzip
 import importlib.util
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,19 @@ def photo_variant(photo: Image.Image, rng: np.random.Generator) -> Image.Image:
     return view.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else view
 
 
+def sample_images(count: int, rng: np.random.Generator, photo_share: float) -> Iterator[tuple[Image.Image, str]]:
+    """A seeded mix of (image, source): catalogue photos of Fashion-MNIST items and views of real photos."""
+    items, labels = fashion_mnist("t10k")
+    photos = [Image.open(p) for p in real_photo_paths()]
+    for _ in range(count):
+        if rng.random() < photo_share:
+            k = int(rng.integers(len(photos)))
+            yield photo_variant(photos[k], rng), f"photo:{REAL_PHOTOS[k]}"
+        else:
+            k = int(rng.integers(len(items)))
+            yield product_photo(items[k], rng), f"fashion:{FASHION_CLASSES[labels[k]]}"
+
+
 def make_dataset(out: Path, images: int, *, seed: int = 7, photo_share: float = 0.1) -> Path:
     """Write `images` JPEGs and manifest.csv (url, image_id, source) under out; cached."""
     stamp = {"images": images, "seed": seed, "photo_share": photo_share, "version": 1}
@@ -107,16 +121,8 @@ def make_dataset(out: Path, images: int, *, seed: int = 7, photo_share: float = 
         return manifest
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    items, labels = fashion_mnist("t10k")
-    photos = [Image.open(p) for p in real_photo_paths()]
     rows = []
-    for i in range(images):
-        if rng.random() < photo_share:
-            k = int(rng.integers(len(photos)))
-            img, source = photo_variant(photos[k], rng), f"photo:{REAL_PHOTOS[k]}"
-        else:
-            k = int(rng.integers(len(items)))
-            img, source = product_photo(items[k], rng), f"fashion:{FASHION_CLASSES[labels[k]]}"
+    for i, (img, source) in enumerate(sample_images(images, rng, photo_share)):
         path = out / f"img_{i:06d}.jpg"
         img.save(path, "JPEG", quality=int(rng.integers(85, 96)))
         rows.append((path.resolve().as_uri(), f"img-{i:06d}", source))

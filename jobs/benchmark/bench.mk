@@ -11,7 +11,7 @@ BENCH_FLAGS ?=
 BENCH_STRICT ?=
 BENCH_PY ?= $(or $(PY),.venv/bin/python)
 
-.PHONY: bench report
+.PHONY: bench report sweep
 
 bench: ## Benchmark: seeded data set, single-process ceiling, every conf/NN-*.yaml + predict_batch_udf on local[2] (IMAGES=2000, PROFILES=...)
 	$(BENCH_PY) -m jobs.benchmark.runner --images $(IMAGES) --cores $(BENCH_CORES) \
@@ -19,3 +19,6 @@ bench: ## Benchmark: seeded data set, single-process ceiling, every conf/NN-*.ya
 
 report: ## Report of the newest bench run: reports/latest/README.md, PNG plots, summary.json (BENCH_STRICT=1 fails on a missed target)
 	$(BENCH_PY) -m jobs.benchmark.report $(if $(BENCH_STRICT),--strict)
+
+sweep: ## Measure the 03 profile's Spark parameters one at a time (IMAGES=500); table in reports/sweep.md
+	$(BENCH_PY) -m jobs.benchmark.sweep --images $(or $(SWEEP_IMAGES),500)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jobs.sample_data import FASHION_CLASSES, REAL_PHOTOS, fashion_mnist, photo_variant, product_photo, real_photo_paths
+from jobs.sample_data import sample_images
 
 MIN_BYTES = 50_000
 MAX_BYTES = 200_000
@@ -75,16 +75,8 @@ def make_bench_dataset(out: Path, images: int, *, seed: int = 20240, photo_share
         return manifest
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    items, labels = fashion_mnist("t10k")
-    photos = [Image.open(p) for p in real_photo_paths()]
     rows = []
-    for i in range(images):
-        if rng.random() < photo_share:
-            k = int(rng.integers(len(photos)))
-            img, source = photo_variant(photos[k], rng), f"photo:{REAL_PHOTOS[k]}"
-        else:
-            k = int(rng.integers(len(items)))
-            img, source = product_photo(items[k], rng), f"fashion:{FASHION_CLASSES[labels[k]]}"
+    for i, (img, source) in enumerate(sample_images(images, rng, photo_share)):
         # Log-uniform target size: many mid-size files, some small and some large ones.
         target = int(np.exp(rng.uniform(np.log(MIN_BYTES * 1.1), np.log(MAX_BYTES * 0.95))))
         data, _quality = encode_in_range(img, target)

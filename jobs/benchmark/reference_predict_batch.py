@@ -44,24 +44,8 @@ REFERENCE_DEFAULTS = {"spark.sql.execution.arrow.maxRecordsPerBatch": "512"}
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402  (module level: pandas_udf resolves the pd.Series hints here)
-from pyspark.accumulators import AccumulatorParam  # noqa: E402
 
-
-class Timings(AccumulatorParam):
-    """AccumulatorParam over dicts: keys ending _min/_max keep the extreme, the rest add up."""
-
-    def zero(self, value):
-        return Counter()
-
-    def addInPlace(self, value1, value2):
-        for key, value in value2.items():
-            if key.endswith("_min") and key in value1:
-                value1[key] = min(value1[key], value)
-            elif key.endswith("_max") and key in value1:
-                value1[key] = max(value1[key], value)
-            else:
-                value1[key] += value
-        return value1
+from jobs.pipeline import StageTimes as Timings  # noqa: E402  (the same timing sink as the job)
 
 
 def build_udfs(model_path: str, class_names, *, image_size: int, resize_shorter: int, batch_size: int, top_k: int, timings):

@@ -511,6 +511,9 @@ def render_markdown(bench: dict, summary: dict, prices: cost.PriceTable, plots: 
     lines += ["## Iterations: what helped and what did not", ""]
     for note in iteration_notes(bench["runs"]):
         lines += [f"- {note}", ""]
+    sweep = REPO / "reports" / "sweep.md"
+    if sweep.is_file():  # `make sweep`: the measurement behind 03's Spark parameters
+        lines += [sweep.read_text().strip(), ""]
     if ref and baseline:
         lines += [
             f"- **{ref['name']}** - Spark's own `predict_batch_udf` written the straightforward way, with "
