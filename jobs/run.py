@@ -183,9 +183,11 @@ class Run:
             )
         return counts
 
-    def examples(self, run_id: str, limit: int = 5) -> list[dict]:
+    def examples(self, run_id: str, limit: int = 8) -> list[dict]:
+        """A few tagged rows for the summary: the first real photos and product photos by URL."""
         written = self.spark.read.parquet(self.args.output)
-        sample = written.where((F.col("run_id") == run_id) & (F.col("status") == "ok")).orderBy("url").limit(limit)
+        ok = written.where((F.col("run_id") == run_id) & (F.col("status") == "ok"))
+        sample = ok.orderBy(F.col("image_id").desc()).limit(limit)
         return [row.asDict(recursive=True) for row in sample.collect()]
 
 
@@ -256,7 +258,11 @@ def render_summary(record: dict, examples: list[dict]) -> str:
                                                                         "spark_io_s", "write_s")),
         "            (fetch/decode summed over threads and tasks; infer summed over tasks)",
     ]
+    heads = [head["name"] for head in record["settings"]["model"]["heads"]]
     for row in examples:
         tags = ", ".join(f"{t['label']} {t['score']:.2f}" for t in row["tags"][:3])
-        lines.append(f"  {row['url'].rsplit('/', 1)[-1][:40]:40s} {tags}")
+        extra = "".join(f" | {name}: {row[name]} {row[f'{name}_score']:.2f}" for name in heads)
+        if row.get("embedding") is not None:
+            extra += f" | embedding[{len(row['embedding'])}]"
+        lines.append(f"  {row['url'].rsplit('/', 1)[-1][:32]:32s} {tags}{extra}")
     return "\n".join(lines)
