@@ -57,7 +57,7 @@ def test_tag_dataframe_one_row_per_input_and_model_once_per_worker(spark, artifa
             (tmp_path / "missing.jpg").as_uri()] * 3
     rows = [(u, f"id{i}") for i, u in enumerate(urls)]
     manifest = with_image_ids(spark.createDataFrame(rows, "url string, image_id string")).repartition(6)
-    settings = load_settings(overrides=["inference.batch_size=4"])
+    settings = load_settings(overrides=["inference.batch_size=4", "model.embedding=false"])
     times = spark.sparkContext.accumulator(Counter(), StageTimes())
     out = tag_dataframe(manifest, artifact, settings, times, run_id="run-1")
     assert out.schema == OUTPUT_SCHEMA

@@ -1,0 +1,249 @@
+"""The product-category head: render, split, cache, train, evaluate, artifact round trip.
+
+Everything here runs on tiny data (a few hundred items, fake embeddings) in seconds; the 90%
+test-accuracy target is checked by `make train-head` itself (exit status 1 below it).
+"""
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jobs.decode import prepare
+from jobs.sample_data import FASHION_CLASSES, fashion_mnist, product_photo
+from model import train_head as th
+from model.artifact import content_version, load_artifact
+
+HEAD_DIR = Path(__file__).resolve().parent.parent / "model" / "artifacts" / "product_category"
+TFLITE_HEAD_DIR = HEAD_DIR.parent / "product_category_tflite"
+
+
+@pytest.fixture(scope="module")
+def test_items():
+    return fashion_mnist("t10k")
+
+
+def job_input(item: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What the job feeds the backbone for a generated product photo."""
+    buffer = io.BytesIO()
+    product_photo(item, rng).save(buffer, "JPEG", quality=90)
+    return prepare(buffer.getvalue(), max_pixels=64_000_000, resize_shorter=256, image_size=224)
+
+
+def object_box(image: np.ndarray) -> tuple[int, int]:
+    """(height, width) of the pixels that differ clearly from the corner backdrop colour."""
+    background = image[:8, :8].reshape(-1, 3).mean(axis=0)
+    rows, cols = np.nonzero(np.abs(image - background).max(axis=2) > 40)
+    return int(np.ptp(rows)) + 1, int(np.ptp(cols)) + 1
+
+
+def test_render_item_is_a_seeded_catalogue_photo(test_items):
+    items, _ = test_items
+    a = th.render_item(items[0], th.item_rng(7, "t10k", 0))
+    assert a.shape == (224, 224, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, th.render_item(items[0], th.item_rng(7, "t10k", 0)))
+    assert not np.array_equal(a, th.render_item(items[0], th.item_rng(7, "t10k", 1)))
+    assert a[:4, :4].min() > 180  # off-white backdrop in the corners
+    batch = th.render_items(items, np.array([3, 0]), split="t10k", seed=7)
+    assert np.array_equal(batch[1], a)
+
+
+def test_render_item_frames_the_object_like_the_job_does(test_items):
+    """The rendered object has the size the job's resize + centre crop gives a product photo."""
+    items, labels = test_items
+    rng = np.random.default_rng(0)
+    for i in np.nonzero(labels == 1)[0][:4]:  # trousers: tall, thin, easy to measure
+        rendered = object_box(th.render_item(items[i], rng))[0]
+        photo = object_box(job_input(items[i], rng))[0]
+        assert 0.75 < rendered / photo < 1.33, (i, rendered, photo)
+        assert 130 < rendered <= 224
+
+
+def test_render_plain_is_a_dark_item_on_white(test_items):
+    items, _ = test_items
+    a = th.render_plain(items[0], th.item_rng(7, "t10k", 0))
+    assert a.shape == (224, 224, 3) and a.dtype == np.uint8
+    assert (a[:4, :4] == 255).all() and a[112, 112].max() < 200
+    assert (a[..., 0] == a[..., 2]).all()  # grey
+    assert np.array_equal(th.render_items(items, np.array([0]), split="t10k", seed=7, style="plain")[0], a)
+
+
+def test_assign_styles_is_seeded_and_mixed():
+    styles = th.assign_styles(1000, 0.3, seed=1)
+    assert set(styles.tolist()) == {"plain", "catalogue"}
+    assert 0.25 < (styles == "plain").mean() < 0.35
+    assert np.array_equal(styles, th.assign_styles(1000, 0.3, seed=1))
+    assert (th.assign_styles(10, 0.0, seed=1) == "catalogue").all()
+
+
+def test_stratified_subset_is_balanced_and_nested():
+    labels = np.repeat(np.arange(10), [100, 50, 150, 100, 100, 100, 100, 100, 100, 100])
+    subset = th.stratified_subset(labels, 100, seed=1)
+    assert len(set(subset.tolist())) == 100
+    counts = np.bincount(labels[subset], minlength=10)
+    np.testing.assert_allclose(counts, np.bincount(labels) / 10, atol=1)
+    assert np.array_equal(th.stratified_subset(labels, 40, seed=1), subset[:40])
+    assert not np.array_equal(th.stratified_subset(labels, 100, seed=2), subset)
+    with pytest.raises(ValueError, match="cannot take"):
+        th.stratified_subset(labels, 1001, seed=1)
+
+
+def test_train_val_split_is_disjoint_and_stratified():
+    labels = np.repeat(np.arange(10), 20)
+    train, val = th.train_val_split(labels, 0.1, seed=3)
+    assert len(val) == 20 and len(train) == 180
+    assert not set(train.tolist()) & set(val.tolist())
+    assert np.bincount(labels[val], minlength=10).tolist() == [2] * 10
+    with pytest.raises(ValueError, match="val_fraction"):
+        th.train_val_split(labels, 1.5, seed=3)
+
+
+def test_cached_embeddings_compute_only_what_is_missing(tmp_path):
+    calls = []
+
+    def compute(indices):
+        calls.append(indices.tolist())
+        return np.repeat(indices[:, None].astype(np.float32), th.EMBEDDING_DIM, axis=1)
+
+    first = th.cached_embeddings(tmp_path / "c", np.array([5, 1, 3]), compute, part_size=2)
+    assert calls == [[5, 1], [3]]
+    assert first[:, 0].tolist() == [5, 1, 3]
+    again = th.cached_embeddings(tmp_path / "c", np.array([3, 8, 5]), compute)
+    assert calls[-1] == [8]
+    assert again[:, 0].tolist() == [3, 8, 5] and again.dtype == np.float32
+    assert len(list((tmp_path / "c").glob("part-*.npz"))) == 3
+
+
+def fake_embeddings(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Non-negative, 1280-d, one noisy cluster per class (like GAP features, but separable)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 2, (10, th.EMBEDDING_DIM))
+    return (centres[labels] + rng.normal(0, 0.8, (len(labels), th.EMBEDDING_DIM))).clip(0, 6).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_heads():
+    labels = np.tile(np.arange(10), 20)
+    x = fake_embeddings(labels)
+    train, val = th.train_val_split(labels, 0.2, seed=0)
+    heads = {
+        kind: th.train_head(
+            kind,
+            x[train],
+            labels[train],
+            x[val],
+            labels[val],
+            num_classes=10,
+            seed=0,
+            epochs=5,
+            batch_size=32,
+            learning_rate=3e-3,
+        )
+        for kind in ("linear", "mlp")
+    }
+    return heads, x[val], labels[val]
+
+
+def test_train_head_learns_and_reports(tiny_heads):
+    heads, val_x, val_y = tiny_heads
+    for kind, (model, info) in heads.items():
+        assert model.output_shape == (None, 10)
+        assert {"epochs_run", "best_epoch", "train_s"} <= info.keys() and 1 <= info["best_epoch"] <= 5
+        probabilities = th.predict(model, val_x)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+        assert (probabilities.argmax(axis=1) == val_y).mean() > 0.8, kind
+    assert "hidden" in [layer.name for layer in heads["mlp"][0].layers]
+    with pytest.raises(ValueError, match="head kind"):
+        th.build_head("forest", val_x, 10)
+
+
+def test_evaluate_counts_precision_and_recall():
+    labels = np.array([0, 0, 1, 1, 2])
+    probabilities = np.eye(3)[[0, 1, 1, 1, 0]]
+    record = th.evaluate(probabilities, labels, ["a", "b", "c"])
+    assert record["accuracy"] == 0.6 and record["count"] == 5
+    assert record["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    a, b, c = record["per_class"]
+    assert (a["precision"], a["recall"]) == (0.5, 0.5)
+    assert (b["precision"], b["recall"], b["support"]) == (0.6667, 1.0, 2)
+    assert (c["precision"], c["recall"]) == (None, 0.0)
+
+
+def test_choose_head_prefers_linear_unless_mlp_clearly_wins():
+    assert th.choose_head({"linear": 0.90, "mlp": 0.903}, margin=0.005) == "linear"
+    assert th.choose_head({"linear": 0.88, "mlp": 0.90}, margin=0.005) == "mlp"
+    assert th.choose_head({"linear": 0.88}, margin=0.005) == "linear"
+    assert th.choose_head({"mlp": 0.5}, margin=0.005) == "mlp"
+
+
+def test_plot_confusion_writes_png(tmp_path):
+    path = tmp_path / "cm.png"
+    th.plot_confusion(np.array([[3, 1], [0, 4]]), ["a", "b"], path, "title")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_head_artifact_round_trip(tiny_heads, tmp_path):
+    import keras
+
+    model, _ = tiny_heads[0]["mlp"]
+    backbone = {"name": "efficientnet_lite0", "version": "abcdefabcdef"}
+    meta = th.write_head_artifact(model, tmp_path, class_names=FASHION_CLASSES, backbone_meta=backbone, head_kind="mlp")
+    on_disk = json.loads((tmp_path / "model.json").read_text())
+    assert on_disk == meta
+    assert on_disk["name"] == "product_category" and on_disk["kind"] == "head" and on_disk["format"] == "keras"
+    assert on_disk["input"] == "embedding" and on_disk["input_normalisation"] == "none"
+    assert (on_disk["backbone"], on_disk["backbone_version"]) == ("efficientnet_lite0", "abcdefabcdef")
+    assert on_disk["version"] == content_version(model.get_weights(), FASHION_CLASSES, "product_category")
+    assert (tmp_path / "classes.txt").read_text().splitlines() == FASHION_CLASSES
+    assert load_artifact(str(tmp_path)).class_names == FASHION_CLASSES
+    loaded = keras.saving.load_model(tmp_path / "model.keras", compile=False)
+    assert not any(layer.name.startswith("_") for layer in loaded.layers)
+    x = tiny_heads[1]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_main_writes_record_and_gates_on_target(tmp_path, monkeypatch):
+    """The whole command on 120 + 40 items with a fake backbone (pixels as 'embeddings')."""
+
+    def fake_backbone(*_args, **_kwargs):
+        return lambda batch: batch[:, ::7, ::7, :].reshape(len(batch), -1)[:, : th.EMBEDDING_DIM].astype(np.float32)
+
+    monkeypatch.setattr(th, "backbone_embedder", fake_backbone)
+    common = ["--train-size", "120", "--test-size", "40", "--epochs", "3", "--pipeline-check", "4"]
+    common += ["--cache", str(tmp_path / "cache"), "--reports", str(tmp_path / "reports"), "--out", str(tmp_path / "head")]
+    assert th.main([*common, "--target", "1.01"]) == 1
+    record = json.loads((tmp_path / "reports" / "evaluation.json").read_text())
+    assert not record["passed"] and record["head_version"] is None and not (tmp_path / "head").exists()
+    assert {k: record["sizes"][k] for k in ("train", "validation", "test")} == {"train": 108, "validation": 12, "test": 40}
+    assert sum(record["sizes"]["train_by_render"].values()) == 108 and set(record["test_by_render"]) == {"catalogue", "plain"}
+    assert record["gate"]["render"] == "plain" and record["gate"]["passed"] is False
+    assert set(record["candidates"]) == {"linear", "mlp"} and record["head_type"] in record["candidates"]
+    assert len(record["test"]["confusion_matrix"]) == 10 and record["product_photo_check"]["count"] == 4
+    assert (tmp_path / "reports" / "confusion_matrix.png").is_file()
+
+    assert th.main([*common, "--target", "0", "--heads", "linear"]) == 0  # second run: embeddings from the cache
+    record = json.loads((tmp_path / "reports" / "evaluation.json").read_text())
+    meta = json.loads((tmp_path / "head" / "model.json").read_text())
+    assert record["passed"] and record["head_version"] == meta["version"] and meta["head"] == "linear"
+
+
+def test_trained_head_names_product_photos(model_dir, test_items):
+    """The committed head, as the job runs it: product_photo -> JPEG -> prepare -> backbone -> head."""
+    from jobs.infer import ModelBundle, tagger_for_worker
+    from model.artifact import load_artifact
+
+    if not (TFLITE_HEAD_DIR / "model.json").is_file():
+        pytest.fail(f"no trained head at {TFLITE_HEAD_DIR}: run `make train-head`")
+    head = load_artifact(str(TFLITE_HEAD_DIR))
+    backbone = load_artifact(str(model_dir.parent / "efficientnet_lite0_tflite"))
+    assert head.meta["backbone_version"] == json.loads((model_dir / "model.json").read_text())["version"]
+    tagger = tagger_for_worker(ModelBundle(backbone, (("category", head),)), top_k=1, batch_size=20, threads=0)
+    items, labels = test_items
+    rng = np.random.default_rng(2024)
+    chosen = rng.choice(len(items), size=20, replace=False)
+    images = np.stack([job_input(items[i], rng) for i in chosen])
+    names = [prediction.heads[0][0] for prediction in tagger.tag(images)]
+    predicted = np.array([FASHION_CLASSES.index(name) for name in names])
+    assert (predicted == labels[chosen]).mean() >= 0.75, list(zip(predicted, labels[chosen], strict=True))
