@@ -100,10 +100,9 @@ class _Unpickler(pickle.Unpickler):
         kind, storage_type, key, _location, *rest = saved_id
         if kind != "storage":
             raise CheckpointFormatError(f"unknown persistent id {kind!r}")
-        if isinstance(storage_type, _StorageType):
-            dtype = storage_type.dtype
-        else:  # zip format passes a dtype-less typed storage name
+        if not isinstance(storage_type, _StorageType):
             raise CheckpointFormatError(f"unsupported storage {storage_type!r}")
+        dtype = storage_type.dtype
         if key not in self.storages:
             numel = rest[0] if rest else 0
             self.storages[key] = _Storage(dtype, numel)
@@ -125,16 +124,10 @@ def _read_legacy(f) -> dict[str, np.ndarray]:
     return {name: ref.materialise() for name, ref in state.items()}
 
 
-def _read_zip(path: Path) -> dict[str, np.ndarray]:
-    raise CheckpointFormatError(
-        f"{path} is a zip-format checkpoint; only the legacy format is supported"
-    )
-
-
 def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """Return the checkpoint's tensors as numpy arrays, keyed by parameter name."""
     path = Path(path)
     if zipfile.is_zipfile(path):
-        return _read_zip(path)
+        raise CheckpointFormatError(f"{path} is a zip-format checkpoint; only the legacy format is supported")
     with open(path, "rb") as raw:
         return _read_legacy(io.BufferedReader(raw))
