@@ -1,4 +1,4 @@
-"""Thin Spark glue: session from the profile, the tagging pandas_udf, output, summary."""
+"""Thin Spark glue: the session from the profile, the tagging pandas_udf, the output columns."""
 
 from __future__ import annotations
 
