@@ -52,21 +52,27 @@ def content_version(weights: list[np.ndarray], class_names: list[str], name: str
     return digest.hexdigest()[:12]
 
 
-def save_keras_artifact(model, out_dir: Path, *, name: str, class_names: list[str], extra_meta: dict) -> dict:
-    """Write model.keras, classes.txt and model.json into out_dir; return the metadata."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save(out_dir / "model.keras")
+def _write_artifact(out_dir: Path, *, fmt: str, version: str, name: str, class_names: list[str], extra_meta: dict) -> dict:
+    """classes.txt and model.json beside a model file named model.<fmt>; returns the metadata."""
     (out_dir / "classes.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
     meta = {
         "name": name,
-        "version": content_version(model.get_weights(), class_names, name),
-        "format": "keras",
-        "model_file": "model.keras",
+        "version": version,
+        "format": fmt,
+        "model_file": f"model.{fmt}",
         "classes_file": "classes.txt",
         **extra_meta,
     }
     (out_dir / MANIFEST_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
+
+
+def save_keras_artifact(model, out_dir: Path, *, name: str, class_names: list[str], extra_meta: dict) -> dict:
+    """Write model.keras, classes.txt and model.json into out_dir; return the metadata."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(out_dir / "model.keras")
+    version = content_version(model.get_weights(), class_names, name)
+    return _write_artifact(out_dir, fmt="keras", version=version, name=name, class_names=class_names, extra_meta=extra_meta)
 
 
 def save_tflite_artifact(
@@ -75,17 +81,8 @@ def save_tflite_artifact(
     """Write model.tflite, classes.txt and model.json; the version also covers the format."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "model.tflite").write_bytes(tflite)
-    (out_dir / "classes.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
-    meta = {
-        "name": name,
-        "version": content_version(weights, class_names, f"{name}:tflite"),
-        "format": "tflite",
-        "model_file": "model.tflite",
-        "classes_file": "classes.txt",
-        **extra_meta,
-    }
-    (out_dir / MANIFEST_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    return meta
+    version = content_version(weights, class_names, f"{name}:tflite")
+    return _write_artifact(out_dir, fmt="tflite", version=version, name=name, class_names=class_names, extra_meta=extra_meta)
 
 
 def _read_local(root: str, name: str) -> bytes:
