@@ -183,7 +183,7 @@ def read_backbone_meta(backbone_dir: Path) -> dict:
 
 
 def backbone_embedder(
-    backbone_dir: Path, cache_dir: Path, *, backend: str = "tflite", threads: int = 0, batch_size: int = 32
+    backbone_dir: Path, *, backend: str = "tflite", threads: int = 0, batch_size: int = 32
 ) -> Embed:
     """uint8 (N, 224, 224, 3) -> raw float32 (N, 1280) embeddings, through the job's own runner.
 
@@ -193,7 +193,6 @@ def backbone_embedder(
     from jobs.infer import build_model_runner
     from model.artifact import load_artifact
 
-    del cache_dir  # kept for the command line's sake: the TFLite artifact is built by `make model`
     source = backbone_dir.parent / f"{backbone_dir.name}_tflite" if backend == "tflite" else backbone_dir
     artifact = load_artifact(str(source))
     run = build_model_runner(artifact, batch_size=batch_size, threads=threads or os.cpu_count() or 1)
@@ -513,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of --train-size held out for validation")
     parser.add_argument("--plain-share", type=float, default=0.5, help="share of training items rendered plain, not catalogue")
     parser.add_argument("--test-size", type=int, default=10000, help="test items to evaluate (all 10,000 for the record)")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="embedding (and .tflite) cache directory")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="embedding cache directory")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="head artifact directory to write")
     parser.add_argument("--reports", type=Path, default=DEFAULT_REPORTS, help="evaluation record directory")
     parser.add_argument("--backbone", type=Path, default=BACKBONE_DIR, help="backbone artifact directory")
@@ -545,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         if not embedder:
             embedder.append(
                 backbone_embedder(
-                    args.backbone, args.cache, backend=args.backend, threads=args.threads, batch_size=args.batch_size
+                    args.backbone, backend=args.backend, threads=args.threads, batch_size=args.batch_size
                 )
             )
         return embedder[0](batch)
