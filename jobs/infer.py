@@ -111,7 +111,8 @@ class Tagger:
                 for row_i, row_s in zip(indices, scores, strict=True)
             ]
             raw = np.asarray(outputs["embedding"], dtype=np.float32) if (self.heads or self.embedding) else None
-            unit = l2_normalise(raw) if raw is not None else None
+            needs_unit = self.embedding or any(head.l2_input for head in self.heads)
+            unit = l2_normalise(raw) if needs_unit else None
             head_top = []
             for head in self.heads:
                 head_probabilities = np.asarray(head.run(unit if head.l2_input else raw)["probabilities"])
