@@ -17,6 +17,9 @@ from typing import Any
 import yaml
 
 DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
+# The defaults below are the only ones: a profile names only what it changes (conf/local.yaml
+# sets Spark's own settings for one machine and nothing else). tests/test_config.py holds
+# conf/local.yaml and README's table of keys to them.
 
 
 class ConfigError(ValueError):
@@ -39,7 +42,7 @@ def _check(predicate, message):
 class SparkSettings:
     master: str = "local[*]"
     app_name: str = "image-tagger"
-    partitions: int = field(default=0, metadata=_check(_non_negative, "must be >= 0"))
+    partitions: int = field(default=4, metadata=_check(_non_negative, "must be >= 0"))
     # True: accounting counts are observed during the tagging pass and the dedup reuses the
     # repartition shuffle. False: the straightforward way, separate count actions and shuffles.
     single_pass: bool = True
@@ -48,23 +51,24 @@ class SparkSettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    uri: str = "model/artifacts/efficientnet_lite0"  # the backbone: ImageNet tags + embedding
+    # The backbone (ImageNet tags + embedding): the TFLite twin that iteration 05 measured fastest.
+    uri: str = "model/artifacts/efficientnet_lite0_tflite"
     top_k: int = field(default=5, metadata=_check(lambda v: 1 <= v <= 100, "must be between 1 and 100"))
-    embedding: bool = False  # add the L2-normalised embedding column (visual search)
+    embedding: bool = True  # add the L2-normalised embedding column (visual search)
     # Classifiers on the backbone's embedding, run in the same pass: [{name: category, uri: ...}].
     # Each adds columns <name> and <name>_score.
-    heads: list = field(default_factory=list)
+    heads: list = field(default_factory=lambda: [{"name": "category", "uri": "model/artifacts/product_category_tflite"}])
 
 
 @dataclass(frozen=True)
 class InferenceSettings:
     batch_size: int = field(default=32, metadata=_check(lambda v: 1 <= v <= 4096, "must be between 1 and 4096"))
-    threads: int = field(default=0, metadata=_check(_non_negative, "must be >= 0"))
+    threads: int = field(default=1, metadata=_check(_non_negative, "must be >= 0"))
 
 
 @dataclass(frozen=True)
 class FetchSettings:
-    threads: int = field(default=8, metadata=_check(lambda v: 1 <= v <= 256, "must be between 1 and 256"))
+    threads: int = field(default=2, metadata=_check(lambda v: 1 <= v <= 256, "must be between 1 and 256"))
     connect_timeout_s: float = field(default=5.0, metadata=_check(_positive, "must be > 0"))
     read_timeout_s: float = field(default=20.0, metadata=_check(_positive, "must be > 0"))
     max_attempts: int = field(default=3, metadata=_check(lambda v: 1 <= v <= 20, "must be between 1 and 20"))
