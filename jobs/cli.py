@@ -49,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
     models = load_bundle(settings.model.uri, settings.model.heads)
     log.info("models %s", models.versions())
 
-    from jobs.pipeline import build_spark
+    from jobs.pipeline import build_spark, require_filesystems
     from jobs.run import JobArgs, Run, metrics_record, render_summary
+    from jobs.spark_keys import spark_version, unknown_keys
 
     session_started = time.perf_counter()
     spark = build_spark(settings)
@@ -58,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
     jvm = spark.sparkContext._jvm
     jvm_started = jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getStartTime() / 1000.0
     try:
+        require_filesystems(spark, {"--manifest": args.manifest, "--output": args.output})
+        unknown = unknown_keys(jvm, settings.spark.conf)
+        if unknown:
+            log.warning("the profile sets Spark settings that Spark %s does not define (ignored): %s",
+                        spark_version(jvm), ", ".join(unknown))
         job = Run(spark, settings, models, JobArgs(args.manifest, args.output, args.manifest_format, args.incremental,
                                                      args.profile))
         result = job.execute()

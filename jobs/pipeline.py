@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.config import Settings
+from jobs.config import ConfigError, Settings
 from jobs.infer import ModelBundle
 from model.artifact import ModelArtifact
 
@@ -78,6 +78,30 @@ def build_spark(settings: Settings) -> SparkSession:
     for key, value in settings.spark.conf.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def require_filesystems(spark: SparkSession, uris: dict[str, str]) -> None:
+    """Fail fast, naming the argument, when Spark has no Hadoop filesystem for a URI's scheme.
+
+    Spark reads the manifest and writes the output through Hadoop's FileSystem: on EMR, EMRFS
+    serves s3://; Spark from the pip package has no S3 filesystem at all and would otherwise die
+    later with a Java stack trace.
+    """
+    jvm = spark.sparkContext._jvm
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
+    for argument, uri in uris.items():
+        scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+        if scheme in ("", "file"):
+            continue
+        try:
+            jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(scheme, hadoop_conf)
+        except Exception:  # noqa: BLE001 - py4j wraps Hadoop's UnsupportedFileSystemException
+            raise ConfigError(
+                f"{argument} {uri}: this Spark has no Hadoop filesystem for {scheme}:// (local mode from the pip "
+                "package has none). Run the job on EMR, where EMRFS serves s3://; or add hadoop-aws to Spark's "
+                "classpath (spark-submit --packages org.apache.hadoop:hadoop-aws:<Spark's Hadoop version>) and use "
+                "s3a://; or use a local path."
+            ) from None
 
 
 def make_tag_udf(models_bc, settings: Settings, stage_times):

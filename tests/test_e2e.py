@@ -83,3 +83,27 @@ def test_spark_submit_end_to_end(tmp_path, photos, s3_bucket, model_dir):
                 assert top == expect
         else:
             assert row["tags"] is None and row["error"].startswith(expect), row["error"]
+
+
+@pytest.mark.spark
+def test_a_uri_spark_has_no_filesystem_for_is_named(spark):
+    from jobs.config import ConfigError
+    from jobs.pipeline import require_filesystems
+
+    require_filesystems(spark, {"--manifest": "/tmp/m.csv", "--output": "file:///tmp/out"})
+    with pytest.raises(ConfigError, match=r"--output s3://bucket/out: this Spark has no Hadoop filesystem for s3://"):
+        require_filesystems(spark, {"--manifest": "/tmp/m.csv", "--output": "s3://bucket/out"})
+
+
+def test_s3_manifest_in_local_mode_exits_2_with_what_to_do(tmp_path):
+    settings = load_settings(overrides=["spark.master=local[1]"])
+    command = [str(SPARK_SUBMIT), *spark_submit_args(settings), str(REPO / "jobs" / "tag_images.py"),
+               "--manifest", "s3://shop-images/manifest.csv", "--output", str(tmp_path / "out"),
+               "--set", "spark.master=local[1]"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180, env=os.environ.copy())
+    assert result.returncode == 2, (result.stdout + result.stderr)[-3000:]
+    said = result.stdout + result.stderr  # spark-submit merges the Python driver's stderr into stdout
+    assert "error: --manifest s3://shop-images/manifest.csv: this Spark has no Hadoop filesystem for s3://" in said
+    assert "Run the job on EMR" in said and "hadoop-aws" in said
+    assert "Traceback" not in said and "Py4JJavaError" not in said
+    assert not (tmp_path / "out").exists()  # nothing was started or written
