@@ -11,6 +11,9 @@ PROFILE ?= conf/local.yaml
 MODEL_DIR := model/artifacts/efficientnet_lite0
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 LOCAL_IMAGES ?= 200
+# make rehearse-emr: the AWS CLI the bootstrap action calls, and the wheels the nodes install offline.
+AWS_CLI_VENV := .venv-aws
+WHEELHOUSE := dist/wheelhouse
 
 # Python workers run the venv's interpreter; Spark logs only warnings; TF keeps quiet.
 export PYSPARK_PYTHON := $(abspath $(PY))
@@ -19,12 +22,12 @@ export SPARK_CONF_DIR := $(abspath conf/spark)
 export TF_CPP_MIN_LOG_LEVEL := 2
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: help install check-prereqs system-packages model test test-all lint run-local lock clean
+.PHONY: help install check-prereqs system-packages model test test-all lint run-local lock clean rehearsal-tools rehearse-emr
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
 
-install: check-prereqs system-packages $(VENV)/.installed model install-infra ## Create .venv, install pinned deps, build the model artifact
+install: check-prereqs system-packages $(VENV)/.installed model install-infra rehearsal-tools ## Create .venv (job + dev tools), .venv-infra (checkov), .venv-aws and dist/wheelhouse (rehearse-emr); build the model artifacts
 
 check-prereqs: ## Check Python 3.11 and Java 17+ (Spark needs both)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required, found " + sys.version.split()[0])'
@@ -53,6 +56,25 @@ model: $(MODEL_DIR)/model.json ## Build the EfficientNet-Lite0 artifacts, Keras 
 
 $(MODEL_DIR)/model.json: $(VENV)/.installed model/build.py model/checkpoint.py model/efficientnet_lite.py model/artifact.py model/imagenet_classes.txt
 	$(PY) -m model.build --out $(MODEL_DIR) --tflite-out $(MODEL_DIR)_tflite
+
+rehearsal-tools: $(AWS_CLI_VENV)/bin/aws $(WHEELHOUSE)/.complete ## The AWS CLI (.venv-aws) and the node wheelhouse (dist/wheelhouse) make rehearse-emr needs
+
+$(AWS_CLI_VENV)/bin/aws: requirements-aws.txt
+	@[ -x $(AWS_CLI_VENV)/bin/python ] || $(PYTHON) -m venv $(AWS_CLI_VENV)
+	$(AWS_CLI_VENV)/bin/python -m pip --disable-pip-version-check install -q -r requirements-aws.txt 2>&1 | grep -v "^WARNING: Location" || true
+	@test -x $@ || { echo "error: the AWS CLI did not install into $(AWS_CLI_VENV)"; exit 1; }
+
+# What the bootstrap action installs on a node (requirements.txt but pyspark, which EMR brings), as
+# wheels, so the rehearsal's nodes install offline.
+$(WHEELHOUSE)/.complete: requirements.txt requirements.lock
+	@mkdir -p $(WHEELHOUSE)
+	grep -v '^pyspark==' requirements.txt > $(WHEELHOUSE)/requirements-node.txt
+	$(PIP) download -q -d $(WHEELHOUSE) -r $(WHEELHOUSE)/requirements-node.txt -c requirements.lock pip setuptools wheel 2>&1 | grep -v "^WARNING: Location" || true
+	@ls $(WHEELHOUSE)/tensorflow_cpu-*.whl >/dev/null 2>&1 || { echo "error: the node wheelhouse $(WHEELHOUSE) is incomplete"; exit 1; }
+	touch $@
+
+rehearse-emr: ## Rehearse EMR here: deploy to the AWS emulator, a 2-worker Spark cluster bootstrapped like EMR nodes, the submitted step, spot and driver loss
+	$(PY) infra/scripts/rehearse_emr.py $(REHEARSE_ARGS)
 
 test: ## Run the test suite (what CI runs)
 	$(PY) -m pytest -m "not heavy"

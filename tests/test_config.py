@@ -95,3 +95,48 @@ def test_spark_submit_args_come_from_the_profile():
     assert args[:4] == ["--master", "local[2]", "--name", "image-tagger"]
     assert "spark.python.worker.reuse=true" in args
     assert args.count("--conf") == len(load_settings().spark.conf)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "conf":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def test_conf_local_yaml_restates_no_default():
+    """One source of defaults: jobs/config.py. The local profile sets only Spark's own settings."""
+    import dataclasses
+
+    import yaml
+
+    from jobs.config import Settings
+
+    assert set(_flatten(yaml.safe_load(DEFAULT_PROFILE.read_text()))) == {"spark.conf"}
+    local = load_settings()
+    assert local == dataclasses.replace(Settings(), spark=dataclasses.replace(Settings().spark, conf=local.spark.conf))
+
+
+def test_readme_table_of_profile_keys_shows_the_real_defaults():
+    import re
+
+    import yaml
+
+    from jobs.config import Settings
+
+    defaults = _flatten(Settings().as_dict())
+    readme = (REPO / "README.md").read_text()
+    rows = re.findall(r"^\| ((?:`[a-z_.]+`(?:, )?)+) \| ((?:`[^`]*`(?:, )?)+) \|", readme, re.MULTILINE)
+    checked = set()
+    for keys_cell, values_cell in rows:
+        keys = re.findall(r"`([^`]+)`", keys_cell)
+        if not all(k in defaults for k in keys):
+            continue  # another table (arguments, columns)
+        values = re.findall(r"`([^`]*)`", values_cell)
+        for key, shown in zip(keys, values, strict=True):
+            assert yaml.safe_load(shown) == defaults[key], f"README: {key} defaults to {shown}; jobs/config.py: {defaults[key]!r}"
+            checked.add(key)
+    assert checked == set(defaults), f"README's table lacks {sorted(set(defaults) - checked)}"

@@ -31,16 +31,18 @@ if [ -z "$code_uri" ]; then
 fi
 
 log() { echo "bootstrap: $(date -u +%Y-%m-%dT%H:%M:%SZ) $*"; }
+# EMR runs bootstrap actions as the hadoop user with password-less sudo; as root, no sudo.
+sudo=$([ "$(id -u)" = 0 ] || echo sudo)
 
 # EMR 7.x (Amazon Linux 2023) ships python3.11 beside the system python3.9;
 # install it if an AMI lacks it.
 if ! command -v "$python_bin" >/dev/null 2>&1; then
   log "installing $python_bin"
-  sudo dnf install -y "$python_bin" "$python_bin-pip"
+  $sudo dnf install -y "$python_bin" "$python_bin-pip"
 fi
 
-sudo mkdir -p "$install_dir"
-sudo chown "$(id -u):$(id -g)" "$install_dir"
+$sudo mkdir -p "$install_dir"
+$sudo chown "$(id -u):$(id -g)" "$install_dir"
 
 log "fetching $code_uri"
 aws s3 cp --only-show-errors "$code_uri" "$install_dir/code.tar.gz"
@@ -67,5 +69,5 @@ log "installing the project's packages (jobs, model)"
 $pip install --quiet --no-cache-dir --no-deps "$install_dir"
 
 # The Spark and YARN users run the job: give them read access.
-sudo chmod -R a+rX "$install_dir"
+$sudo chmod -R a+rX "$install_dir"
 log "done: $("$install_dir/venv/bin/python" --version) in $install_dir/venv"
