@@ -95,7 +95,7 @@ def require_filesystems(spark: SparkSession, uris: dict[str, str]) -> None:
             continue
         try:
             jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(scheme, hadoop_conf)
-        except Exception:  # noqa: BLE001 - py4j wraps Hadoop's UnsupportedFileSystemException
+        except Exception:  # py4j wraps Hadoop's UnsupportedFileSystemException
             raise ConfigError(
                 f"{argument} {uri}: this Spark has no Hadoop filesystem for {scheme}:// (local mode from the pip "
                 "package has none). Run the job on EMR, where EMRFS serves s3://; or add hadoop-aws to Spark's "

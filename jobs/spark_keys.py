@@ -38,7 +38,7 @@ def unknown_keys(jvm, keys) -> list[str]:
     for holder in CONFIG_HOLDERS:
         try:
             jvm.java.lang.Class.forName(holder)  # runs its static initialiser: registers entries
-        except Exception:  # noqa: BLE001 - a holder missing from this Spark version is no error
+        except Exception:  # a holder this Spark version lacks is no error
             pass
     registry = jvm.org.apache.spark.internal.config.ConfigEntry
     return sorted(key for key in keys if not PATTERN_KEYS.fullmatch(key) and registry.findEntry(key) is None)
