@@ -1,0 +1,295 @@
+"""The current tags of every image: the ledger read down to one row per image_id.
+
+    python -m jobs.current --output URI --to URI [--profile P] [--set key=value ...]
+
+The output dataset is a ledger that only grows (`--incremental` appends, error rows stay, heads
+added later add columns, head-only rows carry a head computed later from the stored embedding).
+This reads it once (Spark, mergeSchema) and writes, overwriting `--to`, one row per image_id
+for the profile's models, in one fixed schema (`view_schema`) that Spark, pyarrow and DuckDB
+read directly. No model runs: the profile only says which versions are current.
+
+Per image_id, with the profile's backbone version vB and heads {column: (artifact, version)};
+"latest" = greatest (processed_at, run_id):
+- tags, url, embedding, embedding_norm, run_id: the latest ok row with model_version == vB and
+  tags not null (a full row). Found -> status "ok".
+- each head's `<column>`, `<column>_score`: the latest ok row with model_version == vB,
+  models[artifact] == that head's version and `<column>_score` not null (a full or a head-only
+  row). Not found -> null (the image's ok row predates the head, or the head was retrained).
+- ok rows: models = the current versions of what was found (backbone + heads found),
+  processed_at = the latest contributing row's.
+- no full row for vB: the image's latest row decides. An error -> status "error" with its
+  error; an ok row of another backbone -> status "outdated" (tagged, but not by the current
+  backbone: rerun the job with --incremental). Results are null; url, error, model_name,
+  model_version, models, processed_at and run_id are that row's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import posixpath
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from jobs.config import ConfigError, load_settings
+from model.artifact import ArtifactError
+
+if TYPE_CHECKING:
+    from jobs.infer import ModelBundle
+
+log = logging.getLogger("image_tagger.current")
+EXIT_BAD_INPUT = 2
+STATUSES = ("ok", "error", "outdated")
+REQUIRED_COLUMNS = ("image_id", "status", "model_version", "processed_at")
+TAG_TYPE = T.ArrayType(T.StructType([T.StructField("label", T.StringType()), T.StructField("score", T.FloatType())]))
+MODELS_TYPE = T.MapType(T.StringType(), T.StringType())
+STRING = T.StringType()
+
+
+class CurrentViewError(ValueError):
+    """A bad --output or --to: the message names the argument."""
+
+
+class MissingColumnError(CurrentViewError):
+    """The dataset lacks a column every output of the job has."""
+
+
+@dataclass(frozen=True)
+class CurrentModels:
+    """What counts as current: the backbone's version, each head's (column, artifact name, version)."""
+
+    backbone_name: str
+    backbone_version: str
+    heads: tuple[tuple[str, str, str], ...] = ()  # profile order
+    embedding: bool = True
+
+    @classmethod
+    def from_bundle(cls, bundle: ModelBundle, *, embedding: bool) -> CurrentModels:
+        heads = tuple((column, head.name, head.version) for column, head in bundle.heads)
+        return cls(bundle.backbone.name, bundle.backbone.version, heads, embedding)
+
+    def describe(self) -> str:
+        heads = ", ".join(f"{column}={name} {version}" for column, name, version in self.heads) or "none"
+        return f"{self.backbone_name} {self.backbone_version}, heads: {heads}, embedding: {'on' if self.embedding else 'off'}"
+
+
+def view_schema(models: CurrentModels) -> T.StructType:
+    """The view's one schema: fixed columns, a pair per current head, the embedding if wanted."""
+    fields = [
+        T.StructField("image_id", T.StringType()),
+        T.StructField("url", T.StringType()),
+        T.StructField("status", T.StringType()),
+        T.StructField("error", T.StringType()),
+        T.StructField("tags", TAG_TYPE),
+    ]
+    for column, _name, _version in models.heads:
+        fields += [T.StructField(column, T.StringType()), T.StructField(f"{column}_score", T.FloatType())]
+    if models.embedding:
+        fields += [T.StructField("embedding", T.ArrayType(T.FloatType())), T.StructField("embedding_norm", T.FloatType())]
+    fields += [
+        T.StructField("model_name", T.StringType()),
+        T.StructField("model_version", T.StringType()),
+        T.StructField("models", MODELS_TYPE),
+        T.StructField("processed_at", T.TimestampType()),
+        T.StructField("run_id", T.StringType()),
+    ]
+    return T.StructType(fields)
+
+
+def _column_or_null(ledger: DataFrame, name: str, dtype: T.DataType) -> Column:
+    """A ledger column, or a typed null where no file of the ledger has it yet."""
+    return F.col(name) if name in ledger.columns else F.lit(None).cast(dtype).alias(name)
+
+
+def _greatest(columns: list[Column]) -> Column:
+    return columns[0] if len(columns) == 1 else F.greatest(*columns)  # greatest skips nulls
+
+
+def current_view(ledger: DataFrame, models: CurrentModels) -> DataFrame:
+    """Ledger rows (any mix of runs and schemas) -> one row per image_id, schema `view_schema(models)`.
+
+    One aggregation over the ledger (one scan, one shuffle): per image_id, `max_by` picks the
+    latest qualifying row's fields for the tags, for each head, and for the image as a whole.
+    """
+    missing = [name for name in REQUIRED_COLUMNS if name not in ledger.columns]
+    if missing:
+        raise MissingColumnError(f"not an image-tagger output: no column {', '.join(missing)}")
+    columns = _view_columns(models)
+    grouped = ledger.groupBy("image_id").agg(*_latest_rows(ledger, models))
+    return grouped.select(*(columns[f.name].cast(f.dataType).alias(f.name) for f in view_schema(models).fields))
+
+
+def _latest_rows(ledger: DataFrame, models: CurrentModels) -> list[Column]:
+    """Aggregates per image_id: structs `full` (tags row), `head<i>` (each head's row), `last` (any row)."""
+
+    def col(name: str, dtype: T.DataType = STRING) -> Column:
+        return _column_or_null(ledger, name, dtype)
+
+    latest_first = F.struct(F.col("processed_at"), col("run_id"))
+
+    def latest(value: Column, where: Column) -> Column:
+        return F.max_by(value, F.when(where, latest_first))  # rows where `where` is not true are skipped
+
+    current_ok = (F.col("status") == "ok") & (F.col("model_version") == models.backbone_version)
+    full = [col("url"), col("tags", TAG_TYPE), F.col("processed_at"), col("run_id")]
+    if models.embedding:
+        full += [col("embedding", T.ArrayType(T.FloatType())), col("embedding_norm", T.FloatType())]
+    aggregates = [latest(F.struct(*full), current_ok & col("tags", TAG_TYPE).isNotNull()).alias("full")]
+    for i, (column, artifact, version) in enumerate(models.heads):
+        label, score = col(column), col(f"{column}_score", T.FloatType())
+        this_head = current_ok & (col("models", MODELS_TYPE)[artifact] == version) & score.isNotNull()
+        head = F.struct(label.alias("label"), score.alias("score"), F.col("processed_at"))
+        aggregates.append(latest(head, this_head).alias(f"head{i}"))
+    last = F.struct(col("url"), F.col("status"), col("error"), col("model_name"), F.col("model_version"),
+                    col("models", MODELS_TYPE), F.col("processed_at"), col("run_id"))
+    aggregates.append(latest(last, F.lit(True)).alias("last"))
+    return aggregates
+
+
+def _view_columns(models: CurrentModels) -> dict[str, Column]:
+    """The view's columns from `_latest_rows`' structs: ok from `full` and heads, else from `last`."""
+    found = F.col("full").isNotNull()
+
+    def ok_else_last(if_ok: Column, field: str) -> Column:
+        return F.when(found, if_ok).otherwise(F.col(f"last.{field}"))
+
+    heads = [f"head{i}" for i in range(len(models.heads))]
+    entries = [F.struct(F.lit(models.backbone_name), F.lit(models.backbone_version))]  # models: what was found
+    for head, (_column, artifact, version) in zip(heads, models.heads, strict=True):
+        entries.append(F.when(F.col(head).isNotNull(), F.struct(F.lit(artifact), F.lit(version))))
+    columns = {
+        "image_id": F.col("image_id"),
+        "url": ok_else_last(F.col("full.url"), "url"),
+        "status": F.when(found, "ok").when(F.col("last.status") == "error", "error").otherwise("outdated"),
+        "error": F.when(~found & (F.col("last.status") == "error"), F.col("last.error")),
+        "tags": F.col("full.tags"),
+    }
+    for head, (column, _artifact, _version) in zip(heads, models.heads, strict=True):
+        columns[column] = F.when(found, F.col(f"{head}.label"))
+        columns[f"{column}_score"] = F.when(found, F.col(f"{head}.score"))
+    if models.embedding:
+        columns["embedding"] = F.col("full.embedding")
+        columns["embedding_norm"] = F.col("full.embedding_norm")
+    contributing = [F.col("full.processed_at")] + [F.col(f"{head}.processed_at") for head in heads]
+    return columns | {
+        "model_name": ok_else_last(F.lit(models.backbone_name), "model_name"),
+        "model_version": ok_else_last(F.lit(models.backbone_version), "model_version"),
+        "models": ok_else_last(F.map_from_entries(F.array_compact(F.array(*entries))), "models"),
+        "processed_at": ok_else_last(_greatest(contributing), "processed_at"),
+        "run_id": ok_else_last(F.col("full.run_id"), "run_id"),
+    }
+
+
+def read_ledger(spark: SparkSession, uri: str) -> DataFrame:
+    """Every file of the output dataset, columns merged across runs (a later head adds columns)."""
+    from pyspark.errors import AnalysisException
+
+    from jobs.ledger import OutputStore
+
+    if not OutputStore(spark, uri).has_data():
+        raise CurrentViewError(f"--output {uri}: no output dataset there (run the tagging job first)")
+    try:
+        return spark.read.option("mergeSchema", "true").parquet(uri)
+    except AnalysisException as exc:
+        raise CurrentViewError(f"--output {uri}: cannot read it as Parquet: {exc}") from None
+
+
+@contextlib.contextmanager
+def _session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
+
+
+def write_current(spark: SparkSession, output: str, to: str, models: CurrentModels) -> dict[str, int]:
+    """Read the ledger at `output`, write the current view to `to` (overwrite); counts by status."""
+    view = current_view(read_ledger(spark, output), models)
+    # Timestamps as Parquet's TIMESTAMP(MICROS, UTC), not Spark's legacy INT96: pyarrow and DuckDB
+    # then read processed_at as a UTC timestamp.
+    with _session_conf(spark, "spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"):
+        view.write.mode("overwrite").parquet(to)
+    written = spark.read.parquet(to).groupBy("status").count().collect()
+    counts = dict.fromkeys(STATUSES, 0) | {row["status"]: row["count"] for row in written}
+    return {"images": sum(counts.values()), **counts}
+
+
+def _normalised(uri: str) -> str:
+    if "://" in uri and not uri.startswith("file://"):
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme.lower()}://{posixpath.normpath(rest)}"
+    return str(Path(uri.removeprefix("file://")).resolve())
+
+
+def check_targets(output: str, to: str) -> None:
+    """--to is overwritten: it must be neither the ledger nor inside it, nor contain it."""
+    ledger, view = _normalised(output), _normalised(to)
+    if ledger == view or view.startswith(ledger + "/") or ledger.startswith(view + "/"):
+        raise CurrentViewError(
+            f"--to {to} overlaps --output {output}: the view is overwritten, so it must be a separate location"
+        )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.current",
+        description="Write the current tags of every image (one row per image_id, the profile's models) "
+        "from the job's output dataset to a Parquet dataset.",
+    )
+    parser.add_argument("--output", required=True, help="the tagging job's output dataset (the ledger) to read")
+    parser.add_argument("--to", required=True, help="Parquet dataset to write the current view to (overwritten)")
+    parser.add_argument("--profile", help="profile YAML naming the current models (default: conf/local.yaml)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a profile key by dotted path; VALUE is YAML (repeatable)",
+    )
+    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser.parse_args(argv)
+
+
+def render(counts: dict[str, int], models: CurrentModels, to: str) -> str:
+    by_status = ", ".join(f"{status} {counts[status]}" for status in STATUSES)
+    return f"current view for {models.describe()}\n{counts['images']} images ({by_status}) -> {to}"
+
+
+def main(argv: list[str] | None = None, *, spark: SparkSession | None = None) -> int:
+    """The command line; `spark`: use this session (and leave it running) instead of the profile's."""
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from jobs.infer import load_bundle
+    from jobs.pipeline import build_spark, require_filesystems
+
+    session = spark
+    try:
+        settings = load_settings(args.profile, args.overrides)
+        models = CurrentModels.from_bundle(load_bundle(settings.model.uri, settings.model.heads),
+                                           embedding=settings.model.embedding)
+        check_targets(args.output, args.to)
+        session = session or build_spark(settings)
+        require_filesystems(session, {"--output": args.output, "--to": args.to})
+        counts = write_current(session, args.output, args.to, models)
+    except (ConfigError, ArtifactError, CurrentViewError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        if session is not None and spark is None:
+            session.stop()
+    print(render(counts, models, args.to), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
