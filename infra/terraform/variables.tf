@@ -131,12 +131,12 @@ variable "availability_zone" {
 
 variable "release_label" {
   type        = string
-  description = "EMR release (must include Spark)."
+  description = "EMR release. Only releases whose Spark is 3.5.6 (emr-7.11.x, emr-7.12.x, emr-7.13.x) are accepted: the job pins pyspark==3.5.6, so local tests run the cluster's Spark. The AWS provider itself passes any string through."
   default     = "emr-7.13.0"
 
   validation {
-    condition     = can(regex("^emr-[0-9]+\\.[0-9]+\\.[0-9]+$", var.release_label))
-    error_message = "release_label must look like emr-7.13.0."
+    condition     = can(regex("^emr-7\\.1[123]\\.[0-9]+$", var.release_label))
+    error_message = "release_label must be an EMR release that ships Spark 3.5.6 (emr-7.11.x, emr-7.12.x or emr-7.13.x): the job's pinned pyspark (3.5.6, requirements.txt) must match the cluster's Spark. Moving to another Spark means changing that pin and rerunning the suite first."
   }
 }
 
