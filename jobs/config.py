@@ -56,7 +56,7 @@ class ModelSettings:
     top_k: int = field(default=5, metadata=_check(lambda v: 1 <= v <= 100, "must be between 1 and 100"))
     embedding: bool = True  # add the L2-normalised embedding column (visual search)
     # Classifiers on the backbone's embedding, run in the same pass: [{name: category, uri: ...}].
-    # Each adds columns <name> and <name>_score.
+    # Each adds columns <name> and <name>_score; min_score (optional) leaves the label null below it.
     heads: list = field(default_factory=lambda: [{"name": "category", "uri": "model/artifacts/product_category_tflite"}])
 
 
@@ -153,16 +153,16 @@ def _spark_value(name: str, value: Any) -> str:
     raise ConfigError(f"spark.conf.{name}: expected a scalar, got {value!r}")
 
 
-RESERVED_COLUMNS = {"image_id", "url", "status", "error", "tags", "embedding", "model_name", "model_version",
-                    "models", "processed_at", "run_id"}
+RESERVED_COLUMNS = {"image_id", "url", "status", "error", "tags", "embedding", "embedding_norm", "path", "model_name",
+                    "model_version", "models", "processed_at", "run_id"}
 
 
 def _validate_heads(heads: list) -> None:
     seen = set()
     for i, head in enumerate(heads):
         key = f"model.heads[{i}]"
-        if not isinstance(head, dict) or set(head) != {"name", "uri"}:
-            raise ConfigError(f"{key}: expected a mapping with exactly the keys name and uri, got {head!r}")
+        if not isinstance(head, dict) or not {"name", "uri"} <= set(head) <= {"name", "uri", "min_score"}:
+            raise ConfigError(f"{key}: expected a mapping with the keys name and uri (and optionally min_score), got {head!r}")
         name, uri = head["name"], head["uri"]
         if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", name):
             raise ConfigError(f"{key}.name={name!r}: use lower-case letters, digits and _ (it names output columns)")
@@ -170,6 +170,9 @@ def _validate_heads(heads: list) -> None:
             raise ConfigError(f"{key}.name={name!r}: clashes with another output column")
         if not isinstance(uri, str) or not uri:
             raise ConfigError(f"{key}.uri: expected a path or s3:// URI")
+        floor = head.get("min_score")
+        if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor <= 1):
+            raise ConfigError(f"{key}.min_score={floor!r}: must be a probability between 0 and 1")
         seen.add(name)
 
 

@@ -40,18 +40,26 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ModelBundle:
-    """The backbone and its heads, as bytes: what the driver broadcasts to the workers."""
+    """The backbone and its heads, as bytes: what the driver broadcasts to the workers.
+
+    heads: (output column name, artifact) pairs; min_scores: each head's floor, in the same order
+    (None: no floor), below which its label is left null and only the score is kept.
+    """
 
     backbone: ModelArtifact
     heads: tuple[tuple[str, ModelArtifact], ...] = ()
+    min_scores: tuple[float | None, ...] = ()
 
     @property
     def key(self) -> tuple:
-        return (self.backbone.version, *((name, head.version) for name, head in self.heads))
+        return (self.backbone.version, *((name, head.version) for name, head in self.heads), self.min_scores)
 
     def versions(self) -> dict[str, str]:
         """Every model's name -> version, recorded on each output row."""
         return {self.backbone.name: self.backbone.version, **{head.name: head.version for _, head in self.heads}}
+
+    def min_score(self, index: int) -> float | None:
+        return self.min_scores[index] if index < len(self.min_scores) else None
 
 
 def load_bundle(uri: str, heads: list[dict]) -> ModelBundle:
@@ -69,7 +77,7 @@ def load_bundle(uri: str, heads: list[dict]) -> ModelBundle:
                 f"{artifact.meta.get('backbone_version')}, but the profile's backbone is {backbone.name} {backbone.version}"
             )
         loaded.append((head["name"], artifact))
-    return ModelBundle(backbone, tuple(loaded))
+    return ModelBundle(backbone, tuple(loaded), tuple(head.get("min_score") for head in heads))
 
 
 @dataclass
@@ -79,14 +87,26 @@ class Head:
     name: str
     run: Run
     class_names: list[str]
-    l2_input: bool = False
+    l2_input: bool = False  # trained on the L2-normalised embedding (else on the raw one)
+    min_score: float | None = None  # below it the label is null; the score is kept
+
+    def top1(self, raw: np.ndarray | None, unit: np.ndarray | None) -> list[tuple[str | None, float]]:
+        """(label, probability) of the best class per row; the label is None under min_score."""
+        probabilities = np.asarray(self.run(unit if self.l2_input else raw)["probabilities"])
+        best = probabilities.argmax(axis=1)
+        floor = self.min_score if self.min_score is not None else -1.0
+        return [
+            (self.class_names[b] if p[b] >= floor else None, float(p[b]))
+            for b, p in zip(best, probabilities, strict=True)
+        ]
 
 
 @dataclass
 class Prediction:
     tags: list[tuple[str, float]]
     embedding: list[float] | None = None
-    heads: list[tuple[str, float]] = field(default_factory=list)  # top-1 per head, in profile order
+    embedding_norm: float | None = None  # raw = embedding * norm: heads on raw embeddings need it later
+    heads: list[tuple[str | None, float]] = field(default_factory=list)  # top-1 per head, in profile order
 
 
 @dataclass
@@ -113,20 +133,37 @@ class Tagger:
             raw = np.asarray(outputs["embedding"], dtype=np.float32) if (self.heads or self.embedding) else None
             needs_unit = self.embedding or any(head.l2_input for head in self.heads)
             unit = l2_normalise(raw) if needs_unit else None
-            head_top = []
-            for head in self.heads:
-                head_probabilities = np.asarray(head.run(unit if head.l2_input else raw)["probabilities"])
-                best = head_probabilities.argmax(axis=1)
-                head_top.append([(head.class_names[b], float(p[b])) for b, p in zip(best, head_probabilities, strict=True)])
+            norms = np.linalg.norm(raw, axis=1) if self.embedding else None
+            head_top = [head.top1(raw, unit) for head in self.heads]
             for row in range(len(tags)):
                 results.append(
                     Prediction(
                         tags=tags[row],
                         embedding=unit[row].tolist() if self.embedding else None,
+                        embedding_norm=float(norms[row]) if self.embedding else None,
                         heads=[per_head[row] for per_head in head_top],
                     )
                 )
         return results
+
+
+def heads_on_stored(heads: list[Head], unit: np.ndarray, norms: np.ndarray, needed: list[set[str]]) -> list[dict]:
+    """Heads from stored embeddings, no image: per row, {head name: (label, score)} of the heads it needs.
+
+    unit: (N, D) L2-normalised embeddings as the output stores them; norms: (N,) their raw norms
+    (NaN where unknown: the planner sends rows that lack one to a full pass when a head needs
+    the raw embedding).
+    """
+    results: list[dict] = [{} for _ in range(len(unit))]
+    for head in heads:
+        rows = [i for i, wanted in enumerate(needed) if head.name in wanted]
+        if not rows:
+            continue
+        picked = unit[rows]
+        raw = None if head.l2_input else picked * norms[rows, None]
+        for row, answer in zip(rows, head.top1(raw, picked), strict=True):
+            results[row][head.name] = answer
+    return results
 
 
 def configure_tensorflow(threads: int) -> None:
@@ -222,8 +259,20 @@ def build_predictor(artifact: ModelArtifact, batch_size: int, threads: int = 0) 
     return lambda batch: run(batch)["probabilities"]
 
 
-_WORKER_TAGGERS: dict[tuple, Tagger] = {}
+_WORKER_TAGGERS: dict[tuple, Tagger | list[Head]] = {}
 _WORKER_LOCK = threading.Lock()
+
+
+def takes_unit_embedding(head: ModelArtifact) -> bool:
+    return head.meta.get("input_normalisation") == "l2"
+
+
+def _build_heads(models: ModelBundle, batch_size: int, threads: int) -> list[Head]:
+    return [
+        Head(name, build_model_runner(head, batch_size, threads), head.class_names, takes_unit_embedding(head),
+             models.min_score(i))
+        for i, (name, head) in enumerate(models.heads)
+    ]
 
 
 def tagger_for_worker(
@@ -233,15 +282,20 @@ def tagger_for_worker(
     key = (models.key, top_k, batch_size, embedding, os.getpid())
     with _WORKER_LOCK:
         if key not in _WORKER_TAGGERS:
-            heads = [
-                Head(name, build_model_runner(head, batch_size, threads), head.class_names,
-                     head.meta.get("input_normalisation") == "l2")
-                for name, head in models.heads
-            ]
             backbone = models.backbone
             _WORKER_TAGGERS[key] = Tagger(
-                build_model_runner(backbone, batch_size, threads), backbone.class_names, top_k, batch_size, heads, embedding
+                build_model_runner(backbone, batch_size, threads), backbone.class_names, top_k, batch_size,
+                _build_heads(models, batch_size, threads), embedding,
             )
+        return _WORKER_TAGGERS[key]
+
+
+def heads_for_worker(models: ModelBundle, *, batch_size: int, threads: int) -> list[Head]:
+    """The worker's heads alone (no backbone): for rows whose embedding the output already holds."""
+    key = ("heads", models.key, batch_size, os.getpid())
+    with _WORKER_LOCK:
+        if key not in _WORKER_TAGGERS:
+            _WORKER_TAGGERS[key] = _build_heads(models, batch_size, threads)
         return _WORKER_TAGGERS[key]
 
 

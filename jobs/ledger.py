@@ -1,7 +1,12 @@
 """The output dataset as a ledger of finished work, and the run state that makes runs resumable.
 
-Every output row carries (image_id, model_version, run_id). A run's state lives beside the
-data in OUTPUT/_image_tagger/ (readers of Parquet datasets skip names starting with "_"):
+Every output row carries (image_id, model_version, models, run_id). An image is done for the
+exact set of models it was tagged with: the backbone's tags, its embedding when the profile
+wants one, and each head at its version on that backbone version. `plan_paths` works out per
+image what is missing and how to get it: nothing (skip), only heads whose input, the embedding,
+the output already holds (the stored-embedding path: no fetch, decode or backbone), or a full
+pass. A run's state lives beside the data in OUTPUT/_image_tagger/ (readers of Parquet
+datasets skip names starting with "_"):
 which run is in flight for these arguments, how many chunks it has and which are committed.
 Chunks are appended with Spark's commit protocol, so a reader sees a chunk's files only once
 the chunk is committed, never half-written files.
@@ -17,12 +22,15 @@ from dataclasses import asdict, dataclass, field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.infer import ModelBundle
+from jobs.pipeline import PATH_FULL, PATH_STORED_EMBEDDING
+
 STATE_DIR = "_image_tagger"
 
 
-def run_key(manifest: str, output: str, model_version: str, incremental: bool) -> str:
+def run_key(manifest: str, output: str, model_set: str, incremental: bool) -> str:
     """Same arguments -> same key: how a restarted job finds the run it should resume."""
-    text = json.dumps([manifest, output.rstrip("/"), model_version, incremental])
+    text = json.dumps([manifest, output.rstrip("/"), model_set, incremental])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -37,7 +45,7 @@ class RunState:
     status: str = "running"  # running | done
     staged: bool = False
     done_chunks: list[int] = field(default_factory=list)
-    counts: dict = field(default_factory=dict)  # rows_in, duplicates, ledger_skipped
+    counts: dict = field(default_factory=dict)  # rows_in, unique, after_ledger, stored_embedding
 
 
 class OutputStore:
@@ -89,13 +97,69 @@ class OutputStore:
 
 
 def finished_rows(spark: SparkSession, store: OutputStore) -> DataFrame | None:
-    """(image_id, model_version, status, run_id) of every row already in the output, or None."""
+    """Every row already in the output, or None. Runs differ in columns (heads come and go), so
+    the schemas of all files are merged."""
     if not store.has_data():
         return None
-    existing = spark.read.parquet(store.uri)
-    run_id = F.col("run_id") if "run_id" in existing.columns else F.lit(None).cast("string")
-    return existing.select("image_id", "model_version", "status", run_id.alias("run_id"))
+    existing = spark.read.option("mergeSchema", "true").parquet(store.uri)
+    if "run_id" not in existing.columns:
+        existing = existing.withColumn("run_id", F.lit(None).cast("string"))
+    return existing
 
 
 def skip_done(pending: DataFrame, done_ids: DataFrame) -> DataFrame:
     return pending.join(done_ids.select("image_id").distinct(), "image_id", "left_anti")
+
+
+def _present(ledger: DataFrame, column: str):
+    return F.col(column).isNotNull() if column in ledger.columns else F.lit(False)
+
+
+def coverage(ledger: DataFrame, models: ModelBundle) -> DataFrame:
+    """Per image_id, what its ok rows for this backbone version hold: tags, a stored embedding
+    (one with its norm, so heads on the raw embedding can use it too), each current head."""
+    ok = ledger.where((F.col("status") == "ok") & (F.col("model_version") == models.backbone.version))
+    held = []
+    for i, (column, head) in enumerate(models.heads):
+        version = F.element_at("models", head.name) == head.version if "models" in ledger.columns else F.lit(False)
+        held.append(F.max(F.coalesce(version, F.lit(False)) & _present(ledger, f"{column}_score")).alias(f"held_{i}"))
+    return ok.groupBy("image_id").agg(
+        F.max(_present(ledger, "tags")).alias("has_tags"),
+        F.max(_present(ledger, "embedding_norm")).alias("has_embedding"),
+        *held,
+    )
+
+
+def plan_paths(rows: DataFrame, covered: DataFrame | None, models: ModelBundle, embedding: bool) -> DataFrame:
+    """(image_id, url) -> (image_id, url, path, needed) for the rows with work left.
+
+    path: "full" when the backbone must run (no tags for this backbone version, a wanted
+    embedding missing, or heads missing and no stored embedding to run them on);
+    "stored_embedding" when only heads are missing (needed: their column names); images with
+    nothing missing are dropped. `covered` None (no earlier output): every row is full.
+    """
+    no_heads = F.array().cast("array<string>")
+    if covered is None:
+        return rows.select("image_id", "url", F.lit(PATH_FULL).alias("path"), no_heads.alias("needed"))
+    joined = rows.join(covered, "image_id", "left")
+    missing = F.filter(
+        F.array(*[F.when(~F.coalesce(F.col(f"held_{i}"), F.lit(False)), F.lit(column))
+                  for i, (column, _head) in enumerate(models.heads)]),
+        lambda column: column.isNotNull(),
+    ) if models.heads else no_heads
+    has_tags, has_embedding = F.coalesce("has_tags", F.lit(False)), F.coalesce("has_embedding", F.lit(False))
+    heads_missing = F.size(missing) > 0
+    full = ~has_tags | (F.lit(embedding) & ~has_embedding) | (heads_missing & ~has_embedding)
+    path = F.when(full, PATH_FULL).when(heads_missing, PATH_STORED_EMBEDDING)
+    planned = joined.select("image_id", "url", path.alias("path"), F.when(full, no_heads).otherwise(missing).alias("needed"))
+    return planned.where(F.col("path").isNotNull())
+
+
+def stored_embeddings(ledger: DataFrame, models: ModelBundle, image_ids: DataFrame) -> DataFrame:
+    """(image_id, embedding, embedding_norm): the latest embedding each of these images has for
+    this backbone version."""
+    rows = ledger.where(
+        (F.col("status") == "ok") & (F.col("model_version") == models.backbone.version) & F.col("embedding_norm").isNotNull()
+    ).join(image_ids, "image_id", "left_semi")
+    latest = rows.groupBy("image_id").agg(F.max_by(F.struct("embedding", "embedding_norm"), "processed_at").alias("e"))
+    return latest.select("image_id", "e.embedding", "e.embedding_norm")

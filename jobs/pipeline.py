@@ -29,10 +29,15 @@ RESULT_TYPE = T.StructType(
         T.StructField("tag_labels", T.ArrayType(T.StringType())),
         T.StructField("tag_scores", T.ArrayType(T.FloatType())),
         T.StructField("embedding", T.ArrayType(T.FloatType())),
+        T.StructField("embedding_norm", T.FloatType()),
         T.StructField("head_labels", T.ArrayType(T.StringType())),
         T.StructField("head_scores", T.ArrayType(T.FloatType())),
     ]
 )
+# How a row's results were computed: fetched, decoded and run through the backbone, or heads
+# applied to an embedding the output already held for the same backbone version.
+PATH_FULL = "full"
+PATH_STORED_EMBEDDING = "stored_embedding"
 TAG_TYPE = T.StructType([T.StructField("label", T.StringType()), T.StructField("score", T.FloatType())])
 OUTPUT_SCHEMA = T.StructType(
     [
@@ -41,6 +46,7 @@ OUTPUT_SCHEMA = T.StructType(
         T.StructField("status", T.StringType()),
         T.StructField("error", T.StringType()),
         T.StructField("tags", T.ArrayType(TAG_TYPE, containsNull=False)),
+        T.StructField("path", T.StringType(), False),
         T.StructField("model_name", T.StringType(), False),
         T.StructField("model_version", T.StringType(), False),
         T.StructField("models", T.MapType(T.StringType(), T.StringType(), False), False),
@@ -104,24 +110,30 @@ def require_filesystems(spark: SparkSession, uris: dict[str, str]) -> None:
             ) from None
 
 
-def make_tag_udf(models_bc, settings: Settings, stage_times):
-    """The vectorised UDF: url batches -> RESULT_TYPE; model built once per Python worker."""
+def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed: bool = True):
+    """The vectorised UDF: batches of (url, path, embedding, embedding_norm, needed) -> RESULT_TYPE.
 
-    def tag_batches(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+    Rows on the full path are fetched, decoded and run through the backbone and every head;
+    rows on the stored-embedding path only through the heads they need. Models are built once
+    per Python worker; with backbone_needed=False (every row has a stored embedding) the
+    backbone is never loaded.
+    """
+
+    def tag_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         # Imported here: these run on the executor, never at import time on the driver.
-        from jobs.infer import tagger_for_worker, worker_model_loads
-        from jobs.tagging import start_loading, tag_loaded
+        from jobs.infer import heads_for_worker, tagger_for_worker, worker_model_loads
+        from jobs.tagging import start_loading, tag_batch
 
         timings: Counter = Counter(tasks=1)
         started = time.perf_counter()
         loads_before = worker_model_loads()
-        tagger = tagger_for_worker(
-            models_bc.value,
-            top_k=settings.model.top_k,
-            batch_size=settings.inference.batch_size,
-            threads=settings.inference.threads,
-            embedding=settings.model.embedding,
-        )
+        models = models_bc.value
+        batch_size, threads = settings.inference.batch_size, settings.inference.threads
+        tagger = None
+        if backbone_needed:
+            tagger = tagger_for_worker(models, top_k=settings.model.top_k, batch_size=batch_size, threads=threads,
+                                       embedding=settings.model.embedding)
+        heads = tagger.heads if tagger else heads_for_worker(models, batch_size=batch_size, threads=threads)
         load_s = time.perf_counter() - started
         timings.update(model_load_s=load_s, model_builds=worker_model_loads() - loads_before)
         timings["model_load_s_max"] = load_s
@@ -134,15 +146,16 @@ def make_tag_udf(models_bc, settings: Settings, stage_times):
             batch_iter = iter(batches)
             while True:
                 waited = time.perf_counter()
-                urls = next(batch_iter, None)  # time spent here is Spark reading and shipping input
+                batch = next(batch_iter, None)  # time spent here is Spark reading and shipping input
                 timings["spark_io_s"] += time.perf_counter() - waited
-                if urls is not None:
-                    in_flight.append(start_loading(urls.tolist(), settings, pool))
+                if batch is not None:
+                    full = (batch["path"] == PATH_FULL).to_numpy()
+                    in_flight.append((batch, full, start_loading(batch["url"][full].tolist(), settings, pool)))
                     if len(in_flight) <= prefetch:
                         continue
                 if not in_flight:
                     break
-                result = tag_loaded(in_flight.popleft(), tagger, timings)
+                result = tag_batch(*in_flight.popleft(), tagger, heads, timings)
                 waited = time.perf_counter()
                 yield result  # ... and here, Spark taking the output (Arrow, Parquet write)
                 timings["spark_io_s"] += time.perf_counter() - waited
@@ -155,15 +168,27 @@ def make_tag_udf(models_bc, settings: Settings, stage_times):
 
 
 def tag_dataframe(
-    pending: DataFrame, models: ModelBundle | ModelArtifact, settings: Settings, stage_times=None, run_id: str = "adhoc"
+    pending: DataFrame, models: ModelBundle | ModelArtifact, settings: Settings, stage_times=None, run_id: str = "adhoc",
+    *, backbone_needed: bool = True,
 ) -> DataFrame:
-    """(image_id, url) -> the output schema, one row per input row, every model in one pass."""
+    """(image_id, url) -> the output schema, one row per input row, every model in one pass.
+
+    Rows may also carry a plan (path, needed heads, the stored embedding and its norm, see
+    jobs.ledger.plan_paths); without one every row takes the full path.
+    """
     models = models if isinstance(models, ModelBundle) else ModelBundle(models)
     spark = pending.sparkSession
     models_bc = spark.sparkContext.broadcast(models)
     stage_times = stage_times or spark.sparkContext.accumulator(Counter(), StageTimes())
-    tag_udf = make_tag_udf(models_bc, settings, stage_times)
-    result = pending.withColumn("result", tag_udf(F.col("url")))
+    tag_udf = make_tag_udf(models_bc, settings, stage_times, backbone_needed=backbone_needed)
+    plan = {
+        "path": F.lit(PATH_FULL),
+        "embedding": F.lit(None).cast("array<float>"),
+        "embedding_norm": F.lit(None).cast("float"),
+        "needed": F.array().cast("array<string>"),
+    }
+    pending = pending.select("image_id", "url", *[F.col(c) if c in pending.columns else v.alias(c) for c, v in plan.items()])
+    result = pending.withColumn("result", tag_udf(F.struct("url", "path", "embedding", "embedding_norm", "needed")))
     columns = [
         "image_id",
         "url",
@@ -176,16 +201,30 @@ def tag_dataframe(
     for i, (name, _head) in enumerate(models.heads):
         columns += [F.col("result.head_labels")[i].alias(name), F.col("result.head_scores")[i].alias(f"{name}_score")]
     if settings.model.embedding:
-        columns.append(F.col("result.embedding").alias("embedding"))
-    versions = [F.lit(x) for pair in models.versions().items() for x in pair]
-    columns += [
+        columns += [F.col("result.embedding").alias("embedding"), F.col("result.embedding_norm").alias("embedding_norm")]
+    return result.select(*columns, "path", *_provenance(models, run_id))
+
+
+def _provenance(models: ModelBundle, run_id: str) -> list:
+    """Which models made the row: all of them on the full path; on the stored-embedding path the
+    backbone (whose embedding the heads read) and only the heads that row needed."""
+    backbone = F.create_map(F.lit(models.backbone.name), F.lit(models.backbone.version))
+    held = F.filter(
+        F.array(*[F.struct(F.lit(head.name).alias("key"), F.lit(head.version).alias("value"),
+                           ((F.col("path") == PATH_FULL) | F.array_contains("needed", name)).alias("held"))
+                  for name, head in models.heads]),
+        lambda entry: entry["held"],
+    ) if models.heads else None
+    versions = backbone if held is None else F.map_concat(
+        backbone, F.map_from_entries(F.transform(held, lambda entry: F.struct(entry["key"], entry["value"])))
+    )
+    return [
         F.lit(models.backbone.name).alias("model_name"),
         F.lit(models.backbone.version).alias("model_version"),
-        F.create_map(*versions).alias("models"),
+        versions.alias("models"),
         F.current_timestamp().alias("processed_at"),
         F.lit(run_id).alias("run_id"),
     ]
-    return result.select(*columns)
 
 
 def output_schema(models: ModelBundle, settings: Settings) -> T.StructType:
@@ -195,5 +234,5 @@ def output_schema(models: ModelBundle, settings: Settings) -> T.StructType:
     for name, _head in models.heads:
         extra += [T.StructField(name, T.StringType()), T.StructField(f"{name}_score", T.FloatType())]
     if settings.model.embedding:
-        extra.append(T.StructField("embedding", T.ArrayType(T.FloatType())))
+        extra += [T.StructField("embedding", T.ArrayType(T.FloatType())), T.StructField("embedding_norm", T.FloatType())]
     return T.StructType(fields[:5] + extra + fields[5:])

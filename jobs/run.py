@@ -2,8 +2,10 @@
 
 Accounting: rows in = ok + error + skipped, checked at the end from what was written.
 - skipped = duplicate image_ids in the manifest (the first row of each image_id is tagged,
-  the rest are counted, not tagged) + rows the ledger already has (`--incremental`: an `ok`
-  row for the same image_id and model_version from an earlier run).
+  the rest are counted, not tagged) + rows the ledger already has (`--incremental`: ok rows
+  of earlier runs that hold every model of the current set, see jobs.ledger.plan_paths).
+- ok rows come from two paths: full (fetch, decode, backbone, heads) and stored embedding
+  (only the heads an image lacks, run on the embedding an earlier run stored).
 - Resume: the same arguments find the unfinished run's state and continue at its first
   uncommitted chunk; rows that run already wrote are neither redone nor duplicated.
 """
@@ -22,9 +24,19 @@ from pyspark.sql import functions as F
 
 from jobs.config import Settings
 from jobs.infer import ModelBundle
-from jobs.ledger import OutputStore, RunState, finished_rows, new_run_id, run_key, skip_done
+from jobs.ledger import (
+    OutputStore,
+    RunState,
+    coverage,
+    finished_rows,
+    new_run_id,
+    plan_paths,
+    run_key,
+    skip_done,
+    stored_embeddings,
+)
 from jobs.manifest import read_manifest
-from jobs.pipeline import StageTimes, tag_dataframe
+from jobs.pipeline import PATH_STORED_EMBEDDING, StageTimes, tag_dataframe
 from model.artifact import ModelArtifact
 
 log = logging.getLogger(__name__)
@@ -44,31 +56,32 @@ class JobArgs:
     profile: str | None = None
 
 
-def plan_pending(manifest: DataFrame, ledger: DataFrame | None, *, model_version: str, run_id: str,
+def plan_pending(manifest: DataFrame, ledger: DataFrame | None, *, models: ModelBundle, embedding: bool, run_id: str,
                  incremental: bool, partitions: int, single_pass: bool = True) -> tuple[DataFrame, Callable[[], dict]]:
-    """Manifest -> rows still to tag, and a function giving the accounting counts after the action.
+    """Manifest -> rows still to tag with their path, and a function giving the accounting counts after the action.
 
     single_pass: the counts are observed while the tagging pass runs and the dedup reuses the
     repartition shuffle. Otherwise (the straightforward way) each count is its own Spark action.
     """
-    observations = {name: Observation(name) for name in ("rows_in", "unique", "after_ledger")}
+    stored = F.coalesce(F.sum(F.when(F.col("path") == PATH_STORED_EMBEDDING, 1).otherwise(0)), F.lit(0))
+    metrics = {"rows_in": [], "unique": [], "after_ledger": [stored.alias("stored")]}
+    observations = {name: Observation(name) for name in metrics}
     counted: dict[str, int] = {}
 
     def measure(df: DataFrame, name: str) -> DataFrame:
         if single_pass:
-            return df.observe(observations[name], F.count(F.lit(1)).alias("n"))
+            return df.observe(observations[name], F.count(F.lit(1)).alias("n"), *metrics[name])
         counted[name] = df.count()
+        if name == "after_ledger":
+            counted["stored_embedding"] = df.where(F.col("path") == PATH_STORED_EMBEDDING).count()
         return df
 
     rows = measure(manifest, "rows_in")
     if partitions and single_pass:
         rows = rows.repartition(partitions, "image_id")  # the dedup below reuses this shuffle
     rows = measure(rows.dropDuplicates(["image_id"]), "unique")
-    if ledger is not None:
-        same_model = ledger.where(F.col("model_version") == model_version)
-        if incremental:
-            earlier_ok = same_model.where((F.col("status") == "ok") & ~F.col("run_id").eqNullSafe(run_id))
-            rows = skip_done(rows, earlier_ok)
+    earlier = ledger.where(~F.col("run_id").eqNullSafe(run_id)) if ledger is not None and incremental else None
+    rows = plan_paths(rows, coverage(earlier, models) if earlier is not None else None, models, embedding)
     rows = measure(rows, "after_ledger")
     if ledger is not None:
         rows = skip_done(rows, ledger.where(F.col("run_id") == run_id))  # resumed: already written
@@ -76,9 +89,10 @@ def plan_pending(manifest: DataFrame, ledger: DataFrame | None, *, model_version
         rows = rows.repartition(partitions)
 
     def counts() -> dict:
-        if single_pass:
-            return {name: int(obs.get["n"]) for name, obs in observations.items()}
-        return counted
+        if not single_pass:
+            return counted
+        values = {name: int(obs.get["n"]) for name, obs in observations.items()}
+        return {**values, "stored_embedding": int(observations["after_ledger"].get["stored"])}
 
     return rows, counts
 
@@ -89,11 +103,12 @@ class Run:
     def __init__(self, spark: SparkSession, settings: Settings, models: ModelBundle | ModelArtifact, args: JobArgs):
         models = models if isinstance(models, ModelBundle) else ModelBundle(models)
         self.spark, self.settings, self.models, self.args = spark, settings, models, args
-        self.artifact = models.backbone  # the ledger is keyed by the backbone's version
+        self.artifact = models.backbone
         self.store = OutputStore(spark, args.output)
         self.stage_times = spark.sparkContext.accumulator(Counter(), StageTimes())
         self.phases: Counter = Counter()
-        self.key = run_key(args.manifest, args.output, "+".join(models.versions().values()), args.incremental)
+        model_set = "+".join(models.versions().values()) + f"|embedding={settings.model.embedding}|floors={models.min_scores}"
+        self.key = run_key(args.manifest, args.output, model_set, args.incremental)
 
     def _start_or_resume(self) -> tuple[RunState, bool]:
         state = self.store.read_state(self.key)
@@ -106,9 +121,9 @@ class Run:
         self.store.write_state(self.key, state)
         return state, False
 
-    def _write(self, pending: DataFrame, run_id: str) -> None:
+    def _write(self, pending: DataFrame, run_id: str, backbone_needed: bool = True) -> None:
         started = time.perf_counter()
-        tagged = tag_dataframe(pending, self.models, self.settings, self.stage_times, run_id)
+        tagged = tag_dataframe(pending, self.models, self.settings, self.stage_times, run_id, backbone_needed=backbone_needed)
         tagged.write.mode("append").parquet(self.args.output)
         ended = time.time()
         self.phases["tag_and_write_s"] += time.perf_counter() - started
@@ -122,10 +137,14 @@ class Run:
         ledger = finished_rows(self.spark, self.store)
         self.phases["read_manifest_s"] += time.perf_counter() - started
         partitions = self.settings.spark.partitions
-        plan = dict(model_version=self.artifact.version, run_id=state.run_id, incremental=self.args.incremental,
-                    single_pass=self.settings.spark.single_pass)
+        plan = dict(models=self.models, embedding=self.settings.model.embedding, run_id=state.run_id,
+                    incremental=self.args.incremental, single_pass=self.settings.spark.single_pass)
+        # Heads on stored embeddings need the plan on disk first: its stored rows are joined to
+        # their embeddings in one pass over the output, before any chunk is tagged.
+        stored_possible = (self.args.incremental and ledger is not None and bool(self.models.heads)
+                           and "embedding_norm" in ledger.columns)
 
-        if state.chunks == 1:
+        if state.chunks == 1 and not stored_possible:
             pending, counts = plan_pending(manifest, ledger, partitions=partitions, **plan)
             self._write(pending, state.run_id)
             state.counts = counts()
@@ -134,22 +153,18 @@ class Run:
             staging = f"{self.store.uri}/{STAGING}/{state.run_id}"
             if not state.staged:
                 pending, counts = plan_pending(manifest, ledger, partitions=0, **plan)
-                pending.withColumn("chunk", F.pmod(F.xxhash64("image_id"), F.lit(state.chunks))).write.mode(
-                    "overwrite"
-                ).partitionBy("chunk").parquet(staging)
-                state.counts = counts()
-                state.staged = True
-                self.store.write_state(self.key, state)
+                self._stage(pending, counts, ledger, staging, state)
             mine = ledger.where(F.col("run_id") == state.run_id) if resumed and ledger is not None else None
+            backbone_needed = state.counts["after_ledger"] > state.counts.get("stored_embedding", 0)
             for chunk in range(state.chunks):
                 if chunk in state.done_chunks:
                     continue
-                rows = self.spark.read.parquet(staging).where(F.col("chunk") == chunk).select("image_id", "url")
+                rows = self.spark.read.parquet(staging).where(F.col("chunk") == chunk).drop("chunk")
                 if mine is not None:
                     rows = skip_done(rows, mine)  # a kill during a chunk's commit left some of it
                 if partitions:
                     rows = rows.repartition(partitions)
-                self._write(rows, state.run_id)
+                self._write(rows, state.run_id, backbone_needed)
                 state.done_chunks.append(chunk)
                 self.store.write_state(self.key, state)
                 log.info("chunk %d/%d committed", len(state.done_chunks), state.chunks)
@@ -160,6 +175,22 @@ class Run:
         self.store.write_state(self.key, state)
         return {"run_id": state.run_id, "resumed": resumed, **counts}
 
+    def _stage(self, pending: DataFrame, counts: Callable[[], dict], ledger: DataFrame | None, staging: str,
+               state: RunState) -> None:
+        """Write the plan to staging, split into chunks; rows on the stored-embedding path carry their embedding."""
+        chunked = pending.withColumn("chunk", F.pmod(F.xxhash64("image_id"), F.lit(state.chunks)))
+        plan_dir = f"{staging}-plan"
+        chunked.write.mode("overwrite").partitionBy("chunk").parquet(plan_dir)
+        state.counts = counts()
+        planned = self.spark.read.parquet(plan_dir)
+        if state.counts["stored_embedding"]:
+            ids = planned.where(F.col("path") == PATH_STORED_EMBEDDING).select("image_id")
+            planned = planned.join(stored_embeddings(ledger, self.models, ids), "image_id", "left")
+        planned.write.mode("overwrite").partitionBy("chunk").parquet(staging)
+        self.store.delete(STAGING, f"{state.run_id}-plan")
+        state.staged = True
+        self.store.write_state(self.key, state)
+
     def _account(self, state: RunState) -> dict:
         started = time.perf_counter()
         written = self.spark.read.parquet(self.args.output).where(F.col("run_id") == state.run_id)
@@ -167,6 +198,7 @@ class Run:
         rows_in = state.counts["rows_in"]
         duplicates = rows_in - state.counts["unique"]
         ledger_skipped = state.counts["unique"] - state.counts["after_ledger"]
+        stored = state.counts.get("stored_embedding", 0)
         counts = {
             "rows_in": rows_in,
             "ok": by_status["ok"],
@@ -174,6 +206,8 @@ class Run:
             "skipped": duplicates + ledger_skipped,
             "skipped_duplicates": duplicates,
             "skipped_done": ledger_skipped,
+            "path_full": state.counts["after_ledger"] - stored,
+            "path_stored_embedding": stored,
         }
         self.phases["account_s"] += time.perf_counter() - started
         if counts["ok"] + counts["error"] + counts["skipped"] != rows_in:
@@ -213,6 +247,9 @@ def metrics_record(run: Run, result: dict, *, main_started: float, session_s: fl
         "model_version": run.artifact.version,
         "models": run.models.versions(),
         **{k: result[k] for k in ("rows_in", "ok", "error", "skipped", "skipped_duplicates", "skipped_done")},
+        # How the tagged rows were made: fetch + decode + backbone, or heads on a stored embedding.
+        "paths": {"full": result["path_full"], "stored_embedding": result["path_stored_embedding"]},
+        "stored_embedding_s": times.get("stored_embedding_s", 0.0),
         "tagged": int(times.get("images", 0)),
         "wall_s": wall_s,
         "driver_wall_s": ended - main_started,
@@ -251,7 +288,9 @@ def render_summary(record: dict, examples: list[dict]) -> str:
         f"ok          {record['ok']}",
         f"error       {record['error']}",
         f"skipped     {record['skipped']} ({record['skipped_duplicates']} duplicate image_id, "
-        f"{record['skipped_done']} already tagged)",
+        f"{record['skipped_done']} already tagged by these models)",
+        f"paths       {record['paths']['full']} full (fetch, decode, backbone, heads), "
+        f"{record['paths']['stored_embedding']} heads only, on stored embeddings (no fetch)",
         f"wall        {record['wall_s']:.1f} s, {record['images_per_s']:.1f} images/s end to end; "
         f"start-up {record['startup_s']:.1f} s, then {record['steady_images_per_s']:.1f} images/s steady",
         "stages      " + ", ".join(f"{k[:-2]} {stages[k]:.1f}s" for k in ("read_manifest_s", "fetch_s", "decode_s", "infer_s",

@@ -19,11 +19,11 @@ import pandas as pd
 from jobs.config import Settings
 from jobs.decode import DecodeError, prepare
 from jobs.fetch import FetchError, fetch
-from jobs.infer import Prediction, Tagger
+from jobs.infer import Head, Prediction, Tagger, heads_on_stored
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
-RESULT_COLUMNS = ["status", "error", "tag_labels", "tag_scores", "embedding", "head_labels", "head_scores"]
+RESULT_COLUMNS = ["status", "error", "tag_labels", "tag_scores", "embedding", "embedding_norm", "head_labels", "head_scores"]
 
 
 @dataclass
@@ -72,10 +72,41 @@ def tag_urls(urls: list[str], tagger: Tagger, settings: Settings, pool: Executor
 
     `timings` accumulates seconds per stage (fetch and decode summed over threads).
     """
-    return tag_loaded(start_loading(urls, settings, pool), tagger, timings)
+    return pd.DataFrame(tag_loaded(start_loading(urls, settings, pool), tagger, timings), columns=RESULT_COLUMNS)
 
 
-def tag_loaded(futures: list[Future], tagger: Tagger, timings: Counter) -> pd.DataFrame:
+def tag_batch(batch: pd.DataFrame, full: np.ndarray, futures: list[Future], tagger: Tagger | None, heads: list[Head],
+              timings: Counter) -> pd.DataFrame:
+    """One Arrow batch: full rows (their loads in `futures`) through the backbone and heads,
+    stored-embedding rows through the heads they need alone. RESULT_COLUMNS, in input order."""
+    rows: list = [None] * len(batch)
+    if full.any():
+        for i, row in zip(np.flatnonzero(full), tag_loaded(futures, tagger, timings), strict=True):
+            rows[i] = row
+    stored = np.flatnonzero(~full)
+    if len(stored):
+        for i, row in zip(stored, stored_embedding_rows(batch.iloc[stored], heads, timings), strict=True):
+            rows[i] = row
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def stored_embedding_rows(batch: pd.DataFrame, heads: list[Head], timings: Counter) -> list[tuple]:
+    """Result rows of heads run on embeddings the output already holds: no fetch, decode or backbone."""
+    started = time.perf_counter()
+    unit = np.stack(batch["embedding"].to_numpy()).astype(np.float32)
+    norms = pd.to_numeric(batch["embedding_norm"]).to_numpy(dtype=np.float32, na_value=np.nan)
+    answers = heads_on_stored(heads, unit, norms, [set(needed) for needed in batch["needed"]])
+    timings["stored_embedding_rows"] += len(batch)
+    timings["stored_embedding_s"] += time.perf_counter() - started
+    missing = (None, None)
+    return [
+        (STATUS_OK, None, None, None, None, None, [answer.get(head.name, missing)[0] for head in heads],
+         [answer.get(head.name, missing)[1] for head in heads])
+        for answer in answers
+    ]
+
+
+def tag_loaded(futures: list[Future], tagger: Tagger, timings: Counter) -> list[tuple]:
     """Wait for a batch's loads, run the model on the good images, build the result rows."""
     waited = time.perf_counter()
     loaded = [future.result() for future in futures]
@@ -100,8 +131,8 @@ def tag_loaded(futures: list[Future], tagger: Tagger, timings: Counter) -> pd.Da
             p = predictions[i]
             rows.append((
                 STATUS_OK, None, [label for label, _ in p.tags], [score for _, score in p.tags], p.embedding,
-                [label for label, _ in p.heads], [score for _, score in p.heads],
+                p.embedding_norm, [label for label, _ in p.heads], [score for _, score in p.heads],
             ))
         else:
-            rows.append((STATUS_ERROR, item.error or infer_error, None, None, None, None, None))
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+            rows.append((STATUS_ERROR, item.error or infer_error, None, None, None, None, None, None))
+    return rows

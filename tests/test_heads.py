@@ -10,15 +10,15 @@ from jobs.pipeline import output_schema, tag_dataframe
 from model.artifact import ArtifactError, save_keras_artifact
 
 
-def make_head(out_dir, backbone_version, *, kind="head", classes=("light", "dark", "other")):
+def make_head(out_dir, backbone_version, *, kind="head", classes=("light", "dark", "other"), name="test_head"):
     """A tiny real Keras head on the 1280-d embedding (random weights: we test plumbing here)."""
     import keras
 
     inputs = keras.Input((1280,), name="embedding")
     outputs = keras.layers.Dense(len(classes), activation="softmax", name="category")(inputs)
-    model = keras.Model(inputs, outputs, name="test_head")
+    model = keras.Model(inputs, outputs, name=name)
     save_keras_artifact(
-        model, out_dir, name="test_head", class_names=list(classes),
+        model, out_dir, name=name, class_names=list(classes),
         extra_meta={"kind": kind, "input": "embedding", "input_normalisation": "l2", "backbone": "efficientnet_lite0",
                     "backbone_version": backbone_version, "num_classes": len(classes)},
     )
@@ -37,7 +37,9 @@ def test_profile_lists_heads(head_dir):
         ("model.heads=[{name: tags, uri: x}]", "clashes with another output column"),
         ("model.heads=[{name: Bad-Name, uri: x}]", "use lower-case letters"),
         ("model.heads=[{name: a, uri: x}, {name: a, uri: y}]", "clashes"),
-        ("model.heads=[{name: a}]", "exactly the keys name and uri"),
+        ("model.heads=[{name: a}]", "the keys name and uri"),
+        ("model.heads=[{name: a, uri: x, min_score: 2}]", "must be a probability between 0 and 1"),
+        ("model.heads=[{name: a, uri: x, floor: 0.5}]", "the keys name and uri"),
     ]:
         with pytest.raises(ConfigError, match=message):
             load_settings(overrides=[bad])

@@ -1,0 +1,153 @@
+"""The ledger per model set: reruns do only what each image lacks, heads from stored embeddings."""
+
+import shutil
+from unittest import mock
+
+import pytest
+from pyspark.sql import functions as F
+
+from jobs.config import load_settings
+from jobs.infer import ModelBundle
+from jobs.run import JobArgs, Run
+from model.artifact import ModelArtifact, load_artifact
+from tests.test_heads import make_head
+
+pytestmark = pytest.mark.spark
+
+
+@pytest.fixture(scope="module")
+def backbone(model_dir):
+    return load_artifact(str(model_dir.parent / "efficientnet_lite0_tflite"))
+
+
+@pytest.fixture(scope="module")
+def heads(tmp_path_factory, artifact):
+    """Two heads, and a retrained A (new weights, so a new version), on the backbone's embedding."""
+    root = tmp_path_factory.mktemp("heads")
+    names = {"a": "head_a", "b": "head_b", "a2": "head_a"}  # a2: head_a retrained
+    made = {key: load_artifact(str(make_head(root / key, artifact.version, name=name))) for key, name in names.items()}
+    assert len({head.version for head in made.values()}) == 3
+    return made
+
+
+@pytest.fixture
+def catalogue(photos, tmp_path):
+    """Three photos (copies the test may delete) and a broken file; a manifest of them."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("coffee", "chelsea", "rocket"):
+        shutil.copy(photos[name], folder / photos[name].name)
+    (folder / "bad.jpg").write_text("not an image")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("image_id,url\n" + "".join(f"{p.stem},{p.as_uri()}\n" for p in sorted(folder.iterdir())))
+    return folder, str(manifest)
+
+
+def bundle(backbone, heads, names, *, version=None):
+    backbone = backbone if version is None else ModelArtifact({**backbone.meta, "version": version}, backbone.files)
+    columns = {"a2": "a"}  # the retrained head writes the same column
+    return ModelBundle(backbone, tuple((columns.get(n, n), heads[n]) for n in names))
+
+
+def run(spark, models, manifest, out, *, incremental, embedding=True, chunks=1):
+    settings = load_settings(overrides=["spark.partitions=2", "inference.batch_size=8", f"output.chunks={chunks}",
+                                        f"model.embedding={str(embedding).lower()}"])
+    return Run(spark, settings, models, JobArgs(manifest, str(out), incremental=incremental)).execute()
+
+
+def rows_of(spark, out, run_id):
+    written = spark.read.option("mergeSchema", "true").parquet(str(out)).where(F.col("run_id") == run_id)
+    return {r["image_id"]: r.asDict(recursive=True) for r in written.collect()}
+
+
+class Killed(Exception):
+    """The driver dying between two chunks."""
+
+
+def resumed_run(spark, models, manifest, out, **kwargs):
+    """The same run killed after its first chunk committed, then started again with the same arguments."""
+    calls = []
+    real_write = Run._write
+
+    def dies_after_first_chunk(self, *args, **kw):
+        if calls:
+            raise Killed
+        calls.append(1)
+        return real_write(self, *args, **kw)
+
+    with mock.patch.object(Run, "_write", dies_after_first_chunk), pytest.raises(Killed):
+        run(spark, models, manifest, out, chunks=2, **kwargs)
+    result = run(spark, models, manifest, out, chunks=2, **kwargs)
+    assert result["resumed"]
+    return result
+
+
+# (first run's heads, embedding, backbone version) -> (second run's), what the second run must
+# do, and the heads a stored-embedding row then holds.
+SCENARIOS = {
+    "add a head": (["a"], True, None, ["a", "b"], True, None, {"stored_embedding": 3, "full": 1, "skipped": 0}, ["b"]),
+    "retrain a head": (["a"], True, None, ["a2"], True, None, {"stored_embedding": 3, "full": 1, "skipped": 0}, ["a2"]),
+    "remove a head": (["a", "b"], True, None, ["a"], True, None, {"stored_embedding": 0, "full": 1, "skipped": 3}, []),
+    "change the backbone": (["a"], True, None, ["a"], True, "feedfacecafe", {"stored_embedding": 0, "full": 4, "skipped": 0},
+                            []),
+    "no embedding stored": (["a"], False, None, ["a", "b"], True, None, {"stored_embedding": 0, "full": 4, "skipped": 0}, []),
+}
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["incremental", "incremental+resumed"])
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_rerun_does_only_what_each_image_lacks(spark, backbone, heads, catalogue, tmp_path, scenario, resume):
+    heads1, embedding1, version1, heads2, embedding2, version2, expected, new = SCENARIOS[scenario]
+    folder, manifest = catalogue
+    out = tmp_path / "out"
+    first = run(spark, bundle(backbone, heads, heads1, version=version1), manifest, out, incremental=False,
+                embedding=embedding1)
+    assert (first["ok"], first["error"]) == (3, 1)
+    if expected["stored_embedding"]:
+        for photo in folder.glob("*.png"):
+            photo.unlink()  # the stored-embedding path must not need the images at all
+    models = bundle(backbone, heads, heads2, version=version2)
+    again = resumed_run if resume else run
+    result = again(spark, models, manifest, out, incremental=True, embedding=embedding2)
+
+    assert result["path_stored_embedding"] == expected["stored_embedding"]
+    assert result["path_full"] == expected["full"] and result["skipped_done"] == expected["skipped"]
+    assert result["ok"] + result["error"] + result["skipped"] == result["rows_in"] == 4
+    written = rows_of(spark, out, result["run_id"])
+    assert len(written) == expected["stored_embedding"] + expected["full"]  # each image at most once
+    assert written["bad"]["status"] == "error"  # errors are always retried
+    for image_id, row in written.items():
+        if row["path"] == "stored_embedding":
+            assert row["status"] == "ok" and row["tags"] is None and row["embedding"] is None
+            assert row["models"] == {backbone.name: backbone.version, **{heads[n].name: heads[n].version for n in new}}
+            assert row["b_score" if new == ["b"] else "a_score"] is not None, image_id
+            assert row.get("a_score" if new == ["b"] else "b_score") is None  # heads it already had are not rerun
+        elif row["status"] == "ok":
+            assert row["tags"] and set(row["models"]) == {backbone.name, *(heads[n].name for n in heads2)}
+
+
+def test_heads_from_stored_embeddings_equal_a_full_pass(spark, backbone, heads, catalogue, tmp_path):
+    """The stored path gives the answers a full pass gives (raw-embedding heads too, through the stored norm)."""
+    _, manifest = catalogue
+    out, reference = tmp_path / "out", tmp_path / "reference"
+    category = load_artifact("model/artifacts/product_category_tflite")  # a head on the raw embedding
+    assert category.meta["input_normalisation"] == "none"
+    run(spark, ModelBundle(backbone, (("a", heads["a"]),)), manifest, out, incremental=False)
+    two_more = ModelBundle(backbone, (("a", heads["a"]), ("b", heads["b"]), ("category", category)))
+    result = run(spark, two_more, manifest, out, incremental=True)
+    assert result["path_stored_embedding"] == 3
+    full = run(spark, two_more, manifest, reference, incremental=False)
+    stored, expected = rows_of(spark, out, result["run_id"]), rows_of(spark, reference, full["run_id"])
+    for image_id in ("coffee", "chelsea", "rocket"):
+        for column in ("b", "category"):
+            assert stored[image_id][column] == expected[image_id][column]
+            assert stored[image_id][f"{column}_score"] == pytest.approx(expected[image_id][f"{column}_score"], abs=1e-4)
+        assert stored[image_id]["a"] is None  # head a was done already: not run again
+
+
+def test_min_score_leaves_the_label_null_and_keeps_the_score(spark, backbone, heads, catalogue, tmp_path):
+    _, manifest = catalogue
+    floored = ModelBundle(backbone, (("a", heads["a"]),), (1.0,))
+    result = run(spark, floored, manifest, tmp_path / "out", incremental=False)
+    rows = [r for r in rows_of(spark, tmp_path / "out", result["run_id"]).values() if r["status"] == "ok"]
+    assert rows and all(r["a"] is None and 0 < r["a_score"] < 1.0 for r in rows)
