@@ -89,10 +89,15 @@ class Head:
     class_names: list[str]
     l2_input: bool = False  # trained on the L2-normalised embedding (else on the raw one)
     min_score: float | None = None  # below it the label is null; the score is kept
+    batch_size: int = 32  # rows per call of `run` (a runtime compiled for this batch size)
 
     def top1(self, raw: np.ndarray | None, unit: np.ndarray | None) -> list[tuple[str | None, float]]:
         """(label, probability) of the best class per row; the label is None under min_score."""
-        probabilities = np.asarray(self.run(unit if self.l2_input else raw)["probabilities"])
+        inputs = unit if self.l2_input else raw
+        probabilities = np.concatenate([
+            np.asarray(self.run(inputs[start : start + self.batch_size])["probabilities"])
+            for start in range(0, len(inputs), self.batch_size)
+        ])
         best = probabilities.argmax(axis=1)
         floor = self.min_score if self.min_score is not None else -1.0
         return [
@@ -270,7 +275,7 @@ def takes_unit_embedding(head: ModelArtifact) -> bool:
 def _build_heads(models: ModelBundle, batch_size: int, threads: int) -> list[Head]:
     return [
         Head(name, build_model_runner(head, batch_size, threads), head.class_names, takes_unit_embedding(head),
-             models.min_score(i))
+             models.min_score(i), batch_size)
         for i, (name, head) in enumerate(models.heads)
     ]
 

@@ -178,6 +178,7 @@ class Run:
     def _stage(self, pending: DataFrame, counts: Callable[[], dict], ledger: DataFrame | None, staging: str,
                state: RunState) -> None:
         """Write the plan to staging, split into chunks; rows on the stored-embedding path carry their embedding."""
+        started = time.perf_counter()
         chunked = pending.withColumn("chunk", F.pmod(F.xxhash64("image_id"), F.lit(state.chunks)))
         plan_dir = f"{staging}-plan"
         chunked.write.mode("overwrite").partitionBy("chunk").parquet(plan_dir)
@@ -190,6 +191,7 @@ class Run:
         self.store.delete(STAGING, f"{state.run_id}-plan")
         state.staged = True
         self.store.write_state(self.key, state)
+        self.phases["stage_s"] += time.perf_counter() - started
 
     def _account(self, state: RunState) -> dict:
         started = time.perf_counter()
@@ -271,6 +273,7 @@ def metrics_record(run: Run, result: dict, *, main_started: float, session_s: fl
             "write_s": run.phases["write_s"],
             "spark_io_s": times.get("spark_io_s", 0.0),
             "model_load_s": times.get("model_load_s", 0.0),
+            "stage_s": run.phases["stage_s"],  # plan (and stored embeddings) written to staging, chunked runs
             "tag_and_write_s": run.phases["tag_and_write_s"],
             "account_s": run.phases["account_s"],
         },

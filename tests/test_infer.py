@@ -120,3 +120,23 @@ def test_worker_builds_model_once(artifact):
     loads = worker_model_loads()
     assert tagger_for_worker(ModelBundle(artifact), top_k=5, batch_size=4, threads=0) is first
     assert worker_model_loads() == loads
+
+
+def test_heads_on_stored_embeddings_run_only_the_heads_each_row_needs():
+    from jobs.infer import heads_on_stored
+
+    calls = []
+
+    def run(batch):
+        calls.append(len(batch))
+        return {"probabilities": np.tile([[0.2, 0.8]], (len(batch), 1))}
+
+    unit = np.eye(5, 4, dtype=np.float32)
+    raw_head = Head("raw", run, ["x", "y"], l2_input=False, min_score=0.9, batch_size=2)
+    unit_head = Head("unit", run, ["p", "q"], l2_input=True, batch_size=2)
+    needed = [{"raw"}, {"unit"}, {"raw", "unit"}, set(), {"unit"}]
+    answers = heads_on_stored([raw_head, unit_head], unit, np.full(5, 3.0, np.float32), needed)
+    assert answers[0] == {"raw": (None, pytest.approx(0.8))}  # under min_score: no label, the score kept
+    assert answers[2] == {"raw": (None, pytest.approx(0.8)), "unit": ("q", pytest.approx(0.8))}
+    assert answers[3] == {}
+    assert calls == [2, 2, 1]  # two rows need raw (one call), three need unit (a batch of 2, then 1)

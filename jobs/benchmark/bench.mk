@@ -11,7 +11,7 @@ BENCH_FLAGS ?=
 BENCH_STRICT ?=
 BENCH_PY ?= $(or $(PY),.venv/bin/python)
 
-.PHONY: bench report sweep
+.PHONY: bench report sweep bench-heads
 
 bench: ## Benchmark: seeded data set, single-process ceiling, every conf/NN-*.yaml + predict_batch_udf on local[2] (IMAGES=2000, PROFILES=...)
 	$(BENCH_PY) -m jobs.benchmark.runner --images $(IMAGES) --cores $(BENCH_CORES) \
@@ -22,3 +22,6 @@ report: ## Report of the newest bench run: reports/latest/README.md, PNG plots, 
 
 sweep: ## Measure the 03 profile's Spark parameters one at a time (IMAGES=500); table in reports/sweep.md
 	$(BENCH_PY) -m jobs.benchmark.sweep --images $(or $(SWEEP_IMAGES),500)
+
+bench-heads: ## A head added to a tagged catalogue: full pass vs heads on stored embeddings, same run (IMAGES=2000); reports/heads-only.json
+	$(BENCH_PY) -m jobs.benchmark.heads_only --images $(IMAGES) --cores $(BENCH_CORES)
