@@ -15,6 +15,13 @@ out of its object-level checks; every other statement still applies. And
 moto's PutBucketLogging permission check crashes on a ``"Principal": "*"``
 statement, so it only looks at statements with a service principal.
 
+Last, moto's in-memory backends are not safe for concurrent requests, which
+Terraform sends (10 at a time): ListObjectVersions while other threads delete
+versions answers HTTP 500 now and then, and an AuthorizeSecurityGroupEgress
+was once answered InvalidPermission.Duplicate for a rule created only once.
+The emulator handles one request at a time (a lock around moto's WSGI app);
+Terraform's waits happen on its side, so this costs little.
+
 Run it alone::
 
     python tests/infra/emulator.py --port 5055
@@ -33,6 +40,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -184,6 +192,20 @@ def patch_moto_ec2_revoke_by_rule_id() -> None:
     SecurityGroupBackend.revoke_security_group_egress = by_rule_id(SecurityGroupBackend.revoke_security_group_egress)
 
 
+def serialize_moto_requests() -> None:
+    """Dispatch one request at a time to moto's backends (see the module docstring)."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    lock = threading.Lock()
+    dispatch = DomainDispatcherApplication.__call__
+
+    def call(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
+        with lock:
+            return dispatch(self, environ, start_response)
+
+    DomainDispatcherApplication.__call__ = call
+
+
 def _denies_plain_http(statement: dict[str, Any]) -> bool:
     condition = statement.get("Condition") or {}
     return statement.get("Effect") == "Deny" and "aws:SecureTransport" in (condition.get("Bool") or {})
@@ -253,6 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     patch_moto_s3_tls_only_policies()
     patch_moto_ec2_rule_descriptions()
     patch_moto_ec2_revoke_by_rule_id()
+    serialize_moto_requests()
     from moto.server import main as moto_main
 
     moto_main(["-H", HOST, "-p", str(args.port)])
