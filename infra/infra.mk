@@ -24,7 +24,9 @@ EMR_PROFILE ?= $(basename $(notdir $(PROFILE)))
 else
 EMR_PROFILE ?= emr
 endif
-MODEL_DIR ?= model/artifacts/efficientnet_lite0_tflite
+# What the profile's relative model URIs (model.uri, model.heads[*].uri) resolve
+# against: the repository root. Terraform uploads each artifact directory they name.
+ARTIFACTS_ROOT ?= .
 CODE_PACKAGE ?= dist/image-tagger-code.tar.gz
 # Tree to package (jobs/, model/, conf/, requirements.txt, setup.py); e.g. a clean checkout.
 PACKAGE_ROOT ?= .
@@ -46,21 +48,24 @@ TF_INIT_ARGS = -input=false $(if $(TF_PLUGIN_DIR),-plugin-dir=$(abspath $(TF_PLU
 TF_VARS = -var 'region=$(REGION)' \
 	-var 'profile_path=$(abspath conf/$(EMR_PROFILE).yaml)' \
 	-var 'code_package=$(abspath $(CODE_PACKAGE))' \
-	-var 'model_dir=$(abspath $(MODEL_DIR))' \
+	-var 'artifacts_root=$(abspath $(ARTIFACTS_ROOT))' \
 	-var 'bootstrap_script=$(abspath infra/scripts/bootstrap.sh)' \
 	$(TF_ARGS)
 EMR_CTL = $(PY) infra/scripts/emr_ctl.py --tf-dir $(TF_DIR) --terraform $(TERRAFORM)
+# The -var that wins over TF_ARGS: the compute exists (1) or not (0).
+CLUSTER_ON = -var cluster_enabled=true
+CLUSTER_OFF = -var cluster_enabled=false
 
-.PHONY: deploy-cluster plan-cluster submit destroy-cluster check-infra install-infra package-code \
+.PHONY: deploy-cluster plan-cluster submit destroy-cluster destroy-all check-infra install-infra package-code \
 	infra-preflight infra-init infra-model
 
-deploy-cluster: infra-preflight package-code infra-model infra-init ## Package code and model, terraform apply the EMR cluster and buckets, upload bootstrap/code/model
-	$(TF) apply -input=false -auto-approve $(TF_VARS)
+deploy-cluster: infra-preflight package-code infra-model infra-init ## Package the code, build missing models, terraform apply the cluster and buckets, upload bootstrap/code/the profile's models
+	$(TF) apply -input=false -auto-approve $(TF_VARS) $(CLUSTER_ON)
 	$(EMR_CTL) fallback --poll $(POLL) --timeout $(FALLBACK_TIMEOUT)
 	@$(TF) output
 
 plan-cluster: infra-preflight package-code infra-model infra-init ## terraform plan of the cluster (PLAN_ARGS=-detailed-exitcode etc.)
-	$(TF) plan -input=false $(TF_VARS) $(PLAN_ARGS)
+	$(TF) plan -input=false $(TF_VARS) $(CLUSTER_ON) $(PLAN_ARGS)
 
 submit: ## Add a spark-submit step: make submit MANIFEST=s3://... [PROFILE=emr OUTPUT=s3://... SET='k=v ...' WAIT=0 POLL=30 TIMEOUT=7200]
 	@test -n "$(MANIFEST)" || { echo "submit: set MANIFEST=s3://bucket/path/manifest" >&2; exit 2; }
@@ -69,8 +74,22 @@ submit: ## Add a spark-submit step: make submit MANIFEST=s3://... [PROFILE=emr O
 		$(if $(OUTPUT),--output '$(OUTPUT)') $(foreach kv,$(SET),--set '$(kv)') \
 		$(if $(filter 0 no false,$(WAIT)),--no-wait) --poll $(POLL) --timeout $(TIMEOUT)
 
-destroy-cluster: infra-preflight package-code infra-init ## Tear down the cluster, network, roles and buckets (data/logs buckets must be empty unless force_destroy_buckets=true)
-	$(TF) destroy -input=false -auto-approve $(TF_VARS)
+destroy-cluster: infra-preflight infra-init ## Remove the cluster, network, roles and artifacts bucket; KEEP the data and logs buckets and their contents
+	$(TF) apply -input=false -auto-approve $(TF_VARS) $(CLUSTER_OFF)
+	@echo "destroy-cluster: kept the data and logs buckets; make deploy-cluster brings the cluster back, make destroy-all deletes them"
+
+# One shell: with nothing in the state there is nothing to do (an apply would create the buckets).
+# The apply removes the compute first (a running cluster writes logs until it ends) and stores
+# force_destroy=true, which Terraform reads from state at delete time: objects that arrive after
+# the emptying (late S3 access logs) do not stop the destroy.
+destroy-all: infra-preflight infra-init ## DESTRUCTIVE: delete EVERYTHING, the data bucket (manifests, outputs, all versions) and the logs bucket included
+	@state=$$($(TF) show -json) || exit 1; \
+	if ! echo "$$state" | grep -q '"resources"'; then echo "destroy-all: nothing deployed from $(TF_DIR)"; exit 0; fi; \
+	echo "destroy-all: deleting the cluster and every bucket with ALL its objects (data: manifests/, outputs/; logs)"; \
+	set -ex; \
+	$(TF) apply -input=false -auto-approve $(TF_VARS) $(CLUSTER_OFF) -var force_destroy_buckets=true; \
+	$(EMR_CTL) empty-buckets; \
+	$(TF) destroy -input=false -auto-approve $(TF_VARS) $(CLUSTER_OFF) -var force_destroy_buckets=true
 
 check-infra: infra-preflight ## terraform fmt -check, terraform validate and checkov on infra/terraform
 	$(TERRAFORM) fmt -check -recursive -diff $(TF_DIR)
@@ -96,8 +115,13 @@ infra-preflight:
 infra-init: infra-preflight
 	$(TF) init $(TF_INIT_ARGS)
 
+# Builds the artifacts with the top-level `make model` when one the profile names is missing
+# (exit 3 of check-models); the product-category head is committed (make train-head rebuilds it).
+CHECK_MODELS = $(EMR_CTL) check-models --profile '$(EMR_PROFILE)' --artifacts-root '$(abspath $(ARTIFACTS_ROOT))'
 infra-model:
-	@if [ ! -f "$(MODEL_DIR)/model.json" ]; then \
-		echo "infra: no model artifact in $(MODEL_DIR); building it with make model"; \
-		$(MAKE) model || { echo "infra: make model failed; build the artifact or set MODEL_DIR" >&2; exit 1; }; \
-	fi
+	@$(CHECK_MODELS) >/dev/null; rc=$$?; \
+	if [ $$rc -eq 3 ]; then \
+		echo "infra: a model artifact conf/$(EMR_PROFILE).yaml names is missing; building with make model"; \
+		$(MAKE) model || { echo "infra: make model failed" >&2; exit 1; }; \
+		$(CHECK_MODELS) || { echo "infra: still missing after make model (the category head: make train-head)" >&2; exit 1; }; \
+	elif [ $$rc -ne 0 ]; then exit $$rc; fi

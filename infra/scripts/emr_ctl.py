@@ -1,9 +1,13 @@
 """Control the image-tagger EMR cluster: submit steps, wait for them, back spot with on-demand.
 
-Cluster facts (id, buckets, model URI, install dir, region) come from
+Cluster facts (id, buckets, uploaded model URIs, install dir, region) come from
 ``terraform output -json`` of infra/terraform, or from the command line.
 Every AWS call goes through boto3, so the usual credentials (AWS_PROFILE, ...)
 and ``AWS_ENDPOINT_URL`` apply unchanged.
+
+The job profile (conf/<profile>.yaml) names its models as local artifact
+directories; ``make deploy-cluster`` uploads each one and ``submit`` points
+every model URI of the profile at its uploaded copy.
 
 Usage::
 
@@ -11,9 +15,12 @@ Usage::
         [--output s3://...] [--set key=value ...] [--no-wait] [--poll 30] [--timeout 7200]
     python infra/scripts/emr_ctl.py wait --step-id s-XXXX [--poll 30] [--timeout 7200]
     python infra/scripts/emr_ctl.py fallback [--timeout 900] [--poll 30]
+    python infra/scripts/emr_ctl.py check-models --profile emr [--artifacts-root .]
+    python infra/scripts/emr_ctl.py empty-buckets [--bucket NAME ...]
 
 Exit status: 0 done (or submitted with --no-wait), 1 the step failed or was
-cancelled, 2 bad usage or missing cluster facts, 124 timed out while waiting.
+cancelled, 2 bad usage or missing cluster facts, 3 a model artifact the
+profile names is missing (check-models), 124 timed out while waiting.
 """
 
 from __future__ import annotations
@@ -26,8 +33,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,8 +45,13 @@ STEP_OK = "COMPLETED"
 STEP_FAILED = frozenset({"CANCELLED", "FAILED", "INTERRUPTED"})
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_MISSING = 3
 EXIT_TIMEOUT = 124
-DEFAULT_TF_DIR = Path(__file__).resolve().parents[1] / "terraform"
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_TF_DIR = REPO / "infra" / "terraform"
+DEFAULT_CONF_DIR = REPO / "conf"
+# Largest batch S3 DeleteObjects accepts.
+DELETE_BATCH = 1000
 
 
 class CtlError(RuntimeError):
@@ -57,7 +69,8 @@ class ClusterFacts:
     cluster_id: str
     region: str
     data_bucket: str
-    model_uri: str
+    # Model URI exactly as the deployed profile writes it -> s3:// prefix of its uploaded copy.
+    model_uris: dict[str, str] = field(default_factory=dict)
     install_dir: str = "/opt/image-tagger"
     spot_group_id: str | None = None
     on_demand_group_id: str | None = None
@@ -76,20 +89,23 @@ def terraform_outputs(tf_dir: Path, terraform: str = "terraform") -> dict[str, A
     )
     if proc.returncode != 0:
         raise CtlError(f"terraform output failed in {tf_dir}: {proc.stderr.strip()}")
-    values = {name: item["value"] for name, item in json.loads(proc.stdout or "{}").items()}
-    if "cluster_id" not in values:
-        raise CtlError(f"no cluster deployed from {tf_dir} (no cluster_id output): run make deploy-cluster")
-    return values
+    return {name: item["value"] for name, item in json.loads(proc.stdout or "{}").items()}
 
 
 def facts_from_outputs(outputs: dict[str, Any]) -> ClusterFacts:
-    """Build :class:`ClusterFacts` from the outputs of infra/terraform."""
+    """Build :class:`ClusterFacts` from the outputs of infra/terraform.
+
+    Raises :class:`CtlError` when no cluster is deployed (nothing applied yet,
+    or only the kept buckets after ``make destroy-cluster``).
+    """
+    if not outputs.get("cluster_id"):
+        raise CtlError("no cluster deployed (no cluster_id in the terraform outputs): run make deploy-cluster")
     groups = outputs.get("task_instance_groups") or {}
     return ClusterFacts(
         cluster_id=outputs["cluster_id"],
         region=outputs["region"],
         data_bucket=outputs["bucket_names"]["data"],
-        model_uri=outputs["model_uri"],
+        model_uris=dict(outputs.get("model_uris") or {}),
         install_dir=outputs.get("install_dir", "/opt/image-tagger"),
         spot_group_id=groups.get("spot"),
         on_demand_group_id=groups.get("on_demand"),
@@ -102,18 +118,88 @@ def default_output_uri(data_bucket: str, profile: str, now: datetime | None = No
     return f"s3://{data_bucket}/outputs/{profile}/{stamp}/"
 
 
-def spark_submit_args(
+def load_profile(profile: str, conf_dir: Path = DEFAULT_CONF_DIR) -> dict[str, Any]:
+    """The job profile ``conf_dir/<profile>.yaml`` as plain data (what Terraform deployed from)."""
+    import yaml
+
+    path = conf_dir / f"{profile}.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CtlError(f"cannot read profile {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise CtlError(f"profile {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise CtlError(f"profile {path} is not a mapping")
+    return data
+
+
+def profile_model_uris(profile_data: Mapping[str, Any]) -> list[str]:
+    """Every model URI the profile names, as written: ``model.uri`` then each ``model.heads[*].uri``.
+
+    The same list Terraform uploads (infra/terraform/locals.tf); heads may be
+    absent or empty.
+    """
+    model = profile_data.get("model") or {}
+    uris = [model["uri"]] if model.get("uri") else []
+    uris += [head["uri"] for head in model.get("heads") or [] if isinstance(head, dict) and head.get("uri")]
+    return list(dict.fromkeys(uris))
+
+
+def model_overrides(profile_data: Mapping[str, Any], model_uris: Mapping[str, str], *, profile: str) -> list[str]:
+    """``--set`` values that point every model of the profile at its uploaded copy.
+
+    ``model.uri=s3://...`` for the backbone and, when the profile has heads, one
+    ``model.heads=[{name: ..., uri: s3://...}]`` (YAML flow: the job's --set
+    parses YAML values). Raises :class:`CtlError` naming a model the cluster did
+    not upload, such as a GPU profile submitted to a cluster deployed from emr.
+    """
+    import yaml
+
+    model = profile_data.get("model") or {}
+    redeploy = f"make deploy-cluster PROFILE={profile}"
+
+    def uploaded(uri: str) -> str:
+        if uri not in model_uris:
+            deployed = ", ".join(sorted(model_uris)) or "none"
+            raise CtlError(
+                f"profile {profile} names model {uri!r}, which the cluster did not upload (uploaded: {deployed}): run {redeploy}"
+            )
+        return model_uris[uri]
+
+    # Left out, either would fall back to the job's built-in default: local
+    # paths that exist on no node.
+    if "uri" not in model:
+        raise CtlError(f"profile {profile} sets no model.uri: name a local artifact directory there and run {redeploy}")
+    if "heads" not in model:
+        raise CtlError(
+            f"profile {profile} sets no model.heads, so the job would load its default heads from local paths "
+            f"that are on no node: list them (heads: [] for none) and run {redeploy}"
+        )
+    sets = [f"model.uri={uploaded(model['uri'])}"]
+    heads = model["heads"] or []
+    if heads:
+        moved = [{**head, "uri": uploaded(head["uri"])} for head in heads]
+        flow = yaml.safe_dump(moved, default_flow_style=True, width=float("inf")).strip()
+        sets.append(f"model.heads={flow}")
+    return sets
+
+
+def emr_step_args(
     facts: ClusterFacts,
     *,
     manifest: str,
     output: str,
     profile: str,
+    profile_data: Mapping[str, Any],
     overrides: Sequence[str] = (),
 ) -> list[str]:
     """Arguments of ``command-runner.jar``: spark-submit of the installed job.
 
     The code, the profile and the virtual environment were installed on every
-    node by the bootstrap action; the model artifact lives in S3.
+    node by the bootstrap action; the models live in S3, so every model URI of
+    ``profile_data`` (the profile's content) is pointed at its uploaded copy
+    before the caller's ``overrides``.
     """
     for item in overrides:
         if "=" not in item:
@@ -132,12 +218,15 @@ def spark_submit_args(
         output,
         "--profile",
         f"{install}/conf/{profile}.yaml",
-        "--set",
-        f"model.uri={facts.model_uri}",
     ]
-    for item in overrides:
+    for item in [*model_overrides(profile_data, facts.model_uris, profile=profile), *overrides]:
         args += ["--set", item]
     return args
+
+
+def missing_artifacts(uris: Sequence[str], artifacts_root: Path) -> list[str]:
+    """The URIs in ``uris`` whose artifact directory (relative to ``artifacts_root``) has no model.json."""
+    return [uri for uri in uris if not (artifacts_root / uri / "model.json").is_file()]
 
 
 def step_definition(name: str, args: list[str]) -> dict[str, Any]:
@@ -241,6 +330,76 @@ def _instance_groups(client: Any, cluster_id: str) -> list[dict[str, Any]]:
     return groups
 
 
+@dataclass
+class EmptiedBucket:
+    """What :func:`empty_bucket` deleted from one bucket."""
+
+    bucket: str
+    versions: int = 0
+    delete_markers: int = 0
+    bytes: int = 0
+    # top-level prefix ("outputs/", "emr/", or the key itself) -> versions deleted
+    prefixes: dict[str, int] = field(default_factory=dict)
+
+
+def empty_bucket(client: Any, bucket: str) -> EmptiedBucket:
+    """Delete every object version and delete marker in ``bucket``; return what went.
+
+    Lists the first page again after each batch (no pagination markers to go
+    stale while deleting) until the bucket is empty. Raises :class:`CtlError`
+    when S3 refuses a delete or a batch does not take effect.
+    """
+    gone = EmptiedBucket(bucket)
+    previous: list[tuple[str, str]] = []
+    while True:
+        page = client.list_object_versions(Bucket=bucket, MaxKeys=DELETE_BATCH)
+        versions, markers = page.get("Versions", []), page.get("DeleteMarkers", [])
+        batch = [(item["Key"], item["VersionId"]) for item in [*versions, *markers]]
+        if not batch:
+            return gone
+        if batch == previous:
+            raise CtlError(f"s3://{bucket}: {len(batch)} object versions are still there after deleting them")
+        previous = batch
+        for start in range(0, len(batch), DELETE_BATCH):
+            chunk = batch[start : start + DELETE_BATCH]
+            response = client.delete_objects(
+                Bucket=bucket,
+                Delete={"Objects": [{"Key": k, "VersionId": v} for k, v in chunk], "Quiet": True},
+            )
+            errors = response.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise CtlError(
+                    f"s3://{bucket}: {len(errors)} deletes refused, e.g. {first.get('Key')}: "
+                    f"{first.get('Code')} {first.get('Message', '')}"
+                )
+        for item in versions:
+            top = item["Key"].split("/", 1)[0] + ("/" if "/" in item["Key"] else "")
+            gone.prefixes[top] = gone.prefixes.get(top, 0) + 1
+            gone.bytes += item.get("Size", 0)
+        gone.versions += len(versions)
+        gone.delete_markers += len(markers)
+
+
+def describe_emptied(gone: EmptiedBucket) -> list[str]:
+    """Lines that say what :func:`empty_bucket` deleted."""
+    lines = [
+        f"deleted from s3://{gone.bucket}: {gone.versions} object versions ({gone.bytes} bytes), "
+        f"{gone.delete_markers} delete markers"
+    ]
+    lines += [f"  {prefix}: {count} object versions" for prefix, count in sorted(gone.prefixes.items())]
+    return lines
+
+
+def s3_client(region: str) -> Any:
+    """An S3 client with bounded, standard retries; honours AWS_ENDPOINT_URL."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=60)
+    return boto3.client("s3", region_name=region, config=config)
+
+
 def emr_client(region: str) -> Any:
     """An EMR client with bounded, standard retries; honours AWS_ENDPOINT_URL."""
     import boto3
@@ -257,8 +416,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cluster-id", help="cluster id (skips terraform output with the next three)")
     parser.add_argument("--region", help="region of the cluster")
     parser.add_argument("--data-bucket", help="bucket for default output prefixes")
-    parser.add_argument("--model-uri", help="s3:// prefix of the model artifact")
+    parser.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        default=[],
+        metavar="URI=S3URI",
+        help="a model URI as the profile writes it and its uploaded s3:// prefix (repeat per model)",
+    )
     parser.add_argument("--install-dir", default="/opt/image-tagger", help="code location on the nodes")
+    parser.add_argument("--conf-dir", type=Path, default=DEFAULT_CONF_DIR, help="directory of the job profiles")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def polling(p: argparse.ArgumentParser, timeout: float) -> None:
@@ -280,6 +447,15 @@ def _parser() -> argparse.ArgumentParser:
 
     fallback = sub.add_parser("fallback", help="cover missing spot task nodes with on-demand ones")
     polling(fallback, 900.0)
+
+    check = sub.add_parser("check-models", help="exit 3 when an artifact directory the profile names lacks model.json")
+    check.add_argument("--profile", default="emr", help="profile name under conf/ (without .yaml)")
+    check.add_argument("--artifacts-root", type=Path, default=REPO, help="what relative model URIs resolve against")
+
+    empty = sub.add_parser("empty-buckets", help="DESTRUCTIVE: delete every object version in the data and logs buckets")
+    empty.add_argument(
+        "--bucket", dest="buckets", action="append", default=[], help="bucket to empty (default: data and logs from terraform)"
+    )
     return parser
 
 
@@ -287,11 +463,17 @@ def _facts(args: argparse.Namespace) -> ClusterFacts:
     if args.cluster_id:
         if not args.region:
             raise CtlError("--cluster-id needs --region")
+        models = {}
+        for item in args.models:
+            uri, sep, remote = item.partition("=")
+            if not sep or not uri or not remote:
+                raise CtlError(f"--model expects URI=s3://..., got {item!r}")
+            models[uri] = remote
         return ClusterFacts(
             cluster_id=args.cluster_id,
             region=args.region,
             data_bucket=args.data_bucket or "",
-            model_uri=args.model_uri or "",
+            model_uris=models,
             install_dir=args.install_dir,
         )
     return facts_from_outputs(terraform_outputs(args.tf_dir, args.terraform))
@@ -311,40 +493,102 @@ def _wait(client: Any, facts: ClusterFacts, step_id: str, args: argparse.Namespa
     return EXIT_FAILED
 
 
+def _submit(args: argparse.Namespace) -> int:
+    facts = _facts(args)
+    if not args.output and not facts.data_bucket:
+        raise CtlError("pass --output s3://... or --data-bucket")
+    output = args.output or default_output_uri(facts.data_bucket, args.profile)
+    step_args = emr_step_args(
+        facts,
+        manifest=args.manifest,
+        output=output,
+        profile=args.profile,
+        profile_data=load_profile(args.profile, args.conf_dir),
+        overrides=args.overrides,
+    )
+    client = emr_client(facts.region)
+    name = args.name or f"tag-images {args.profile} {args.manifest.rsplit('/', 1)[-1]}"
+    step_id = submit_step(client, facts.cluster_id, step_definition(name, step_args))
+    print(f"submitted step {step_id} to {facts.cluster_id}: output {output}")
+    return _wait(client, facts, step_id, args) if args.wait else 0
+
+
+def _wait_for(args: argparse.Namespace) -> int:
+    facts = _facts(args)
+    return _wait(emr_client(facts.region), facts, args.step_id, args)
+
+
+def _fallback(args: argparse.Namespace) -> int:
+    facts = _facts(args)
+    if not (facts.spot_group_id and facts.on_demand_group_id):
+        raise CtlError("task instance group ids unknown: run from the terraform outputs (no --cluster-id)")
+    requested = ensure_task_capacity(
+        emr_client(facts.region),
+        facts.cluster_id,
+        facts.spot_group_id,
+        facts.on_demand_group_id,
+        poll_s=args.poll,
+        timeout_s=args.timeout,
+    )
+    print(f"on-demand task nodes requested: {requested}")
+    return 0
+
+
+def _check_models(args: argparse.Namespace) -> int:
+    uris = profile_model_uris(load_profile(args.profile, args.conf_dir))
+    remote = [uri for uri in uris if "://" in uri]
+    if remote:
+        raise CtlError(
+            f"profile {args.profile} names {', '.join(remote)}: name local artifact directories "
+            "instead (make deploy-cluster uploads them)"
+        )
+    missing = missing_artifacts(uris, args.artifacts_root)
+    for uri in uris:
+        print(f"{uri}: {'MISSING (no model.json)' if uri in missing else 'ok'}")
+    return EXIT_MISSING if missing else 0
+
+
+def _empty_buckets(args: argparse.Namespace) -> int:
+    buckets, region = list(args.buckets), args.region
+    if not buckets:
+        outputs = terraform_outputs(args.tf_dir, args.terraform)
+        names = outputs.get("bucket_names") or {}
+        buckets = [names[purpose] for purpose in ("data", "logs") if names.get(purpose)]
+        region = region or outputs.get("region")
+        if not buckets:
+            print(f"no data or logs bucket in the terraform outputs of {args.tf_dir}: nothing to empty")
+            return 0
+    if not region:
+        raise CtlError("pass --region with --bucket")
+    from botocore.exceptions import ClientError
+
+    client = s3_client(region)
+    for bucket in buckets:
+        print(f"emptying s3://{bucket}: every object version and delete marker")
+        try:
+            gone = empty_bucket(client, bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "NoSuchBucket":
+                raise CtlError(f"s3://{bucket}: {exc}") from None
+            print(f"s3://{bucket} does not exist: nothing to delete")
+            continue
+        print("\n".join(describe_emptied(gone)))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     log.setLevel(logging.INFO)
     args = _parser().parse_args(argv)
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "submit": _submit,
+        "wait": _wait_for,
+        "fallback": _fallback,
+        "check-models": _check_models,
+        "empty-buckets": _empty_buckets,
+    }
     try:
-        facts = _facts(args)
-        client = emr_client(facts.region)
-        if args.command == "submit":
-            if not facts.model_uri:
-                raise CtlError("the model URI is unknown: pass --model-uri s3://...")
-            if not args.output and not facts.data_bucket:
-                raise CtlError("pass --output s3://... or --data-bucket")
-            output = args.output or default_output_uri(facts.data_bucket, args.profile)
-            step_args = spark_submit_args(
-                facts, manifest=args.manifest, output=output, profile=args.profile, overrides=args.overrides
-            )
-            name = args.name or f"tag-images {args.profile} {args.manifest.rsplit('/', 1)[-1]}"
-            step_id = submit_step(client, facts.cluster_id, step_definition(name, step_args))
-            print(f"submitted step {step_id} to {facts.cluster_id}: output {output}")
-            return _wait(client, facts, step_id, args) if args.wait else 0
-        if args.command == "wait":
-            return _wait(client, facts, args.step_id, args)
-        if not (facts.spot_group_id and facts.on_demand_group_id):
-            raise CtlError("task instance group ids unknown: run from the terraform outputs (no --cluster-id)")
-        requested = ensure_task_capacity(
-            client,
-            facts.cluster_id,
-            facts.spot_group_id,
-            facts.on_demand_group_id,
-            poll_s=args.poll,
-            timeout_s=args.timeout,
-        )
-        print(f"on-demand task nodes requested: {requested}")
-        return 0
+        return commands[args.command](args)
     except CtlError as exc:
         log.error("%s", exc)
         return EXIT_USAGE

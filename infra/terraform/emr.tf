@@ -4,6 +4,8 @@ resource "aws_emr_security_configuration" "this" {
   #checkov:skip=CKV_AWS_349:Local-disk encryption needs a KMS key or custom key provider; nodes hold only transient shuffle and spill data, and the cluster ends itself after idle_timeout_seconds.
   #checkov:skip=CKV_AWS_350:EBS encryption is part of EMR local-disk encryption (same KMS key requirement as CKV_AWS_349).
   #checkov:skip=CKV_AWS_351:In-transit encryption needs a TLS certificate provider (PEM bundle or custom provider) to be managed; traffic stays inside the private subnet.
+  count = local.cluster_count
+
   name = "${var.name}-security"
 
   configuration = jsonencode({
@@ -24,12 +26,14 @@ resource "aws_emr_security_configuration" "this" {
 }
 
 resource "aws_emr_cluster" "this" {
+  count = local.cluster_count
+
   name          = var.name
   release_label = var.release_label
   applications  = ["Hadoop", "Spark"]
 
-  service_role           = aws_iam_role.emr_service.arn
-  security_configuration = aws_emr_security_configuration.this.name
+  service_role           = aws_iam_role.emr_service[0].arn
+  security_configuration = aws_emr_security_configuration.this[0].name
   log_uri                = "s3://${aws_s3_bucket.logs.id}/emr/"
 
   # Steps are submitted by `make submit`; the cluster stays up between them
@@ -45,10 +49,10 @@ resource "aws_emr_cluster" "this" {
 
   ec2_attributes {
     subnet_id                         = local.subnet_id
-    emr_managed_master_security_group = aws_security_group.master.id
-    emr_managed_slave_security_group  = aws_security_group.worker.id
-    service_access_security_group     = aws_security_group.service_access.id
-    instance_profile                  = aws_iam_instance_profile.instance.arn
+    emr_managed_master_security_group = aws_security_group.master[0].id
+    emr_managed_slave_security_group  = aws_security_group.worker[0].id
+    service_access_security_group     = aws_security_group.service_access[0].id
+    instance_profile                  = aws_iam_instance_profile.instance[0].arn
   }
 
   master_instance_group {
@@ -72,9 +76,9 @@ resource "aws_emr_cluster" "this" {
   # Installs the pinned Python dependencies and the packaged code on every node.
   bootstrap_action {
     name = "install-image-tagger"
-    path = "s3://${aws_s3_object.bootstrap.bucket}/${aws_s3_object.bootstrap.key}"
+    path = "s3://${aws_s3_object.bootstrap[0].bucket}/${aws_s3_object.bootstrap[0].key}"
     args = concat([
-      "--code", "s3://${aws_s3_object.code.bucket}/${aws_s3_object.code.key}",
+      "--code", "s3://${aws_s3_object.code[0].bucket}/${aws_s3_object.code[0].key}",
       "--install-dir", var.install_dir,
       "--python", var.python_bin,
     ], local.gpu_nodes ? ["--gpu"] : [])
@@ -85,10 +89,20 @@ resource "aws_emr_cluster" "this" {
 
   tags = { Name = var.name, Profile = local.profile_name }
 
+  # The models come from the profile (model.uri, model.heads[*].uri) and are
+  # uploaded by aws_s3_object.model; make submit points the job at the copies.
   lifecycle {
     precondition {
-      condition     = contains(local.model_files, "model.json")
-      error_message = "No model artifact at ${local.model_path} (model.json missing): run `make model` or pass -var model_dir=..."
+      condition     = length(local.models_remote) == 0
+      error_message = "Profile ${var.profile_path} names ${join(", ", local.models_remote)}: the profile must name local artifact directories (e.g. model/artifacts/efficientnet_lite0_tflite), which make deploy-cluster uploads and make submit points at their S3 copies."
+    }
+    precondition {
+      condition     = length(local.models_missing) == 0
+      error_message = "No model artifact (model.json missing) in ${join(", ", local.models_missing)}: run `make model` (the backbones; `make train-head` for the head) or fix the profile's model URIs."
+    }
+    precondition {
+      condition     = length(distinct(local.model_basenames)) == length(local.model_basenames)
+      error_message = "The profile's model directories must have distinct names (each is uploaded to models/<directory name>/): ${join(", ", keys(local.models))}."
     }
   }
 
@@ -112,8 +126,10 @@ resource "aws_emr_cluster" "this" {
 # Task nodes on spot: executors only, no HDFS, so losing one costs only the
 # tasks it was running.
 resource "aws_emr_instance_group" "task_spot" {
+  count = local.cluster_count
+
   name           = "task-spot"
-  cluster_id     = aws_emr_cluster.this.id
+  cluster_id     = aws_emr_cluster.this[0].id
   instance_type  = var.task_instance_type
   instance_count = var.task_spot_instance_count
   bid_price      = var.task_spot_bid_price
@@ -129,8 +145,10 @@ resource "aws_emr_instance_group" "task_spot" {
 # themselves, so `infra/scripts/emr_ctl.py fallback` (run by make
 # deploy-cluster) grows this group by the spot nodes that did not arrive.
 resource "aws_emr_instance_group" "task_on_demand" {
+  count = local.cluster_count
+
   name           = "task-on-demand-fallback"
-  cluster_id     = aws_emr_cluster.this.id
+  cluster_id     = aws_emr_cluster.this[0].id
   instance_type  = var.task_instance_type
   instance_count = var.task_on_demand_instance_count
 

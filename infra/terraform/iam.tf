@@ -20,21 +20,27 @@ data "aws_iam_policy_document" "emr_assume" {
 }
 
 resource "aws_iam_role" "emr_service" {
+  count = local.cluster_count
+
   name               = "${var.name}-emr-service"
   description        = "EMR service role of the image-tagger cluster"
   assume_role_policy = data.aws_iam_policy_document.emr_assume.json
 }
 
 resource "aws_iam_role_policy_attachment" "emr_service" {
-  role       = aws_iam_role.emr_service.name
+  count = local.cluster_count
+
+  role       = aws_iam_role.emr_service[0].name
   policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AmazonEMRServicePolicy_v2"
 }
 
 data "aws_iam_policy_document" "emr_service_pass_role" {
+  count = local.cluster_count
+
   statement {
     sid       = "PassInstanceRole"
     actions   = ["iam:PassRole"]
-    resources = [aws_iam_role.instance.arn]
+    resources = [aws_iam_role.instance[0].arn]
     condition {
       test     = "StringLike"
       variable = "iam:PassedToService"
@@ -44,9 +50,11 @@ data "aws_iam_policy_document" "emr_service_pass_role" {
 }
 
 resource "aws_iam_role_policy" "emr_service_pass_role" {
+  count = local.cluster_count
+
   name   = "pass-instance-role"
-  role   = aws_iam_role.emr_service.id
-  policy = data.aws_iam_policy_document.emr_service_pass_role.json
+  role   = aws_iam_role.emr_service[0].id
+  policy = data.aws_iam_policy_document.emr_service_pass_role[0].json
 }
 
 # ---------------------------------------------------------------------------
@@ -65,6 +73,8 @@ data "aws_iam_policy_document" "ec2_assume" {
 }
 
 resource "aws_iam_role" "instance" {
+  count = local.cluster_count
+
   name               = "${var.name}-emr-instance"
   description        = "Role of the image-tagger EMR nodes (S3 access to the project buckets only)"
   assume_role_policy = data.aws_iam_policy_document.ec2_assume.json
@@ -95,30 +105,34 @@ data "aws_iam_policy_document" "instance_s3" {
       "s3:AbortMultipartUpload",
       "s3:ListMultipartUploadParts",
     ]
-    resources = ["${aws_s3_bucket.data.arn}/outputs/*"]
+    resources = ["${local.bucket_arns.data}/outputs/*"]
   }
 
   statement {
     sid       = "ListMultipartUploads"
     actions   = ["s3:ListBucketMultipartUploads"]
-    resources = [aws_s3_bucket.data.arn]
+    resources = [local.bucket_arns.data]
   }
 
   # EMR uploads step, container and node logs to log_uri with the instance profile.
   statement {
     sid       = "WriteClusterLogs"
     actions   = ["s3:PutObject"]
-    resources = ["${aws_s3_bucket.logs.arn}/emr/*"]
+    resources = ["${local.bucket_arns.logs}/emr/*"]
   }
 }
 
 resource "aws_iam_role_policy" "instance_s3" {
+  count = local.cluster_count
+
   name   = "project-buckets"
-  role   = aws_iam_role.instance.id
+  role   = aws_iam_role.instance[0].id
   policy = data.aws_iam_policy_document.instance_s3.json
 }
 
 resource "aws_iam_instance_profile" "instance" {
+  count = local.cluster_count
+
   name = "${var.name}-emr-instance"
-  role = aws_iam_role.instance.name
+  role = aws_iam_role.instance[0].name
 }

@@ -15,11 +15,15 @@ locals {
     var.tags,
   )
 
+  # count of every compute resource (cluster, roles, network, artifacts
+  # bucket): 0 after `make destroy-cluster`, which keeps the data and logs buckets.
+  cluster_count = var.cluster_enabled ? 1 : 0
+
   # Resolve a relative path against this directory, keep an absolute one.
   profile_file   = startswith(var.profile_path, "/") ? var.profile_path : "${path.module}/${var.profile_path}"
   code_file      = startswith(var.code_package, "/") ? var.code_package : "${path.module}/${var.code_package}"
   bootstrap_file = startswith(var.bootstrap_script, "/") ? var.bootstrap_script : "${path.module}/${var.bootstrap_script}"
-  model_path     = startswith(var.model_dir, "/") ? var.model_dir : "${path.module}/${var.model_dir}"
+  artifacts_root = startswith(var.artifacts_root, "/") ? var.artifacts_root : "${path.module}/${var.artifacts_root}"
 
   # One source of truth: the job profile. Its spark.conf map becomes the
   # cluster's spark-defaults verbatim (EMR wants every value as a string).
@@ -28,10 +32,33 @@ locals {
   spark_conf   = { for k, v in local.profile.spark.conf : k => tostring(v) }
   venv_python  = "${var.install_dir}/venv/bin/python"
   # GPU instance families (g4dn, g5, g6, p3, p4, p5...): the bootstrap installs CUDA TensorFlow.
-  gpu_nodes     = anytrue([for t in [var.core_instance_type, var.task_instance_type] : can(regex("^(g[0-9]|p[0-9])", t))])
-  model_name    = basename(trimsuffix(var.model_dir, "/"))
-  model_files   = fileset(local.model_path, "**")
-  code_checksum = filemd5(local.code_file)
+  gpu_nodes = anytrue([for t in [var.core_instance_type, var.task_instance_type] : can(regex("^(g[0-9]|p[0-9])", t))])
+  # Read only while the cluster exists: destroy-cluster needs no code package.
+  code_checksum = var.cluster_enabled ? filemd5(local.code_file) : ""
+
+  # The models the profile names (backbone, then heads; heads may be absent
+  # or empty), exactly as written there: local artifact directories, relative
+  # to artifacts_root unless absolute. Each is uploaded to models/<basename>/.
+  model_uris_named = distinct(concat(
+    [local.profile.model.uri],
+    [for head in coalesce(try(local.profile.model.heads, null), []) : head.uri],
+  ))
+  models = var.cluster_enabled ? {
+    for uri in local.model_uris_named : uri => {
+      dir  = startswith(uri, "/") ? trimsuffix(uri, "/") : "${local.artifacts_root}/${trimsuffix(uri, "/")}"
+      name = basename(trimsuffix(uri, "/"))
+    }
+  } : {}
+  models_remote   = [for uri in keys(local.models) : uri if can(regex("^[A-Za-z][A-Za-z0-9+.-]*://", uri))]
+  models_missing  = [for uri, m in local.models : "${uri} (${m.dir})" if !contains(local.models_remote, uri) && !fileexists("${m.dir}/model.json")]
+  model_prefixes  = { for uri, m in local.models : uri => "models/${m.name}" }
+  model_basenames = [for m in values(local.models) : m.name]
+  # "<directory name>/<file>" => where it comes from and where it goes.
+  model_files = merge([
+    for uri, m in local.models : {
+      for f in fileset(m.dir, "**") : "${m.name}/${f}" => { source = "${m.dir}/${f}", key = "${local.model_prefixes[uri]}/${f}" }
+    }
+  ]...)
 
   spark_env = merge(
     {
@@ -68,9 +95,12 @@ locals {
     logs = "${var.name}-logs-${local.bucket_suffix}"
   }
 
+  # ARNs built from the names, so that policies naming the artifacts bucket
+  # (instance role, logs bucket) stay the same whether or not it exists.
+  bucket_arns = { for purpose, bucket in local.buckets : purpose => "arn:${local.partition}:s3:::${bucket}" }
+
   code_key      = "code/image-tagger-${substr(local.code_checksum, 0, 12)}.tar.gz"
   bootstrap_key = "bootstrap/bootstrap.sh"
-  model_prefix  = "models/${local.model_name}"
 
   # Tag the EMR v2 managed service policy requires on network resources it
   # touches (AmazonEMRServicePolicy_v2 only acts on tagged resources).

@@ -1,10 +1,12 @@
 # A VPC with one private subnet for the cluster (outbound through a NAT
 # gateway for PyPI, S3 through a gateway endpoint) unless var.subnet_id names
-# an existing subnet.
+# an existing subnet. All of it belongs to the cluster: none of it exists
+# while cluster_enabled is false (make destroy-cluster).
 
 locals {
-  create_network = var.subnet_id == null
-  az             = coalesce(var.availability_zone, try(data.aws_availability_zones.available[0].names[0], null))
+  create_network = var.cluster_enabled && var.subnet_id == null
+  # null while there is no network (cluster_enabled = false): coalesce would fail.
+  az = var.availability_zone != null ? var.availability_zone : try(data.aws_availability_zones.available[0].names[0], null)
 }
 
 data "aws_availability_zones" "available" {
@@ -13,7 +15,7 @@ data "aws_availability_zones" "available" {
 }
 
 data "aws_subnet" "existing" {
-  count = local.create_network ? 0 : 1
+  count = var.cluster_enabled && var.subnet_id != null ? 1 : 0
   id    = var.subnet_id
 }
 
@@ -153,7 +155,7 @@ resource "aws_vpc_endpoint" "s3" {
 
 locals {
   subnet_id = local.create_network ? aws_subnet.private[0].id : var.subnet_id
-  vpc_id    = local.create_network ? aws_vpc.this[0].id : data.aws_subnet.existing[0].vpc_id
+  vpc_id    = local.create_network ? aws_vpc.this[0].id : one(data.aws_subnet.existing[*].vpc_id)
 }
 
 # ---------------------------------------------------------------------------
@@ -163,6 +165,8 @@ locals {
 # ---------------------------------------------------------------------------
 
 resource "aws_security_group" "master" {
+  count = local.cluster_count
+
   name                   = "${var.name}-emr-master"
   description            = "EMR managed security group of the image-tagger master node"
   vpc_id                 = local.vpc_id
@@ -172,6 +176,8 @@ resource "aws_security_group" "master" {
 }
 
 resource "aws_security_group" "worker" {
+  count = local.cluster_count
+
   name                   = "${var.name}-emr-worker"
   description            = "EMR managed security group of the image-tagger core and task nodes"
   vpc_id                 = local.vpc_id
@@ -181,6 +187,8 @@ resource "aws_security_group" "worker" {
 }
 
 resource "aws_security_group" "service_access" {
+  count = local.cluster_count
+
   name                   = "${var.name}-emr-service-access"
   description            = "EMR service access security group (private subnet): 9443 from master, 8443 to nodes"
   vpc_id                 = local.vpc_id
@@ -192,12 +200,12 @@ resource "aws_security_group" "service_access" {
 # Outbound from the nodes: HTTPS (S3, PyPI, AWS APIs, image hosts) and HTTP
 # (image hosts that serve plain http). Cluster-internal rules are EMR's.
 resource "aws_vpc_security_group_egress_rule" "nodes" {
-  for_each = {
-    master-https = { sg = aws_security_group.master.id, port = 443, what = "HTTPS to S3, PyPI, AWS APIs and image hosts" }
-    master-http  = { sg = aws_security_group.master.id, port = 80, what = "HTTP to image hosts and OS package mirrors" }
-    worker-https = { sg = aws_security_group.worker.id, port = 443, what = "HTTPS to S3, PyPI, AWS APIs and image hosts" }
-    worker-http  = { sg = aws_security_group.worker.id, port = 80, what = "HTTP to image hosts and OS package mirrors" }
-  }
+  for_each = var.cluster_enabled ? {
+    master-https = { sg = aws_security_group.master[0].id, port = 443, what = "HTTPS to S3, PyPI, AWS APIs and image hosts" }
+    master-http  = { sg = aws_security_group.master[0].id, port = 80, what = "HTTP to image hosts and OS package mirrors" }
+    worker-https = { sg = aws_security_group.worker[0].id, port = 443, what = "HTTPS to S3, PyPI, AWS APIs and image hosts" }
+    worker-http  = { sg = aws_security_group.worker[0].id, port = 80, what = "HTTP to image hosts and OS package mirrors" }
+  } : {}
 
   security_group_id = each.value.sg
   description       = each.value.what
@@ -212,21 +220,23 @@ resource "aws_vpc_security_group_egress_rule" "nodes" {
 # Minimum rules of the service access group (EMR in a private subnet): the
 # master reaches the EMR service on 9443, the service reaches nodes on 8443.
 resource "aws_vpc_security_group_ingress_rule" "master_to_service" {
-  security_group_id            = aws_security_group.service_access.id
+  count = local.cluster_count
+
+  security_group_id            = aws_security_group.service_access[0].id
   description                  = "EMR master node to the EMR service access endpoint"
   ip_protocol                  = "tcp"
   from_port                    = 9443
   to_port                      = 9443
-  referenced_security_group_id = aws_security_group.master.id
+  referenced_security_group_id = aws_security_group.master[0].id
 }
 
 resource "aws_vpc_security_group_egress_rule" "service_to_nodes" {
-  for_each = {
-    master = aws_security_group.master.id
-    worker = aws_security_group.worker.id
-  }
+  for_each = var.cluster_enabled ? {
+    master = aws_security_group.master[0].id
+    worker = aws_security_group.worker[0].id
+  } : {}
 
-  security_group_id            = aws_security_group.service_access.id
+  security_group_id            = aws_security_group.service_access[0].id
   description                  = "EMR service access to the ${each.key} nodes"
   ip_protocol                  = "tcp"
   from_port                    = 8443

@@ -1,26 +1,29 @@
+# Null-safe: after `make destroy-cluster` (cluster_enabled = false) the
+# cluster outputs are null or empty and only the kept buckets remain.
+
 output "cluster_id" {
-  description = "EMR cluster id (j-...)."
-  value       = aws_emr_cluster.this.id
+  description = "EMR cluster id (j-...); null while no cluster is deployed."
+  value       = one(aws_emr_cluster.this[*].id)
 }
 
 output "master_public_dns" {
   description = "DNS name of the master node (private DNS when the cluster runs in a private subnet)."
-  value       = aws_emr_cluster.this.master_public_dns
+  value       = one(aws_emr_cluster.this[*].master_public_dns)
 }
 
 output "bucket_names" {
-  description = "Project buckets by purpose: data (manifests/, outputs/), artifacts (code/, models/, bootstrap/), logs."
+  description = "Project buckets by purpose: data (manifests/, outputs/), artifacts (code/, models/, bootstrap/; null without a cluster), logs."
   value       = local.bucket_names
 }
 
 output "log_uri" {
   description = "Where EMR writes cluster and step logs."
-  value       = aws_emr_cluster.this.log_uri
+  value       = one(aws_emr_cluster.this[*].log_uri)
 }
 
-output "model_uri" {
-  description = "S3 prefix of the uploaded model artifact; make submit passes it as --set model.uri=..."
-  value       = "s3://${aws_s3_bucket.artifacts.id}/${local.model_prefix}"
+output "model_uris" {
+  description = "Each model URI exactly as the profile writes it (model.uri, model.heads[*].uri) => the s3:// prefix of its uploaded copy; make submit passes these to the job."
+  value       = { for uri, prefix in local.model_prefixes : uri => "s3://${aws_s3_bucket.artifacts[0].id}/${prefix}" }
 }
 
 output "install_dir" {
@@ -39,9 +42,9 @@ output "region" {
 }
 
 output "task_instance_groups" {
-  description = "Task instance group ids: spot and its on-demand fallback."
-  value = {
-    spot      = aws_emr_instance_group.task_spot.id
-    on_demand = aws_emr_instance_group.task_on_demand.id
-  }
+  description = "Task instance group ids: spot and its on-demand fallback (null without a cluster)."
+  value = var.cluster_enabled ? {
+    spot      = aws_emr_instance_group.task_spot[0].id
+    on_demand = aws_emr_instance_group.task_on_demand[0].id
+  } : null
 }

@@ -3,7 +3,9 @@
 #   artifacts - code/, models/, bootstrap/ (versioned: a bad upload can be rolled back)
 #   logs      - EMR logs, S3 access logs, VPC flow logs (expire after log_retention_days)
 # Written out per bucket (no for_each) so that checkov can follow each
-# bucket's settings.
+# bucket's settings. The artifacts bucket belongs to the cluster (count =
+# local.cluster_count): make destroy-cluster removes it with its objects and
+# keeps data and logs; make destroy-all empties those two and destroys them.
 
 # ---------------------------------------------------------------------------
 # data: manifests/ in, outputs/ out
@@ -93,6 +95,8 @@ resource "aws_s3_bucket" "artifacts" {
   #checkov:skip=CKV_AWS_144:Cross-region replication is not needed: manifests and artifacts are re-created by make deploy-cluster and outputs by re-running the job; logs are transient.
   #checkov:skip=CKV_AWS_145:Encrypted with SSE-S3 (AES256, below); a customer-managed KMS key adds cost and key-policy upkeep that this batch job does not need.
   #checkov:skip=CKV2_AWS_62:No consumer listens for S3 events: jobs are started by make submit, not by uploads.
+  count = local.cluster_count
+
   bucket        = local.buckets.artifacts
   force_destroy = true # rebuilt from the repository by every deploy
 
@@ -100,7 +104,9 @@ resource "aws_s3_bucket" "artifacts" {
 }
 
 resource "aws_s3_bucket_public_access_block" "artifacts" {
-  bucket                  = aws_s3_bucket.artifacts.id
+  count = local.cluster_count
+
+  bucket                  = aws_s3_bucket.artifacts[0].id
   block_public_acls       = true
   block_public_policy     = true
   ignore_public_acls      = true
@@ -108,14 +114,18 @@ resource "aws_s3_bucket_public_access_block" "artifacts" {
 }
 
 resource "aws_s3_bucket_ownership_controls" "artifacts" {
-  bucket = aws_s3_bucket.artifacts.id
+  count = local.cluster_count
+
+  bucket = aws_s3_bucket.artifacts[0].id
   rule {
     object_ownership = "BucketOwnerEnforced"
   }
 }
 
 resource "aws_s3_bucket_server_side_encryption_configuration" "artifacts" {
-  bucket = aws_s3_bucket.artifacts.id
+  count = local.cluster_count
+
+  bucket = aws_s3_bucket.artifacts[0].id
   rule {
     apply_server_side_encryption_by_default {
       sse_algorithm = "AES256"
@@ -124,21 +134,27 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "artifacts" {
 }
 
 resource "aws_s3_bucket_policy" "artifacts" {
-  bucket = aws_s3_bucket.artifacts.id
+  count = local.cluster_count
+
+  bucket = aws_s3_bucket.artifacts[0].id
   policy = data.aws_iam_policy_document.bucket["artifacts"].json
 
   depends_on = [aws_s3_bucket_public_access_block.artifacts]
 }
 
 resource "aws_s3_bucket_versioning" "artifacts" {
-  bucket = aws_s3_bucket.artifacts.id
+  count = local.cluster_count
+
+  bucket = aws_s3_bucket.artifacts[0].id
   versioning_configuration {
     status = "Enabled"
   }
 }
 
 resource "aws_s3_bucket_lifecycle_configuration" "artifacts" {
-  bucket = aws_s3_bucket.artifacts.id
+  count = local.cluster_count
+
+  bucket = aws_s3_bucket.artifacts[0].id
 
   rule {
     id     = "expire-old-versions"
@@ -157,7 +173,9 @@ resource "aws_s3_bucket_lifecycle_configuration" "artifacts" {
 }
 
 resource "aws_s3_bucket_logging" "artifacts" {
-  bucket        = aws_s3_bucket.artifacts.id
+  count = local.cluster_count
+
+  bucket        = aws_s3_bucket.artifacts[0].id
   target_bucket = aws_s3_bucket.logs.id
   target_prefix = "s3-access/artifacts/"
 
@@ -235,14 +253,9 @@ resource "aws_s3_bucket_lifecycle_configuration" "logs" {
 # ---------------------------------------------------------------------------
 
 locals {
-  bucket_arns = {
-    data      = aws_s3_bucket.data.arn
-    artifacts = aws_s3_bucket.artifacts.arn
-    logs      = aws_s3_bucket.logs.arn
-  }
   bucket_names = {
     data      = aws_s3_bucket.data.id
-    artifacts = aws_s3_bucket.artifacts.id
+    artifacts = one(aws_s3_bucket.artifacts[*].id) # null after make destroy-cluster
     logs      = aws_s3_bucket.logs.id
   }
 }
@@ -334,13 +347,17 @@ data "aws_iam_policy_document" "bucket" {
 }
 
 # ---------------------------------------------------------------------------
-# What the bootstrap action and the job read: code, bootstrap script, model.
-# Terraform uploads them so the cluster (which depends on them) never boots
-# before they exist, and destroy removes them with the buckets.
+# What the bootstrap action and the job read: code, bootstrap script, and
+# every model the profile names (model.uri, model.heads[*].uri), each to
+# models/<directory name>/. Terraform uploads them so the cluster (which
+# depends on them) never boots before they exist; destroy-cluster removes them
+# with the artifacts bucket.
 # ---------------------------------------------------------------------------
 
 resource "aws_s3_object" "bootstrap" {
-  bucket = aws_s3_bucket.artifacts.id
+  count = local.cluster_count
+
+  bucket = aws_s3_bucket.artifacts[0].id
   key    = local.bootstrap_key
   source = local.bootstrap_file
   etag   = filemd5(local.bootstrap_file)
@@ -351,7 +368,9 @@ resource "aws_s3_object" "bootstrap" {
 }
 
 resource "aws_s3_object" "code" {
-  bucket = aws_s3_bucket.artifacts.id
+  count = local.cluster_count
+
+  bucket = aws_s3_bucket.artifacts[0].id
   key    = local.code_key
   source = local.code_file
   etag   = local.code_checksum
@@ -364,10 +383,12 @@ resource "aws_s3_object" "code" {
 resource "aws_s3_object" "model" {
   for_each = local.model_files
 
-  bucket = aws_s3_bucket.artifacts.id
-  key    = "${local.model_prefix}/${each.value}"
-  source = "${local.model_path}/${each.value}"
-  etag   = filemd5("${local.model_path}/${each.value}")
+  bucket = aws_s3_bucket.artifacts[0].id
+  key    = each.value.key
+  source = each.value.source
+  # Not etag: the provider uploads files over 5 MiB (model weights) in parts,
+  # so S3's ETag is not their MD5 and would differ on every plan.
+  source_hash = filemd5(each.value.source)
 
   depends_on = [aws_s3_bucket_versioning.artifacts, aws_s3_bucket_server_side_encryption_configuration.artifacts]
 }

@@ -2,6 +2,12 @@
 # General
 # ---------------------------------------------------------------------------
 
+variable "cluster_enabled" {
+  type        = bool
+  description = "false removes the compute (EMR cluster, instance groups, security configuration, IAM roles, network) and the artifacts bucket, and keeps the data and logs buckets with their contents: `make destroy-cluster` applies false, `make deploy-cluster` true."
+  default     = true
+}
+
 variable "region" {
   type        = string
   description = "AWS region for every resource."
@@ -47,10 +53,10 @@ variable "bootstrap_script" {
   default     = "../scripts/bootstrap.sh"
 }
 
-variable "model_dir" {
+variable "artifacts_root" {
   type        = string
-  description = "Local model artifact directory (model.json, model.keras, classes.txt); uploaded to s3://<artifacts bucket>/models/<directory name>/."
-  default     = "../../model/artifacts/efficientnet_lite0"
+  description = "Directory the profile's relative model URIs (model.uri, model.heads[*].uri) resolve against: the repository root (itself relative to infra/terraform unless absolute). Each artifact directory the profile names (model.json, model file, classes.txt) is uploaded to s3://<artifacts bucket>/models/<directory name>/."
+  default     = "../.."
 }
 
 variable "install_dir" {
@@ -88,7 +94,7 @@ variable "noncurrent_version_retention_days" {
 
 variable "force_destroy_buckets" {
   type        = bool
-  description = "Let `terraform destroy` delete buckets that still hold objects (manifests, outputs, logs). Keep false in production so a destroy cannot erase results."
+  description = "Let Terraform delete the data and logs buckets while they still hold objects. Terraform uses the value stored in state when it deletes a bucket, so it only takes effect through an apply: `make destroy-all` applies true, then empties and destroys. Keep false otherwise so that a plain destroy cannot erase results."
   default     = false
 }
 

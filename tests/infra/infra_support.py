@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,41 @@ def provider_mirror() -> Path:
             pytrace=False,
         )
     return mirror
+
+
+def expected_step_args(
+    *,
+    manifest: str,
+    output: str,
+    profile: str,
+    backbone: str,
+    heads: Sequence[tuple[str, str]] = (),
+    overrides: Sequence[str] = (),
+    install_dir: str = "/opt/image-tagger",
+) -> list[str]:
+    """The command-runner.jar arguments ``make submit`` must add: the one written-out expectation.
+
+    ``backbone`` is the uploaded s3:// prefix of model.uri, ``heads`` the
+    (name, uploaded prefix) of each model.heads entry; the unit and the
+    emulator tests both compare against this.
+    """
+    sets = [f"model.uri={backbone}"]
+    if heads:
+        sets.append("model.heads=[" + ", ".join(f"{{name: {name}, uri: '{uri}'}}" for name, uri in heads) + "]")
+    args = [
+        "spark-submit",
+        "--master",
+        "yarn",
+        "--deploy-mode",
+        "client",
+        f"{install_dir}/jobs/tag_images.py",
+        "--manifest",
+        manifest,
+        "--output",
+        output,
+        "--profile",
+        f"{install_dir}/conf/{profile}.yaml",
+    ]
+    for item in [*sets, *overrides]:
+        args += ["--set", item]
+    return args

@@ -7,15 +7,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
 import emr_ctl
 import package
 import pytest
+import yaml
+from infra_support import REPO, expected_step_args
+from moto import mock_aws
 
+from jobs.config import load_settings
+
+BACKBONE = "model/artifacts/efficientnet_lite0_tflite"
+HEAD = "model/artifacts/product_category_tflite"
+UPLOADED = {
+    BACKBONE: "s3://art-bkt/models/efficientnet_lite0_tflite",
+    HEAD: "s3://art-bkt/models/product_category_tflite",
+}
+PROFILE = {"model": {"uri": BACKBONE, "top_k": 5, "heads": [{"name": "category", "uri": HEAD}]}}
 FACTS = emr_ctl.ClusterFacts(
     cluster_id="j-TEST",
     region="eu-west-1",
     data_bucket="data-bkt",
-    model_uri="s3://art-bkt/models/efficientnet_lite0",
+    model_uris=UPLOADED,
     install_dir="/opt/image-tagger",
     spot_group_id="ig-SPOT",
     on_demand_group_id="ig-OD",
@@ -70,33 +83,103 @@ class FakeEmr:
         self.on_demand = InstanceGroups[0]["InstanceCount"]
 
 
-def test_spark_submit_args_run_the_installed_job_with_profile_and_model() -> None:
-    args = emr_ctl.spark_submit_args(
-        FACTS, manifest="s3://d/m.csv", output="s3://d/out/", profile="emr", overrides=["inference.batch_size=32"]
+def test_emr_step_args_run_the_installed_job_with_every_model_uploaded() -> None:
+    args = emr_ctl.emr_step_args(
+        FACTS,
+        manifest="s3://d/m.csv",
+        output="s3://d/out/",
+        profile="emr",
+        profile_data=PROFILE,
+        overrides=["inference.batch_size=32"],
     )
-    assert args == [
-        "spark-submit",
-        "--master",
-        "yarn",
-        "--deploy-mode",
-        "client",
-        "/opt/image-tagger/jobs/tag_images.py",
-        "--manifest",
-        "s3://d/m.csv",
-        "--output",
-        "s3://d/out/",
-        "--profile",
-        "/opt/image-tagger/conf/emr.yaml",
-        "--set",
-        "model.uri=s3://art-bkt/models/efficientnet_lite0",
-        "--set",
-        "inference.batch_size=32",
-    ]
+    assert args == expected_step_args(
+        manifest="s3://d/m.csv",
+        output="s3://d/out/",
+        profile="emr",
+        backbone=UPLOADED[BACKBONE],
+        heads=[("category", UPLOADED[HEAD])],
+        overrides=["inference.batch_size=32"],
+    )
 
 
-def test_spark_submit_args_reject_override_without_equals() -> None:
+def test_emr_step_args_without_heads_set_only_the_backbone() -> None:
+    profile = {"model": {"uri": BACKBONE, "heads": []}}
+    args = emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="emr", profile_data=profile)
+    assert args == expected_step_args(manifest="m", output="o", profile="emr", backbone=UPLOADED[BACKBONE])
+
+
+@pytest.mark.parametrize("profile", ["emr", "gpu"])
+def test_the_job_reads_the_overrides_as_the_uploaded_copies(profile: str) -> None:
+    """The --set values go through the job's own config loader: every model URI becomes its S3 copy."""
+    data = emr_ctl.load_profile(profile)
+    uploaded = {uri: f"s3://art-bkt/models/{Path(uri).name}" for uri in emr_ctl.profile_model_uris(data)}
+    facts = emr_ctl.ClusterFacts(cluster_id="j", region="eu-west-1", data_bucket="d", model_uris=uploaded)
+    args = emr_ctl.emr_step_args(facts, manifest="m", output="o", profile=profile, profile_data=data)
+    sets = [args[i + 1] for i, arg in enumerate(args) if arg == "--set"]
+    settings = load_settings(REPO / "conf" / f"{profile}.yaml", sets)
+    assert settings.model.uri == uploaded[data["model"]["uri"]]
+    assert settings.model.heads == [{**head, "uri": uploaded[head["uri"]]} for head in data["model"]["heads"]]
+    assert settings.model.top_k == data["model"]["top_k"]  # the rest of the profile is untouched
+
+
+def test_a_model_the_cluster_did_not_upload_fails_naming_it() -> None:
+    # PROFILE=gpu submitted to a cluster deployed from emr: its Keras backbone was never uploaded.
+    gpu = emr_ctl.load_profile("gpu")
+    with pytest.raises(emr_ctl.CtlError) as err:
+        emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="gpu", profile_data=gpu)
+    assert repr(gpu["model"]["uri"]) in str(err.value)
+    assert "make deploy-cluster PROFILE=gpu" in str(err.value)
+
+
+def test_a_head_the_cluster_did_not_upload_fails_naming_it() -> None:
+    profile = {"model": {"uri": BACKBONE, "heads": [{"name": "colour", "uri": "model/artifacts/colour_tflite"}]}}
+    with pytest.raises(emr_ctl.CtlError, match="'model/artifacts/colour_tflite'.*make deploy-cluster PROFILE=emr"):
+        emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="emr", profile_data=profile)
+
+
+def test_a_profile_without_heads_fails_instead_of_using_the_jobs_local_defaults() -> None:
+    with pytest.raises(emr_ctl.CtlError, match="no model.heads"):
+        emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="emr", profile_data={"model": {"uri": BACKBONE}})
+
+
+def test_emr_step_args_reject_override_without_equals() -> None:
     with pytest.raises(emr_ctl.CtlError, match="key=value"):
-        emr_ctl.spark_submit_args(FACTS, manifest="m", output="o", profile="emr", overrides=["oops"])
+        emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="emr", profile_data=PROFILE, overrides=["oops"])
+
+
+@pytest.mark.parametrize("profile", ["emr", "gpu"])
+def test_profile_models_are_local_artifacts_that_deploy_uploads(profile: str) -> None:
+    data = yaml.safe_load((REPO / "conf" / f"{profile}.yaml").read_text())
+    named = [data["model"]["uri"], *(head["uri"] for head in data["model"].get("heads") or [])]
+    assert emr_ctl.profile_model_uris(data) == list(dict.fromkeys(named))
+    for uri in named:
+        assert "://" not in uri and not Path(uri).is_absolute(), uri
+        assert (REPO / uri / "model.json").is_file(), f"{uri} has no model.json: run make model"
+    assert emr_ctl.main(["check-models", "--profile", profile]) == 0
+
+
+def test_check_models_reports_missing_and_refuses_remote(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "model.json").write_text("{}")
+    (conf / "p.yaml").write_text(yaml.safe_dump({"model": {"uri": "here", "heads": [{"name": "h", "uri": "gone"}]}}))
+    (conf / "s3.yaml").write_text(yaml.safe_dump({"model": {"uri": "s3://bucket/models/x"}}))
+    base = ["--conf-dir", str(conf), "check-models", "--artifacts-root", str(tmp_path), "--profile"]
+    assert emr_ctl.main([*base, "p"]) == emr_ctl.EXIT_MISSING
+    assert emr_ctl.main([*base, "s3"]) == emr_ctl.EXIT_USAGE
+    assert "s3://bucket/models/x" in caplog.text and "local artifact directories" in caplog.text
+
+
+def test_facts_need_a_deployed_cluster() -> None:
+    # After make destroy-cluster only the kept buckets are in the outputs.
+    kept = {"cluster_id": None, "bucket_names": {"data": "d", "artifacts": None, "logs": "l"}, "model_uris": {}}
+    with pytest.raises(emr_ctl.CtlError, match="run make deploy-cluster"):
+        emr_ctl.facts_from_outputs(kept)
+    facts = emr_ctl.facts_from_outputs(
+        {**kept, "cluster_id": "j-1", "region": "r", "model_uris": UPLOADED, "task_instance_groups": None}
+    )
+    assert facts.model_uris == UPLOADED and facts.spot_group_id is None
 
 
 def test_step_definition_uses_command_runner() -> None:
@@ -165,6 +248,50 @@ def test_submit_without_terraform_fails_clearly(tmp_path: Path, caplog: pytest.L
     code = emr_ctl.main(["--tf-dir", str(tmp_path), "--terraform", str(tmp_path / "nope"), "submit", "--manifest", "m"])
     assert code == emr_ctl.EXIT_USAGE
     assert "terraform not found" in caplog.text
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """In-process moto S3 (no server, no network)."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        yield boto3.client("s3", region_name="eu-west-1")
+
+
+def test_empty_bucket_deletes_every_version_and_delete_marker(s3: Any) -> None:
+    s3.create_bucket(Bucket="data", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    s3.put_bucket_versioning(Bucket="data", VersioningConfiguration={"Status": "Enabled"})
+    for body in (b"v1", b"v2-longer"):
+        s3.put_object(Bucket="data", Key="outputs/run/part-0", Body=body)
+    s3.put_object(Bucket="data", Key="manifests/m.csv", Body=b"uri\n")
+    s3.delete_object(Bucket="data", Key="manifests/m.csv")  # a delete marker over one version
+    s3.put_object(Bucket="data", Key="README", Body=b"x")
+    gone = emr_ctl.empty_bucket(s3, "data")
+    assert (gone.versions, gone.delete_markers, gone.bytes) == (4, 1, 2 + 9 + 4 + 1)
+    assert gone.prefixes == {"README": 1, "manifests/": 1, "outputs/": 2}
+    listing = s3.list_object_versions(Bucket="data")
+    assert not listing.get("Versions") and not listing.get("DeleteMarkers")
+    s3.delete_bucket(Bucket="data")  # empty: S3 lets it go
+    lines = emr_ctl.describe_emptied(gone)
+    assert lines[0] == "deleted from s3://data: 4 object versions (16 bytes), 1 delete markers"
+    assert "  outputs/: 2 object versions" in lines
+
+
+def test_empty_bucket_batches_and_handles_unversioned_buckets(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(emr_ctl, "DELETE_BATCH", 3)
+    s3.create_bucket(Bucket="tagger-logs", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    for i in range(7):
+        s3.put_object(Bucket="tagger-logs", Key=f"emr/j-1/log-{i}", Body=b"l")
+    assert emr_ctl.empty_bucket(s3, "tagger-logs").versions == 7
+    assert s3.list_objects_v2(Bucket="tagger-logs")["KeyCount"] == 0
+
+
+def test_empty_buckets_command_skips_a_missing_bucket(s3: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert emr_ctl.main(["--region", "eu-west-1", "empty-buckets", "--bucket", "never-created"]) == 0
+    assert "does not exist" in capsys.readouterr().out
 
 
 def _tree(root: Path) -> Path:

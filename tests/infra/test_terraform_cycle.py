@@ -1,9 +1,10 @@
-"""make deploy-cluster / submit / destroy-cluster against a local AWS emulator.
+"""make deploy-cluster / submit / destroy-cluster / destroy-all against a local AWS emulator.
 
 The Makefile targets run exactly as a user runs them; only the environment
 differs (AWS_ENDPOINT_URL and dummy credentials, see conftest.aws_env). The
 Terraform files are copied to a temporary directory so state and provider
-downloads never land in the repository.
+downloads never land in the repository. The models are the real artifacts
+that conf/emr.yaml names (make model builds them).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 import yaml
 from botocore.exceptions import ClientError
-from infra_support import REGION, REPO, provider_mirror, terraform_binary
+from infra_support import REGION, REPO, expected_step_args, provider_mirror, terraform_binary
 
 NAME = "tagger-ci"
 MAKE_TIMEOUT_S = 300
@@ -56,24 +58,38 @@ def check(proc: subprocess.CompletedProcess, expected: int = 0) -> str:
     return out
 
 
-def fake_model(directory: Path) -> Path:
-    """A tiny stand-in for model/artifacts/efficientnet_lite0 (only its files are uploaded)."""
-    directory.mkdir(parents=True)
-    (directory / "model.json").write_text(json.dumps({"name": "efficientnet_lite0", "input_size": 224}))
-    (directory / "classes.txt").write_text("tench\ngoldfish\n")
-    (directory / "model.keras").write_bytes(b"not really a keras file")
-    return directory
+def local_files(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` by its path relative to it."""
+    return {str(f.relative_to(directory)): f.read_bytes() for f in sorted(directory.rglob("*")) if f.is_file()}
+
+
+def objects_under(s3: Any, bucket: str, prefix: str) -> dict[str, bytes]:
+    """Every object under ``prefix/`` by its key relative to the prefix."""
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
+        for o in page.get("Contents", [])
+    ]
+    return {key[len(prefix) + 1 :]: s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
+
+
+def profile_models(profile: dict[str, Any]) -> list[str]:
+    """Every model URI the profile names: the backbone, then each head."""
+    return [profile["model"]["uri"], *(head["uri"] for head in profile["model"].get("heads") or [])]
 
 
 @pytest.mark.infra
-def test_deploy_submit_destroy_cycle(aws_env: dict[str, str], tmp_path: Path) -> None:
-    terraform = terraform_binary()
+def test_deploy_submit_destroy_cluster_redeploy_destroy_all(aws_env: dict[str, str], tmp_path: Path) -> None:
+    terraform_bin = terraform_binary()
     mirror = provider_mirror()
     tf_dir = tmp_path / "terraform"
     tf_dir.mkdir()
     for tf_file in (REPO / "infra" / "terraform").glob("*.tf"):
         shutil.copy(tf_file, tf_dir)
-    model_dir = fake_model(tmp_path / "efficientnet_lite0")
+    profile = yaml.safe_load((REPO / "conf" / "emr.yaml").read_text())
+    for uri in profile_models(profile):
+        if not (REPO / uri / "model.json").is_file():
+            pytest.fail(f"{uri} has no model.json: run make model (the cycle uploads the real artifacts)", pytrace=False)
     # Package a snapshot: edits to the working tree during the test must not
     # change the code package between the apply and the second plan.
     source = tmp_path / "src"
@@ -86,14 +102,13 @@ def test_deploy_submit_destroy_cycle(aws_env: dict[str, str], tmp_path: Path) ->
     make_vars = [
         f"TF_DIR={tf_dir}",
         f"TF_PLUGIN_DIR={mirror}",
-        f"TERRAFORM={terraform}",
+        f"TERRAFORM={terraform_bin}",
         f"PY={sys.executable}",
-        f"MODEL_DIR={model_dir}",
         f"CODE_PACKAGE={tmp_path / 'dist' / 'code.tar.gz'}",
         f"PACKAGE_ROOT={source}",
         f"REGION={REGION}",
         "PROFILE=emr",
-        f"TF_ARGS=-var name={NAME} -var force_destroy_buckets=true -var task_spot_bid_price=0.25",
+        f"TF_ARGS=-var name={NAME} -var task_spot_bid_price=0.25",
         "POLL=1",
         "FALLBACK_TIMEOUT=20",
     ]
@@ -121,22 +136,21 @@ def test_deploy_submit_destroy_cycle(aws_env: dict[str, str], tmp_path: Path) ->
         region_name=REGION,
     )
     emr, s3, iam, ec2 = (session.client(name, endpoint_url=aws_env["AWS_ENDPOINT_URL"]) for name in ("emr", "s3", "iam", "ec2"))
-    outputs = json.loads(
-        subprocess.run(
-            [terraform, f"-chdir={tf_dir}", "output", "-json"],
-            env=aws_env,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
+
+    def terraform(*args: str) -> str:
+        return subprocess.run(
+            [terraform_bin, f"-chdir={tf_dir}", *args], env=aws_env, capture_output=True, text=True, check=True, timeout=60
         ).stdout
-    )
-    cluster_id = outputs["cluster_id"]["value"]
-    buckets = outputs["bucket_names"]["value"]
+
+    def outputs() -> dict[str, Any]:
+        return {name: item["value"] for name, item in json.loads(terraform("output", "-json")).items()}
+
+    first = outputs()
+    cluster_id = first["cluster_id"]
+    buckets = first["bucket_names"]
     assert set(buckets) == {"data", "artifacts", "logs"}
 
     cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
-    profile = yaml.safe_load((REPO / "conf" / "emr.yaml").read_text())
     by_class = {c["Classification"]: c for c in cluster["Configurations"]}
     assert by_class["spark-defaults"]["Properties"] == {k: str(v) for k, v in profile["spark"]["conf"].items()}
     exports = by_class["spark-env"]["Configurations"][0]
@@ -164,7 +178,15 @@ def test_deploy_submit_destroy_cycle(aws_env: dict[str, str], tmp_path: Path) ->
     assert code_uri.startswith(f"s3://{buckets['artifacts']}/code/image-tagger-")
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=buckets["artifacts"])["Contents"]}
     assert code_uri.split("/", 3)[3] in keys
-    assert {"bootstrap/bootstrap.sh", "models/efficientnet_lite0/model.json", "models/efficientnet_lite0/model.keras"} <= keys
+    assert "bootstrap/bootstrap.sh" in keys
+    # Every model the profile names is uploaded as it is on disk: same files, same bytes.
+    model_uris = first["model_uris"]
+    assert set(model_uris) == set(profile_models(profile))
+    for uri, uploaded in model_uris.items():
+        assert uploaded == f"s3://{buckets['artifacts']}/models/{Path(uri).name}"
+        local = local_files(REPO / uri)
+        assert "model.json" in local
+        assert objects_under(s3, buckets["artifacts"], uploaded.split("/", 3)[3]) == local, uri
     script = s3.get_object(Bucket=buckets["artifacts"], Key="bootstrap/bootstrap.sh")["Body"].read()
     assert script == (REPO / "infra" / "scripts" / "bootstrap.sh").read_bytes()
 
@@ -176,24 +198,14 @@ def test_deploy_submit_destroy_cycle(aws_env: dict[str, str], tmp_path: Path) ->
     (step,) = emr.list_steps(ClusterId=cluster_id)["Steps"]
     assert step["ActionOnFailure"] == "CONTINUE"
     assert step["Config"]["Jar"] == "command-runner.jar"
-    assert step["Config"]["Args"] == [
-        "spark-submit",
-        "--master",
-        "yarn",
-        "--deploy-mode",
-        "client",
-        "/opt/image-tagger/jobs/tag_images.py",
-        "--manifest",
-        manifest,
-        "--output",
-        output,
-        "--profile",
-        "/opt/image-tagger/conf/emr.yaml",
-        "--set",
-        f"model.uri=s3://{buckets['artifacts']}/models/efficientnet_lite0",
-        "--set",
-        "fetch.threads=4",
-    ]
+    assert step["Config"]["Args"] == expected_step_args(
+        manifest=manifest,
+        output=output,
+        profile="emr",
+        backbone=model_uris[profile["model"]["uri"]],
+        heads=[(head["name"], model_uris[head["uri"]]) for head in profile["model"]["heads"]],
+        overrides=["fetch.threads=4"],
+    )
 
     # Waiting polls, prints the state and gives up after the overall timeout
     # (the emulator never finishes a step).
@@ -204,25 +216,59 @@ def test_deploy_submit_destroy_cycle(aws_env: dict[str, str], tmp_path: Path) ->
     assert re.search(r"still (PENDING|RUNNING) after 3s", wait_out) and "Error 124" in wait_out
     assert len(emr.list_steps(ClusterId=cluster_id)["Steps"]) == 2
 
-    # Tear everything down and check nothing is left.
-    timed("destroy", "destroy-cluster")
-    state = subprocess.run(
-        [terraform, f"-chdir={tf_dir}", "state", "list"], env=aws_env, capture_output=True, text=True, timeout=60
-    )
-    assert state.stdout.strip() == ""
+    # destroy-cluster removes the compute and the artifacts bucket, keeps the data and logs buckets.
+    s3.put_object(Bucket=buckets["data"], Key="outputs/ci/part-0.parquet", Body=b"results")
+    timed("destroy-cluster", "destroy-cluster")
+    kept = outputs()
+    assert kept.get("cluster_id") is None and not kept.get("model_uris")
+    assert kept["bucket_names"] == {**buckets, "artifacts": None}
+    assert {b["Name"] for b in s3.list_buckets()["Buckets"]} == {buckets["data"], buckets["logs"]}
+    assert s3.get_object(Bucket=buckets["data"], Key="outputs/ci/part-0.parquet")["Body"].read() == b"results"
+    assert s3.get_object(Bucket=buckets["data"], Key="manifests/ci.csv")["Body"].read() == b"uri\ns3://x/y.jpg\n"
+    assert_no_compute(emr, iam, ec2)
+
+    # deploy-cluster again: a new cluster beside the same buckets and their objects.
+    redeploy_out = timed("redeploy", "deploy-cluster")
+    assert "on-demand task nodes requested: 0" in redeploy_out
+    second = outputs()
+    assert second["bucket_names"] == buckets
+    assert second["cluster_id"] not in (None, cluster_id)
+    assert second["model_uris"] == model_uris
+    assert s3.get_object(Bucket=buckets["data"], Key="outputs/ci/part-0.parquet")["Body"].read() == b"results"
+
+    # destroy-all: empties the data bucket (every version) and the logs bucket, then destroys everything.
+    s3.put_object(Bucket=buckets["data"], Key="outputs/ci/part-0.parquet", Body=b"results v2")  # a second version
+    s3.put_object(Bucket=buckets["logs"], Key="emr/j-CI/steps/stderr.gz", Body=b"log")
+    all_out = timed("destroy-all", "destroy-all")
+    # manifests/ci.csv and two versions of the output; the logs bucket holds at least the one put here.
+    assert f"deleted from s3://{buckets['data']}: 3 object versions" in all_out, all_out[-3000:]
+    logs_deleted = re.search(rf"deleted from s3://{buckets['logs']}: (\d+) object versions", all_out)
+    assert logs_deleted and int(logs_deleted.group(1)) >= 1, all_out[-3000:]
+    assert "  emr/: " in all_out and "  outputs/: 2 object versions" in all_out
+    assert terraform("state", "list").strip() == ""
     assert emr.list_clusters(ClusterStates=ACTIVE_CLUSTER_STATES)["Clusters"] == []
     with pytest.raises(ClientError):  # moto lacks ListSecurityConfigurations
         emr.describe_security_configuration(Name=f"{NAME}-security")
     assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == []
-    assert [r["RoleName"] for r in iam.list_roles()["Roles"] if r["RoleName"].startswith(NAME)] == []
-    assert [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]] == []
-    assert [v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"] if not v["IsDefault"]] == []
+    assert_no_compute(emr, iam, ec2)
     groups_left = ec2.describe_security_groups()["SecurityGroups"]
     assert [g["GroupName"] for g in groups_left if g["GroupName"] != "default"] == []
     assert ec2.describe_addresses()["Addresses"] == []
     nat_states = {n["State"] for n in ec2.describe_nat_gateways()["NatGateways"]}
     assert nat_states <= {"deleted"}
+
+    # Nothing deployed: destroy-all says so and creates nothing.
+    again = timed("destroy-all-again", "destroy-all")
+    assert "nothing deployed" in again and s3.list_buckets()["Buckets"] == []
     print(f"\ninfra cycle timings (s): {timings}")
+
+
+def assert_no_compute(emr: Any, iam: Any, ec2: Any) -> None:
+    """No running cluster, no project role or instance profile, no VPC but the default one."""
+    assert emr.list_clusters(ClusterStates=ACTIVE_CLUSTER_STATES)["Clusters"] == []
+    assert [r["RoleName"] for r in iam.list_roles()["Roles"] if r["RoleName"].startswith(NAME)] == []
+    assert [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]] == []
+    assert [v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"] if not v["IsDefault"]] == []
 
 
 def test_deploy_fails_clearly_without_terraform(tmp_path: Path) -> None:
@@ -247,3 +293,49 @@ def test_submit_requires_manifest() -> None:
     proc = make("submit", {"PATH": "/usr/bin:/bin"}, "MANIFEST=", timeout=30)
     assert proc.returncode == 2
     assert "set MANIFEST=s3://" in proc.stderr
+
+
+@pytest.mark.infra
+def test_plan_refuses_remote_and_missing_models_and_other_spark(aws_env: dict[str, str], tmp_path: Path) -> None:
+    """The profile must name local artifact directories, each with model.json; the release must ship Spark 3.5.6."""
+    terraform_bin, mirror = terraform_binary(), provider_mirror()
+    tf_dir = tmp_path / "terraform"
+    tf_dir.mkdir()
+    for tf_file in (REPO / "infra" / "terraform").glob("*.tf"):
+        shutil.copy(tf_file, tf_dir)
+    (tmp_path / "artifacts" / "no_json").mkdir(parents=True)
+    (tmp_path / "artifacts" / "no_json" / "model.tflite").write_bytes(b"weights")
+    profile = tmp_path / "bad.yaml"
+    profile.write_text(
+        yaml.safe_dump(
+            {
+                "spark": {"conf": {"spark.task.cpus": "1"}},
+                "model": {"uri": "s3://elsewhere/models/backbone", "heads": [{"name": "h", "uri": "no_json"}]},
+            }
+        )
+    )
+    (tmp_path / "code.tar.gz").write_bytes(b"code")
+
+    def terraform(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [terraform_bin, f"-chdir={tf_dir}", *args], env=aws_env, capture_output=True, text=True, timeout=120
+        )
+
+    assert terraform("init", "-input=false", f"-plugin-dir={mirror}").returncode == 0
+    tf_vars = [
+        f"-var=profile_path={profile}",
+        f"-var=artifacts_root={tmp_path / 'artifacts'}",
+        f"-var=code_package={tmp_path / 'code.tar.gz'}",
+        f"-var=bootstrap_script={REPO / 'infra' / 'scripts' / 'bootstrap.sh'}",
+        f"-var=region={REGION}",
+    ]
+    plan = terraform("plan", "-input=false", "-no-color", *tf_vars)
+    errors = " ".join((plan.stdout + plan.stderr).split())  # Terraform wraps long messages
+    assert plan.returncode == 1, errors[-3000:]
+    assert "names s3://elsewhere/models/backbone: the profile must name local artifact directories" in errors
+    assert f"No model artifact (model.json missing) in no_json ({tmp_path / 'artifacts' / 'no_json'})" in errors
+    assert "run `make model`" in errors
+
+    release = terraform("plan", "-input=false", "-no-color", *tf_vars, "-var=release_label=emr-7.10.0")
+    assert release.returncode == 1
+    assert "pinned pyspark (3.5.6, requirements.txt) must match the cluster's Spark" in " ".join(release.stderr.split())
