@@ -155,11 +155,13 @@ def plan_paths(rows: DataFrame, covered: DataFrame | None, models: ModelBundle, 
     return planned.where(F.col("path").isNotNull())
 
 
-def stored_embeddings(ledger: DataFrame, models: ModelBundle, image_ids: DataFrame) -> DataFrame:
-    """(image_id, embedding, embedding_norm): the latest embedding each of these images has for
-    this backbone version."""
+def stored_embeddings(ledger: DataFrame, models: ModelBundle, image_ids: DataFrame | None = None) -> DataFrame:
+    """(image_id, embedding, embedding_norm): the latest embedding each image (of image_ids, when
+    given) has for this backbone version."""
     rows = ledger.where(
         (F.col("status") == "ok") & (F.col("model_version") == models.backbone.version) & F.col("embedding_norm").isNotNull()
-    ).join(image_ids, "image_id", "left_semi")
+    )
+    if image_ids is not None:
+        rows = rows.join(image_ids, "image_id", "left_semi")
     latest = rows.groupBy("image_id").agg(F.max_by(F.struct("embedding", "embedding_norm"), "processed_at").alias("e"))
     return latest.select("image_id", "e.embedding", "e.embedding_norm")

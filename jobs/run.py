@@ -139,13 +139,14 @@ class Run:
         partitions = self.settings.spark.partitions
         plan = dict(models=self.models, embedding=self.settings.model.embedding, run_id=state.run_id,
                     incremental=self.args.incremental, single_pass=self.settings.spark.single_pass)
-        # Heads on stored embeddings need the plan on disk first: its stored rows are joined to
-        # their embeddings in one pass over the output, before any chunk is tagged.
+        # Rows whose heads can run on an embedding the output holds get it joined to them.
         stored_possible = (self.args.incremental and ledger is not None and bool(self.models.heads)
                            and "embedding_norm" in ledger.columns)
 
-        if state.chunks == 1 and not stored_possible:
+        if state.chunks == 1:
             pending, counts = plan_pending(manifest, ledger, partitions=partitions, **plan)
+            if stored_possible:
+                pending = pending.join(stored_embeddings(ledger, self.models), "image_id", "left")
             self._write(pending, state.run_id)
             state.counts = counts()
             state.done_chunks = [0]
@@ -180,15 +181,19 @@ class Run:
         """Write the plan to staging, split into chunks; rows on the stored-embedding path carry their embedding."""
         started = time.perf_counter()
         chunked = pending.withColumn("chunk", F.pmod(F.xxhash64("image_id"), F.lit(state.chunks)))
-        plan_dir = f"{staging}-plan"
-        chunked.write.mode("overwrite").partitionBy("chunk").parquet(plan_dir)
-        state.counts = counts()
-        planned = self.spark.read.parquet(plan_dir)
-        if state.counts["stored_embedding"]:
-            ids = planned.where(F.col("path") == PATH_STORED_EMBEDDING).select("image_id")
-            planned = planned.join(stored_embeddings(ledger, self.models, ids), "image_id", "left")
-        planned.write.mode("overwrite").partitionBy("chunk").parquet(staging)
-        self.store.delete(STAGING, f"{state.run_id}-plan")
+        if ledger is None or not self.models.heads:
+            chunked.write.mode("overwrite").partitionBy("chunk").parquet(staging)
+            state.counts = counts()
+        else:  # the plan first, then its stored-embedding rows' embeddings: one pass over the output
+            plan_dir = f"{staging}-plan"
+            chunked.write.mode("overwrite").partitionBy("chunk").parquet(plan_dir)
+            state.counts = counts()
+            planned = self.spark.read.parquet(plan_dir)
+            if state.counts["stored_embedding"]:
+                ids = planned.where(F.col("path") == PATH_STORED_EMBEDDING).select("image_id")
+                planned = planned.join(stored_embeddings(ledger, self.models, ids), "image_id", "left")
+            planned.write.mode("overwrite").partitionBy("chunk").parquet(staging)
+            self.store.delete(STAGING, f"{state.run_id}-plan")
         state.staged = True
         self.store.write_state(self.key, state)
         self.phases["stage_s"] += time.perf_counter() - started
@@ -302,8 +307,13 @@ def render_summary(record: dict, examples: list[dict]) -> str:
     ]
     heads = [head["name"] for head in record["settings"]["model"]["heads"]]
     for row in examples:
-        tags = ", ".join(f"{t['label']} {t['score']:.2f}" for t in row["tags"][:3])
-        extra = "".join(f" | {name}: {row[name]} {row[f'{name}_score']:.2f}" for name in heads)
+        if row["tags"] is None:
+            tags = "(heads only, on the stored embedding)"
+        else:
+            tags = ", ".join(f"{t['label']} {t['score']:.2f}" for t in row["tags"][:3])
+        # A head an image already had is not rerun (no score here); under min_score the label is null.
+        extra = "".join(f" | {name}: {row[name] or '(unsure)'} {row[f'{name}_score']:.2f}" for name in heads
+                        if row.get(f"{name}_score") is not None)
         if row.get("embedding") is not None:
             extra += f" | embedding[{len(row['embedding'])}]"
         lines.append(f"  {row['url'].rsplit('/', 1)[-1][:32]:32s} {tags}{extra}")

@@ -151,3 +151,22 @@ def test_min_score_leaves_the_label_null_and_keeps_the_score(spark, backbone, he
     result = run(spark, floored, manifest, tmp_path / "out", incremental=False)
     rows = [r for r in rows_of(spark, tmp_path / "out", result["run_id"]).values() if r["status"] == "ok"]
     assert rows and all(r["a"] is None and 0 < r["a_score"] < 1.0 for r in rows)
+
+
+def test_summary_shows_both_paths():
+    from jobs.run import render_summary
+
+    record = {"model_name": "b", "model_version": "v", "run_id": "r", "resumed": False, "rows_in": 3, "ok": 3, "error": 0,
+              "skipped": 0, "skipped_duplicates": 0, "skipped_done": 0, "paths": {"full": 1, "stored_embedding": 2},
+              "wall_s": 1.0, "images_per_s": 3.0, "startup_s": 0.5, "steady_images_per_s": 2.0,
+              "stages": dict.fromkeys(("read_manifest_s", "fetch_s", "decode_s", "infer_s", "spark_io_s", "write_s"), 0.0),
+              "settings": {"model": {"heads": [{"name": "category"}, {"name": "style"}]}}}
+    examples = [
+        {"url": "file:///a.jpg", "tags": [{"label": "espresso", "score": 0.9}], "category": "Bag", "category_score": 0.8,
+         "style": None, "style_score": 0.3, "embedding": [0.0] * 4},
+        {"url": "file:///b.jpg", "tags": None, "category": None, "category_score": None, "style": "plain", "style_score": 0.7},
+    ]
+    text = render_summary(record, examples)
+    assert "paths       1 full (fetch, decode, backbone, heads), 2 heads only, on stored embeddings (no fetch)" in text
+    assert "espresso 0.90 | category: Bag 0.80 | style: (unsure) 0.30 | embedding[4]" in text
+    assert "b.jpg" in text and "(heads only, on the stored embedding) | style: plain 0.70" in text
