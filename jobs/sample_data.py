@@ -7,6 +7,7 @@ canvas with a soft shadow and sensor noise, and saved as JPEG, so sizes and deco
 resemble a shop's catalogue. Everything is seeded: same arguments, same files.
 
     python -m jobs.sample_data --out data/sample --images 200
+    python -m jobs.sample_data --labelled --out data/labelled --images 300   # url,label for make train-head
 """
 
 from __future__ import annotations
@@ -134,6 +135,48 @@ def make_dataset(out: Path, images: int, *, seed: int = 7, photo_share: float = 
     return manifest
 
 
+def make_labelled_dataset(
+    out: Path, images: int, *, seed: int = 7, classes: list[str] | None = None
+) -> Path:
+    """Write `images` product photos and manifest.csv (url, label) under out, for `make train-head`.
+
+    label is the Fashion-MNIST class the photo was made from. The classes (default: all ten)
+    get equal shares (the first ones one more when `images` does not divide evenly); the
+    items are drawn from the t10k split without repeats. Cached like make_dataset.
+    """
+    classes = list(classes or FASHION_CLASSES)
+    unknown = sorted(set(classes) - set(FASHION_CLASSES))
+    if unknown or len(set(classes)) != len(classes):
+        raise ValueError(f"classes must be distinct Fashion-MNIST classes ({', '.join(FASHION_CLASSES)}); got {classes}")
+    stamp = {"images": images, "seed": seed, "classes": classes, "version": 1}
+    manifest = out / "manifest.csv"
+    stamp_file = out / "labelled.json"
+    if manifest.exists() and stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp:
+        return manifest
+    items, labels = fashion_mnist("t10k")
+    rng = np.random.default_rng([seed, 3])
+    shares = [images // len(classes) + (k < images % len(classes)) for k in range(len(classes))]
+    picks = [
+        (int(i), name)
+        for name, share in zip(classes, shares, strict=True)
+        for i in rng.choice(np.nonzero(labels == FASHION_CLASSES.index(name))[0], size=share, replace=False)
+    ]
+    order = rng.permutation(len(picks))  # classes interleaved, as a real label file would be
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n, k in enumerate(order):
+        index, name = picks[k]
+        path = out / "images" / f"item_{n:06d}.jpg"
+        product_photo(items[index], rng).save(path, "JPEG", quality=int(rng.integers(85, 96)))
+        rows.append((path.resolve().as_uri(), name))
+    with manifest.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["url", "label"])
+        writer.writerows(rows)
+    stamp_file.write_text(json.dumps(stamp))
+    return manifest
+
+
 def local_demo_manifest(out: Path, generated: int) -> Path:
     """run-local's manifest: the real photos, generated product photos, and two bad rows."""
     product_manifest = make_dataset(out / "products", generated, photo_share=0.0)
@@ -159,8 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--demo", action="store_true", help="run-local's mix: real photos + products + bad rows")
+    parser.add_argument("--labelled", action="store_true", help="product photos and manifest.csv with url,label")
+    parser.add_argument("--classes", help="--labelled: comma-separated Fashion-MNIST classes (default: all ten)")
     args = parser.parse_args(argv)
-    manifest = local_demo_manifest(args.out, args.images) if args.demo else make_dataset(args.out, args.images, seed=args.seed)
+    if args.labelled:
+        classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+        manifest = make_labelled_dataset(args.out, args.images, seed=args.seed, classes=classes)
+    elif args.demo:
+        manifest = local_demo_manifest(args.out, args.images)
+    else:
+        manifest = make_dataset(args.out, args.images, seed=args.seed)
     print(manifest)
     return 0
 

@@ -23,6 +23,9 @@ small function:
 5. evaluate + write: reports/train-head/evaluation.json, confusion_matrix.png, and the versioned
    artifact model/artifacts/product_category (written only when the test target is met; the
    exit status is 1 otherwise).
+
+Steps 3-5 use the building blocks in model/head_training.py, which the own-data path
+(`make train-head LABELS=... NAME=...`, jobs/train_head.py) shares.
 """
 
 from __future__ import annotations
@@ -41,14 +44,23 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from jobs.sample_data import FASHION_CLASSES, fashion_mnist
-from model.artifact import save_keras_artifact
+from model import head_training
+from model.head_training import (
+    EMBEDDING_DIM,
+    choose_head,
+    evaluate,
+    plot_confusion,
+    predict,
+    stratified_subset,
+    train_head,
+    train_val_split,
+)
 
 HEAD_NAME = "product_category"
 BACKBONE_DIR = Path("model/artifacts/efficientnet_lite0")
 DEFAULT_OUT = Path("model/artifacts") / HEAD_NAME
 DEFAULT_CACHE = Path("data/cache")
 DEFAULT_REPORTS = Path("reports/train-head")
-EMBEDDING_DIM = 1280
 IMAGE_SIZE = 224
 RESIZE_SHORTER = 256
 # Bump when render_item changes: cached embeddings of the old renders are then ignored.
@@ -56,12 +68,8 @@ RENDER_VERSION = 1
 log = logging.getLogger(__name__)
 
 Embed = Callable[[np.ndarray], np.ndarray]
-# Per head kind: layer and optimiser settings. The MLP overfits within 2 epochs at 1e-3; at
-# 1e-4 with dropout 0.6 it gained ~1 point of validation accuracy over the linear head (50k items).
-HEAD_SETTINGS = {
-    "linear": {"learning_rate": 1e-3},
-    "mlp": {"hidden": 2048, "dropout": 0.6, "learning_rate": 1e-4},
-}
+# The product-category head's artifact: raw (not L2-normalised) embedding in.
+write_head_artifact = functools.partial(head_training.write_head_artifact, name=HEAD_NAME, input_normalisation="none")
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,204 +288,8 @@ def cached_embeddings(
 
 
 # --------------------------------------------------------------------------------------------
-# 3. split
+# 3-5. split, train, evaluate: model/head_training.py; the check on the job's own path
 # --------------------------------------------------------------------------------------------
-def stratified_subset(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """`count` positions of labels, each class in proportion (to within one), random within it.
-
-    Any smaller count gives a prefix of the same order, so subsets are nested.
-    """
-    if not 0 <= count <= len(labels):
-        raise ValueError(f"cannot take {count} of {len(labels)} items")
-    rng = np.random.default_rng(seed)
-    shuffled = rng.permutation(len(labels))
-    rank = np.empty(len(labels))
-    for c in np.unique(labels):
-        members = shuffled[labels[shuffled] == c]
-        rank[members] = (np.arange(len(members)) + 0.5) / len(members)
-    order = np.lexsort((rng.random(len(labels)), rank))
-    return order[:count]
-
-
-def train_val_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (train positions, validation positions) of labels, both sorted."""
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    val = np.sort(stratified_subset(labels, round(len(labels) * val_fraction), seed))
-    train = np.setdiff1d(np.arange(len(labels)), val)
-    return train, val
-
-
-# --------------------------------------------------------------------------------------------
-# 4. train
-# --------------------------------------------------------------------------------------------
-def build_head(kind: str, train_x: np.ndarray, num_classes: int, *, hidden: int = 2048, dropout: float = 0.6):
-    """float32 (N, 1280) raw embedding -> softmax (N, num_classes).
-
-    Standardisation (per-feature mean/variance of the training embeddings) is a layer of the
-    head, so the job feeds the raw embedding and the artifact carries its own statistics.
-    """
-    import keras
-    from keras import layers
-
-    if kind not in ("linear", "mlp"):
-        raise ValueError(f"head kind must be 'linear' or 'mlp', got {kind!r}")
-    inputs = keras.Input((train_x.shape[1],), dtype="float32", name="embedding")
-    standardise = layers.Normalization(name="standardise")
-    standardise.adapt(train_x)
-    x = standardise(inputs)
-    if kind == "mlp":
-        x = layers.Dense(hidden, activation="relu", name="hidden")(x)
-        x = layers.Dropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name=f"{HEAD_NAME}_{kind}")
-
-
-def train_head(
-    kind: str,
-    train_x,
-    train_y,
-    val_x,
-    val_y,
-    *,
-    num_classes: int,
-    seed: int,
-    epochs: int = 100,
-    batch_size: int = 256,
-    patience: int = 6,
-    learning_rate: float | None = None,
-):
-    """Fit a head with Adam and early stopping on validation loss (best weights kept).
-
-    Layer sizes and the default learning rate come from HEAD_SETTINGS[kind].
-    Returns (model, info) where info has the epochs run, the best epoch and the seconds taken.
-    """
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    settings = dict(HEAD_SETTINGS.get(kind, {}))
-    learning_rate = learning_rate or settings.pop("learning_rate", 1e-3)
-    settings.pop("learning_rate", None)
-    model = build_head(kind, train_x, num_classes, **settings)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=False,  # XLA compiling costs more than it saves on a model this small
-    )
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
-    started = time.perf_counter()
-    history = model.fit(
-        train_x,
-        train_y,
-        validation_data=(val_x, val_y),
-        epochs=epochs,
-        batch_size=batch_size,
-        callbacks=[stop],
-        verbose=0,
-        shuffle=True,
-    )
-    val_loss = history.history["val_loss"]
-    info = {
-        "epochs_run": len(val_loss),
-        "best_epoch": int(np.argmin(val_loss)) + 1,
-        "train_s": round(time.perf_counter() - started, 2),
-    }
-    return model, info
-
-
-def predict(model, x: np.ndarray) -> np.ndarray:
-    return np.asarray(model.predict(x, batch_size=1024, verbose=0))
-
-
-# --------------------------------------------------------------------------------------------
-# 5. evaluate and write
-# --------------------------------------------------------------------------------------------
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
-    """counts[true, predicted]."""
-    counts = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(counts, (labels, predicted), 1)
-    return counts
-
-
-def evaluate(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
-    """Top-1 accuracy, per-class precision/recall/support and the confusion matrix (as lists)."""
-    predicted = probabilities.argmax(axis=1)
-    counts = confusion_matrix(labels, predicted, len(class_names))
-    hits = np.diag(counts)
-    per_class = []
-    for c, name in enumerate(class_names):
-        called, support = counts[:, c].sum(), counts[c].sum()
-        per_class.append(
-            {
-                "class": name,
-                "precision": round(float(hits[c] / called), 4) if called else None,
-                "recall": round(float(hits[c] / support), 4) if support else None,
-                "support": int(support),
-            }
-        )
-    return {
-        "accuracy": round(float(hits.sum() / max(1, len(labels))), 4),
-        "count": len(labels),
-        "per_class": per_class,
-        "confusion_matrix": counts.tolist(),
-    }
-
-
-def plot_confusion(counts: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
-    """A row-normalised confusion matrix as PNG, with the counts written in the cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    counts = np.asarray(counts)
-    share = counts / np.maximum(1, counts.sum(axis=1, keepdims=True))
-    fig, ax = plt.subplots(figsize=(8, 7), dpi=100)
-    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(len(class_names)), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    for (i, j), n in np.ndenumerate(counts):
-        if n:
-            ax.text(j, i, str(n), ha="center", va="center", fontsize=7, color="white" if share[i, j] > 0.5 else "black")
-    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def write_head_artifact(
-    model, out_dir: Path, *, class_names: list[str], backbone_meta: dict, head_kind: str, extra: dict | None = None
-) -> dict:
-    """model.keras + classes.txt + model.json (version: content hash of weights, classes, name)."""
-    for layer in model.layers:
-        if layer.name.startswith("_"):
-            raise ValueError(f"layer name {layer.name!r} starts with '_' (Keras 3 SavedModel export refuses it)")
-    return save_keras_artifact(
-        model,
-        out_dir,
-        name=HEAD_NAME,
-        class_names=class_names,
-        extra_meta={
-            "kind": "head",
-            "head": head_kind,
-            "input": "embedding",
-            "input_dim": EMBEDDING_DIM,
-            "input_dtype": "float32",
-            "input_normalisation": "none",
-            "output": f"softmax probabilities (N, {len(class_names)})",
-            "backbone": backbone_meta["name"],
-            "backbone_version": backbone_meta["version"],
-            "num_classes": len(class_names),
-            **(extra or {}),
-        },
-    )
-
-
 def product_photo_check(model, embed: Embed, items: np.ndarray, labels: np.ndarray, count: int, seed: int) -> dict:
     """Accuracy on the job's own path: product_photo -> JPEG -> jobs.decode.prepare -> backbone -> head."""
     import io
@@ -495,15 +307,6 @@ def product_photo_check(model, embed: Embed, items: np.ndarray, labels: np.ndarr
     embeddings = np.concatenate([embed(np.stack(images[s : s + 16])) for s in range(0, count, 16)])
     predicted = predict(model, embeddings).argmax(axis=1)
     return {"count": count, "accuracy": round(float((predicted == labels[positions]).mean()), 4)}
-
-
-def choose_head(val_accuracy: dict[str, float], margin: float) -> str:
-    """The linear head unless the MLP beats it on validation by more than margin."""
-    if "linear" not in val_accuracy:
-        return max(val_accuracy, key=val_accuracy.__getitem__)
-    if "mlp" in val_accuracy and val_accuracy["mlp"] - val_accuracy["linear"] > margin:
-        return "mlp"
-    return "linear"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -583,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             num_classes=len(class_names),
             seed=args.seed,
             epochs=args.epochs,
+            name=HEAD_NAME,
         )
         scores[kind] = {
             "validation_accuracy": evaluate(predict(heads[kind], x_subset[val_pos]), y_subset[val_pos], class_names)["accuracy"],

@@ -13,6 +13,7 @@ import pytest
 
 from jobs.decode import prepare
 from jobs.sample_data import FASHION_CLASSES, fashion_mnist, product_photo
+from model import head_training as ht
 from model import train_head as th
 from model.artifact import content_version, load_artifact
 
@@ -156,7 +157,7 @@ def test_train_head_learns_and_reports(tiny_heads):
         assert (probabilities.argmax(axis=1) == val_y).mean() > 0.8, kind
     assert "hidden" in [layer.name for layer in heads["mlp"][0].layers]
     with pytest.raises(ValueError, match="head kind"):
-        th.build_head("forest", val_x, 10)
+        ht.build_head("forest", val_x, 10)
 
 
 def test_evaluate_counts_precision_and_recall():

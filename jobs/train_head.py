@@ -1,0 +1,489 @@
+"""Train a head on your own labelled images: labels -> the tagging job's embeddings -> a head.
+
+    python -m jobs.train_head --labels URI --name NAME [--profile P] [--set key=value ...]
+    make train-head LABELS=URI NAME=NAME [PROFILE=conf/local.yaml] [TRAIN_HEAD_ARGS='--set fetch.threads=8']
+
+URI: a CSV or Parquet file with columns `url` and `label` (and optionally `image_id`), local or
+s3://; or a local folder with one subfolder per class (each image file in it, at any depth,
+becomes a file:// url labelled with the subfolder's name). Steps:
+
+1. labels: read and check them; rows without a url or label, and repeats of an image_id (the
+   first row is kept), are dropped and counted;
+2. embed: write a manifest (image_id, url) with the labelled images plus the out-of-domain
+   photos (jobs.sample_data.real_photo_paths, image_id `_ood_:<file>`), and run the real job,
+   `spark-submit jobs/tag_images.py --set model.heads=[] --set model.embedding=true`, with the
+   profile's spark-submit options: the cluster does the embedding, so a million images is no
+   harder than a thousand. Rows with status error (fetch/decode failures) are counted as
+   dropped, with examples, and left out;
+3. train (model/head_training.py): refuse a single class or a class with fewer than 5 usable
+   images (naming it); stratified train/validation/test split; linear and MLP heads chosen on
+   validation; temperature scaling baked in; test accuracy, per-class precision/recall,
+   ECE before/after, a recommended min_score, the out-of-domain check;
+4. write: model/artifacts/NAME (Keras) and model/artifacts/NAME_tflite (model.convert), input
+   the L2-normalised embedding (meta input_normalisation: l2); reports/train-head/NAME/
+   evaluation.json and confusion_matrix.png; the profile entry to use the head is logged.
+
+Exit status: 0 done, 2 bad input (labels, name, profile: the message names the problem),
+1 the embedding job failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from jobs.config import RESERVED_COLUMNS, ConfigError, load_settings
+from jobs.manifest import stable_image_id
+from jobs.spark_args import spark_submit_args
+from model.artifact import ArtifactError
+from model.head_training import MIN_EXAMPLES_PER_CLASS, LabelError, check_classes
+
+log = logging.getLogger(__name__)
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+JOB_SCRIPT = Path(__file__).resolve().parent / "tag_images.py"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+OOD_PREFIX = "_ood_:"
+# Artifact names that hold the shipped models: a head trained here must not overwrite them.
+BUILT_IN = {"product_category", "efficientnet_lite0"}
+MAX_EXAMPLES = 10  # failed URLs quoted in the report
+
+
+@dataclass(frozen=True)
+class Labelled:
+    image_id: str
+    url: str
+    label: str
+
+
+@dataclass
+class Labels:
+    """The usable labelled rows of a label source, and what was dropped on reading it (reason -> count)."""
+
+    rows: list[Labelled]
+    read: int
+    dropped: Counter
+
+
+# --------------------------------------------------------------------------------------------
+# 1. labels
+# --------------------------------------------------------------------------------------------
+def check_name(name: str) -> str:
+    """NAME becomes the artifact's name and, in the suggested profile entry, the output column."""
+    if not name:
+        raise LabelError("NAME is required: the head's name (make train-head LABELS=... NAME=my_head)")
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", name):
+        raise LabelError(f"NAME={name!r}: use 1-41 lower-case letters, digits and _, starting with a letter (it names a column)")
+    if name in RESERVED_COLUMNS or name.endswith("_score"):
+        raise LabelError(f"NAME={name!r}: clashes with an output column of the job; choose another name")
+    if name in BUILT_IN:
+        raise LabelError(f"NAME={name!r}: that is a shipped model's artifact; choose another name")
+    return name
+
+
+def _read_bytes(uri: str) -> bytes:
+    if uri.startswith("s3://"):
+        from jobs.fetch import s3_client  # the project's S3 client: honours AWS_ENDPOINT_URL
+
+        parsed = urlparse(uri)
+        try:
+            return s3_client().get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"].read()
+        except Exception as exc:  # botocore raises many shapes; all mean "cannot read it"
+            raise LabelError(f"cannot read the label file {uri}: {exc}") from exc
+    path = Path(uri)
+    if not path.is_file():
+        raise LabelError(f"label file not found: {uri}")
+    return path.read_bytes()
+
+
+def read_label_table(uri: str) -> list[dict[str, str | None]]:
+    """The rows of a CSV (header) or Parquet label file, local or s3://, as dicts of lower-cased column -> string."""
+    lower = uri.lower()
+    if lower.endswith((".csv", ".csv.gz")):
+        data = _read_bytes(uri)
+        if lower.endswith(".gz"):
+            data = gzip.decompress(data)
+        reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
+        rows = [{(k or "").strip().lower(): v for k, v in row.items()} for row in reader]
+        columns = [c.strip().lower() for c in reader.fieldnames or []]
+    else:
+        local_dataset = not uri.startswith("s3://") and Path(uri).is_dir()
+        try:
+            table = pq.read_table(uri if local_dataset else pa.BufferReader(_read_bytes(uri)))
+        except pa.ArrowInvalid as exc:
+            raise LabelError(f"{uri}: not a Parquet file ({exc}); label files are .csv (with a header) or Parquet") from exc
+        table = table.rename_columns([c.lower() for c in table.column_names])
+        columns = table.column_names
+        keep = [c for c in ("image_id", "url", "label") if c in columns]
+        table = table.select(keep).cast(pa.schema([(c, pa.string()) for c in keep]))
+        rows = table.to_pylist()
+    missing = [c for c in ("url", "label") if c not in columns]
+    if missing:
+        raise LabelError(f"{uri} has no {' or '.join(repr(c) for c in missing)} column (columns: {', '.join(columns) or 'none'})")
+    return rows
+
+
+def read_label_folder(root: Path) -> list[dict[str, str | None]]:
+    """One subfolder per class: each image file under it (any depth) -> {url: file://..., label: subfolder}."""
+    classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise LabelError(f"{root}: no class subfolders (expected one subfolder per class, holding its images)")
+    rows = []
+    for folder in classes:
+        files = sorted(
+            p
+            for p in folder.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
+        if not files:
+            raise LabelError(f"class folder {folder} has no image files ({', '.join(IMAGE_SUFFIXES)})")
+        rows += [{"url": p.resolve().as_uri(), "label": folder.name} for p in files]
+    return rows
+
+
+def is_label_folder(uri: str) -> bool:
+    """A local directory that is not a Parquet dataset (no .parquet file at its top level)."""
+    path = Path(uri)
+    return not uri.startswith("s3://") and path.is_dir() and not any(path.glob("*.parquet"))
+
+
+def read_labels(uri: str) -> Labels:
+    """Usable (image_id, url, label) rows; image_id as the job would give it (given, else the URL hash)."""
+    uri = uri[len("file://") :] if uri.startswith("file://") else uri
+    raw = read_label_folder(Path(uri)) if is_label_folder(uri) else read_label_table(uri)
+    dropped: Counter = Counter()
+    rows, seen = [], set()
+    for row in raw:
+        url, label = (row.get("url") or "").strip(), (row.get("label") or "").strip()
+        if not url or not label:
+            dropped["no url or label"] += 1
+            continue
+        if "\n" in label or "\r" in label:
+            raise LabelError(f"label {label!r} (url {url}) contains a line break; class names are one line each")
+        image_id = (row.get("image_id") or "").strip() or stable_image_id(url)
+        if image_id in seen:
+            dropped["duplicate image_id (first row kept)"] += 1
+            continue
+        seen.add(image_id)
+        rows.append(Labelled(image_id, url, label))
+    if any(r.image_id.startswith(OOD_PREFIX) for r in rows):
+        raise LabelError(f"image_ids starting with {OOD_PREFIX!r} are reserved for the out-of-domain check")
+    log.info("%s: %d rows, %d usable, dropped %s", uri, len(raw), len(rows), dict(dropped) or "none")
+    return Labels(rows, len(raw), dropped)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. embed: the tagging job itself
+# --------------------------------------------------------------------------------------------
+def out_of_domain_photos() -> dict[str, str]:
+    """image_id -> file:// url of the shipped real photos (none when scikit-image is not installed)."""
+    from jobs.sample_data import real_photo_paths
+
+    try:
+        return {f"{OOD_PREFIX}{p.name}": p.resolve().as_uri() for p in real_photo_paths() if p.is_file()}
+    except SystemExit as exc:  # skimage_data_dir: scikit-image is missing
+        log.warning("no out-of-domain check: %s", exc)
+        return {}
+
+
+def write_manifest(path: Path, rows: list[Labelled], extra: dict[str, str]) -> Path:
+    """Parquet (image_id, url): the labelled images, then the extra (out-of-domain) ones."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ids = [r.image_id for r in rows] + list(extra)
+    urls = [r.url for r in rows] + list(extra.values())
+    pq.write_table(pa.table({"image_id": pa.array(ids, pa.string()), "url": pa.array(urls, pa.string())}), path)
+    return path
+
+
+def embedding_overrides(overrides: list[str]) -> list[str]:
+    """The caller's --set overrides, then what this command needs: no heads, the embedding column."""
+    return [*overrides, "model.heads=[]", "model.embedding=true"]
+
+
+def job_command(
+    manifest: str, output: str, *, profile: str | None, overrides: list[str], spark_submit: str, metrics: Path | None = None
+) -> list[str]:
+    """spark-submit with the profile's options, running the tagging job for embeddings only."""
+    sets = embedding_overrides(overrides)
+    settings = load_settings(profile, sets)
+    command = [spark_submit, *spark_submit_args(settings), str(JOB_SCRIPT), "--manifest", manifest, "--output", output]
+    if profile:
+        command += ["--profile", profile]
+    for value in sets:
+        command += ["--set", value]
+    if metrics:
+        command += ["--metrics-out", str(metrics)]
+    return command
+
+
+def find_spark_submit() -> str:
+    beside = Path(sys.executable).parent / "spark-submit"
+    found = str(beside) if beside.is_file() else shutil.which("spark-submit")
+    if not found:
+        raise LabelError("spark-submit not found beside this Python or on PATH (make install puts it in .venv/bin)")
+    return found
+
+
+class JobFailed(RuntimeError):
+    """The embedding job exited non-zero; exit_code is its status."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def run_job(command: list[str], log_file: Path) -> float:
+    """Run the job (its output kept in log_file); the seconds it took, or JobFailed."""
+    env = os.environ.copy()
+    env.setdefault("PYSPARK_PYTHON", sys.executable)  # Python workers: this venv's interpreter
+    env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    log.info("embedding job: %s", " ".join(command))
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - started
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_text(f"$ {' '.join(command)}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
+    if result.returncode != 0:
+        said = (result.stdout + result.stderr).strip().splitlines()
+        errors = [line for line in said if line.startswith("error:")] or said[-15:]
+        raise JobFailed(f"the embedding job exited {result.returncode} (log: {log_file}):\n" + "\n".join(errors),
+                        result.returncode)
+    summary = [line for line in result.stdout.splitlines() if line.strip()]
+    log.info("embedding job done in %.0f s:\n%s", seconds, "\n".join(summary[:12]))
+    return seconds
+
+
+@dataclass
+class JobRows:
+    """The job's output for the manifest: embeddings of the ok rows, errors of the others."""
+
+    embeddings: dict[str, np.ndarray]
+    errors: dict[str, str]
+
+
+def read_job_output(output: str) -> JobRows:
+    """(image_id, status, error, embedding) rows of the job's Parquet output, a local path or s3://."""
+    columns = ["image_id", "status", "error", "embedding"]
+    if output.startswith("s3://"):
+        from pyarrow import fs
+
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        s3 = fs.S3FileSystem(endpoint_override=endpoint) if endpoint else fs.S3FileSystem()
+        table = pq.read_table(output[len("s3://") :].rstrip("/"), columns=columns, filesystem=s3)
+    else:
+        table = pq.read_table(output, columns=columns)
+    ok = table.filter(pc.equal(table["status"], "ok"))
+    vectors = ok["embedding"].combine_chunks()
+    if vectors.null_count:
+        raise RuntimeError(f"{output}: ok rows without an embedding (was model.embedding off?)")
+    flat = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    matrix = flat.reshape(len(ok), -1) if len(ok) else np.empty((0, 0), np.float32)
+    failed = table.filter(pc.not_equal(table["status"], "ok"))
+    return JobRows(
+        dict(zip(ok["image_id"].to_pylist(), matrix, strict=True)),
+        dict(zip(failed["image_id"].to_pylist(), failed["error"].to_pylist(), strict=True)),
+    )
+
+
+def join_embeddings(labels: Labels, job: JobRows) -> tuple[np.ndarray, list[str], dict]:
+    """(embeddings, labels) of the rows the job embedded, and the counts of what was used and dropped."""
+    dropped = Counter(labels.dropped)
+    vectors, names, failed = [], [], []
+    for row in labels.rows:
+        if row.image_id in job.embeddings:
+            vectors.append(job.embeddings[row.image_id])
+            names.append(row.label)
+        elif row.image_id in job.errors:
+            dropped["failed in the job (fetch or decode error)"] += 1
+            if len(failed) < MAX_EXAMPLES:
+                failed.append({"image_id": row.image_id, "url": row.url, "label": row.label, "error": job.errors[row.image_id]})
+        else:
+            dropped["missing from the job output"] += 1
+    counts = {
+        "rows": labels.read,
+        "used": len(names),
+        "dropped": sum(dropped.values()),
+        "dropped_by_reason": dict(dropped),
+        "failed_examples": failed,
+        "used_per_class": dict(sorted(Counter(names).items())),
+    }
+    x = np.stack(vectors) if vectors else np.empty((0, 1280), np.float32)
+    return x, names, counts
+
+
+# --------------------------------------------------------------------------------------------
+# 3-4. train, write
+# --------------------------------------------------------------------------------------------
+def backbone_for_heads(model_uri: str) -> dict:
+    """{"name", "version"} a head records: the Keras backbone's version (a TFLite backbone's converted_from)."""
+    from model.artifact import load_artifact
+
+    meta = load_artifact(model_uri).meta
+    return {"name": meta["name"], "version": meta.get("converted_from") or meta["version"], "job_backbone": model_uri,
+            "job_backbone_version": meta["version"]}
+
+
+def profile_entry(name: str, uri: str, min_score: float | None) -> str:
+    floor = f", min_score: {min_score}" if min_score is not None else ""
+    return f"model.heads: [{{name: {name}, uri: {uri}{floor}}}]"
+
+
+def train_and_write(args: argparse.Namespace, x: np.ndarray, names: list[str], counts: dict, *, backbone: dict,
+                    ood: dict[str, np.ndarray], ood_failed: dict[str, str], job_info: dict) -> dict:
+    """Train, calibrate and evaluate the head; write both artifacts and the confusion matrix; return the record."""
+    from model.convert import convert
+    from model.head_training import plot_confusion, train_own_head, write_head_artifact
+
+    head = train_own_head(
+        x, names, name=args.name, seed=args.seed, kinds=[k.strip() for k in args.heads.split(",") if k.strip()],
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction, min_per_class=args.min_per_class,
+        epochs=args.epochs, target_precision=args.target_precision,
+        out_of_domain={image_id[len(OOD_PREFIX) :]: vector for image_id, vector in ood.items()},
+    )
+    record = head.record
+    if record["out_of_domain"] is not None:
+        record["out_of_domain"]["failed"] = {k[len(OOD_PREFIX) :]: v for k, v in ood_failed.items()}
+    keras_dir, tflite_dir = args.artifacts / args.name, args.artifacts / f"{args.name}_tflite"
+    meta = write_head_artifact(
+        head.model, keras_dir, name=args.name, class_names=head.class_names, backbone_meta=backbone, head_kind=head.kind,
+        input_normalisation="l2",
+        extra={
+            "trained_on": f"{args.labels}: {record['split']['train']} images (jobs/train_head.py)",
+            "test_accuracy": record["test_accuracy"],
+            "temperature": record["calibration"]["temperature"],
+            "recommended_min_score": record["recommended_min_score"],
+        },
+    )
+    tflite_meta = convert(keras_dir, tflite_dir)
+    entry = profile_entry(args.name, str(tflite_dir), record["recommended_min_score"])
+    record = {
+        "head": args.name,
+        "head_version": meta["version"],
+        "artifact": str(keras_dir),
+        "tflite_artifact": str(tflite_dir),
+        "tflite_version": tflite_meta["version"],
+        "profile_entry": entry,
+        "labels": args.labels,
+        "classes": head.class_names,
+        "test_accuracy": record.pop("test_accuracy"),
+        "counts": counts,
+        "input_normalisation": "l2",
+        "backbone": backbone["name"],
+        "backbone_version": backbone["version"],
+        "embedding_job": job_info,
+        **record,
+    }
+    plot_confusion(
+        head.test_confusion, head.class_names, args.reports / args.name / "confusion_matrix.png",
+        f"{args.name} ({head.kind}), {record['split']['test']} test images: top-1 {record['test_accuracy']:.2%}",
+    )
+    return record
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--labels", required=True, help="CSV/Parquet with url,label (local or s3://), or a class-folder tree")
+    parser.add_argument("--name", required=True, help="the head's name: artifact model/artifacts/NAME(_tflite), report dir")
+    parser.add_argument("--profile", help="the job's profile (default conf/local.yaml): Spark options, backbone, fetch settings")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="profile override passed to the embedding job (repeatable)")
+    parser.add_argument("--work", type=Path, default=Path("data/train-head"), help="manifest, job output and log go to WORK/NAME")
+    parser.add_argument("--job-output", help="the job's output URI (default WORK/NAME/embeddings; s3:// on a cluster)")
+    parser.add_argument("--artifacts", type=Path, default=Path("model/artifacts"), help="where the head artifacts go")
+    parser.add_argument("--reports", type=Path, default=Path("reports/train-head"), help="evaluation goes to REPORTS/NAME")
+    parser.add_argument("--heads", default="linear,mlp", help="head kinds to train and choose from")
+    parser.add_argument("--val-fraction", type=float, default=0.15)
+    parser.add_argument("--test-fraction", type=float, default=0.15)
+    parser.add_argument("--min-per-class", type=int, default=MIN_EXAMPLES_PER_CLASS, help="usable images a class needs")
+    parser.add_argument("--target-precision", type=float, default=0.9, help="validation precision the min_score keeps")
+    parser.add_argument("--epochs", type=int, default=200, help="at most; early stopping on validation loss")
+    parser.add_argument("--no-ood", dest="ood", action="store_false", help="skip the out-of-domain check")
+    parser.add_argument("--spark-submit", help="spark-submit to use (default: beside this Python, else PATH)")
+    parser.add_argument("--seed", type=int, default=7)
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    check_name(args.name)
+    labels = read_labels(args.labels)
+    # Cheap checks before any Spark work: the profile, the backbone, the classes as labelled.
+    settings = load_settings(args.profile, embedding_overrides(args.overrides))
+    backbone = backbone_for_heads(settings.model.uri)
+    check_classes([r.label for r in labels.rows], args.min_per_class)
+
+    work = args.work / args.name
+    ood_urls = out_of_domain_photos() if args.ood else {}
+    manifest = write_manifest(work / "manifest.parquet", labels.rows, ood_urls)
+    output = args.job_output or str((work / "embeddings").resolve())
+    command = job_command(str(manifest.resolve()), output, profile=args.profile, overrides=args.overrides,
+                          spark_submit=args.spark_submit or find_spark_submit(), metrics=work / "metrics.json")
+    job_s = run_job(command, work / "job.log")
+    job = read_job_output(output)
+    x, names, counts = join_embeddings(labels, job)
+    log.info("used %d images, dropped %d: %s", counts["used"], counts["dropped"], counts["dropped_by_reason"])
+    metrics = json.loads((work / "metrics.json").read_text()) if (work / "metrics.json").is_file() else {}
+    job_info = {
+        "command": command,
+        "seconds": round(job_s, 1),
+        "rows": len(labels.rows) + len(ood_urls),
+        "steady_images_per_s": round(metrics.get("steady_images_per_s") or 0, 1) or None,
+        "output": output,
+    }
+    ood = {k: job.embeddings[k] for k in ood_urls if k in job.embeddings}
+    ood_failed = {k: job.errors.get(k, "missing from the job output") for k in ood_urls if k not in job.embeddings}
+    record = train_and_write(args, x, names, counts, backbone=backbone, ood=ood, ood_failed=ood_failed, job_info=job_info)
+    record["timings"] = {"embedding_job_s": round(job_s, 1), "train_s": record.pop("train_s"),
+                         "total_s": round(time.perf_counter() - started, 1)}
+    (args.reports / args.name).mkdir(parents=True, exist_ok=True)
+    (args.reports / args.name / "evaluation.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    calibration = record["calibration"]
+    ood_record = record["out_of_domain"]
+    ood_said = f"; out-of-domain above it: {ood_record['labelled_above_min_score']}/{ood_record['images']}" if ood_record else ""
+    log.info(
+        "%s: %s head, test top-1 %.2f%% on %d images; ECE (test) %.3f -> %.3f with T=%.3f; recommended min_score %s%s",
+        args.name, record["head_type"], 100 * record["test_accuracy"], record["split"]["test"],
+        calibration["test"]["ece_before"], calibration["test"]["ece_after"], calibration["temperature"],
+        record["recommended_min_score"],
+        ood_said,
+    )
+    log.info("wrote %s and %s; report %s", record["artifact"], record["tflite_artifact"], args.reports / args.name)
+    log.info("to tag with it, add to a profile: %s", record["profile_entry"])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        return run(args)
+    except (LabelError, ConfigError, ArtifactError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except JobFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT if exc.exit_code == EXIT_BAD_INPUT else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
