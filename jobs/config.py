@@ -95,6 +95,12 @@ class OutputSettings:
 
 
 @dataclass(frozen=True)
+class ProgressSettings:
+    # Seconds between the driver's progress lines (done/total, ok/error, images/s, ETA); chunk commits add one each.
+    interval_s: float = field(default=30.0, metadata=_check(_positive, "must be > 0"))
+
+
+@dataclass(frozen=True)
 class Settings:
     spark: SparkSettings = field(default_factory=SparkSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
@@ -102,6 +108,7 @@ class Settings:
     fetch: FetchSettings = field(default_factory=FetchSettings)
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
+    progress: ProgressSettings = field(default_factory=ProgressSettings)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -122,7 +122,7 @@ def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed:
     def tag_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         # Imported here: these run on the executor, never at import time on the driver.
         from jobs.infer import heads_for_worker, tagger_for_worker, worker_model_loads
-        from jobs.tagging import start_loading, tag_batch
+        from jobs.tagging import STATUS_OK, start_loading, tag_batch
 
         timings: Counter = Counter(tasks=1)
         started = time.perf_counter()
@@ -156,6 +156,8 @@ def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed:
                 if not in_flight:
                     break
                 result = tag_batch(*in_flight.popleft(), tagger, heads, timings)
+                ok = int((result["status"] == STATUS_OK).sum())  # for the driver's progress lines
+                timings.update(rows_ok=ok, rows_error=len(result) - ok)
                 waited = time.perf_counter()
                 yield result  # ... and here, Spark taking the output (Arrow, Parquet write)
                 timings["spark_io_s"] += time.perf_counter() - waited

@@ -37,6 +37,7 @@ from jobs.ledger import (
 )
 from jobs.manifest import read_manifest
 from jobs.pipeline import PATH_STORED_EMBEDDING, StageTimes, tag_dataframe
+from jobs.progress import ProgressReporter, accumulator_counts, stage_tasks
 from model.artifact import ModelArtifact
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,9 @@ class Run:
         self.store = OutputStore(spark, args.output)
         self.stage_times = spark.sparkContext.accumulator(Counter(), StageTimes())
         self.phases: Counter = Counter()
+        # Progress lines during the run, from the accumulator and Spark's status tracker.
+        self.progress = ProgressReporter(accumulator_counts(self.stage_times), interval_s=settings.progress.interval_s,
+                                         tasks=stage_tasks(spark.sparkContext))
         model_set = "+".join(models.versions().values()) + f"|embedding={settings.model.embedding}|floors={models.min_scores}"
         self.key = run_key(args.manifest, args.output, model_set, args.incremental)
 
@@ -143,33 +147,40 @@ class Run:
         stored_possible = (self.args.incremental and ledger is not None and bool(self.models.heads)
                            and "embedding_norm" in ledger.columns)
 
-        if state.chunks == 1:
-            pending, counts = plan_pending(manifest, ledger, partitions=partitions, **plan)
-            if stored_possible:
-                pending = pending.join(stored_embeddings(ledger, self.models), "image_id", "left")
-            self._write(pending, state.run_id)
-            state.counts = counts()
-            state.done_chunks = [0]
-        else:
-            staging = f"{self.store.uri}/{STAGING}/{state.run_id}"
-            if not state.staged:
-                pending, counts = plan_pending(manifest, ledger, partitions=0, **plan)
-                self._stage(pending, counts, ledger, staging, state)
-            mine = ledger.where(F.col("run_id") == state.run_id) if resumed and ledger is not None else None
-            backbone_needed = state.counts["after_ledger"] > state.counts.get("stored_embedding", 0)
-            for chunk in range(state.chunks):
-                if chunk in state.done_chunks:
-                    continue
-                rows = self.spark.read.parquet(staging).where(F.col("chunk") == chunk).drop("chunk")
-                if mine is not None:
-                    rows = skip_done(rows, mine)  # a kill during a chunk's commit left some of it
-                if partitions:
-                    rows = rows.repartition(partitions)
-                self._write(rows, state.run_id, backbone_needed)
-                state.done_chunks.append(chunk)
-                self.store.write_state(self.key, state)
-                log.info("chunk %d/%d committed", len(state.done_chunks), state.chunks)
-            self.store.delete(STAGING, state.run_id)
+        with self.progress:  # a line every progress.interval_s and at each chunk commit
+            if state.chunks == 1:
+                pending, counts = plan_pending(manifest, ledger, partitions=partitions, **plan)
+                if stored_possible:
+                    pending = pending.join(stored_embeddings(ledger, self.models), "image_id", "left")
+                self._write(pending, state.run_id)
+                state.counts = counts()
+                state.done_chunks = [0]
+            else:
+                staging = f"{self.store.uri}/{STAGING}/{state.run_id}"
+                if not state.staged:
+                    self.progress.phase = "staging the plan"
+                    pending, counts = plan_pending(manifest, ledger, partitions=0, **plan)
+                    self._stage(pending, counts, ledger, staging, state)
+                    self.progress.phase = None
+                # Rows to tag in this process: the plan's, less the chunks an earlier attempt committed
+                # (chunks split the plan by a hash of image_id: about equal).
+                left = state.chunks - len(state.done_chunks)
+                self.progress.total = state.counts["after_ledger"] * left // state.chunks
+                mine = ledger.where(F.col("run_id") == state.run_id) if resumed and ledger is not None else None
+                backbone_needed = state.counts["after_ledger"] > state.counts.get("stored_embedding", 0)
+                for chunk in range(state.chunks):
+                    if chunk in state.done_chunks:
+                        continue
+                    rows = self.spark.read.parquet(staging).where(F.col("chunk") == chunk).drop("chunk")
+                    if mine is not None:
+                        rows = skip_done(rows, mine)  # a kill during a chunk's commit left some of it
+                    if partitions:
+                        rows = rows.repartition(partitions)
+                    self._write(rows, state.run_id, backbone_needed)
+                    state.done_chunks.append(chunk)
+                    self.store.write_state(self.key, state)
+                    self.progress.report(f"chunk {len(state.done_chunks)}/{state.chunks} committed")
+                self.store.delete(STAGING, state.run_id)
 
         counts = self._account(state)
         state.status = "done"
@@ -232,6 +243,9 @@ class Run:
         return [row.asDict(recursive=True) for row in sample.collect()]
 
 
+PROGRESS_KEYS = ("images_done", "ok", "error", "images_per_s")
+
+
 def metrics_record(run: Run, result: dict, *, main_started: float, session_s: float, jvm_started: float) -> dict:
     """The run's metrics: counts, start-up apart from steady tagging, time per stage."""
     ended = time.time()
@@ -284,6 +298,9 @@ def metrics_record(run: Run, result: dict, *, main_started: float, session_s: fl
         },
         "tasks": int(times.get("tasks", 0)),
         "model_builds": int(times.get("model_builds", 0)),
+        # The progress lines' time series; t_s counts from the JVM's start, like startup.first_model_ready_s.
+        "progress": [{"t_s": round(p["at"] - jvm_started, 3), **{k: p[k] for k in PROGRESS_KEYS}}
+                     for p in run.progress.points],
     }
 
 

@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import yaml
@@ -428,7 +429,46 @@ def make_plots(bench: dict, summary: dict, out: Path) -> list[str]:
         fig.savefig(out / "cost.png", dpi=110)
         plt.close(fig)
         files.append("cost.png")
+    files += plot_progress(runs, out, plt)
     return files
+
+
+def progress_rates(points: list[dict]) -> list[tuple[float, float]]:
+    """(t_s, images/s between a progress point and the one before it) of a run's time series."""
+    return [(b["t_s"], (b["images_done"] - a["images_done"]) / (b["t_s"] - a["t_s"]))
+            for a, b in pairwise(points) if b["t_s"] > a["t_s"]]
+
+
+def plot_progress(runs: list[dict], out: Path, plt) -> list[str]:
+    """progress.png: images done and images/s over time from each run's progress lines (records without: left out)."""
+    runs = [r for r in runs if len(r.get("progress") or []) >= 2]
+    if not runs:
+        return []
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, run in enumerate(runs):
+        colour = f"C{i % 10}"
+        points = run["progress"]
+        ax1.plot([p["t_s"] for p in points], [p["images_done"] for p in points], marker=".", color=colour,
+                 label=run["name"])
+        rates = progress_rates(points)
+        ax2.step([t for t, _ in rates], [v for _, v in rates], where="pre", color=colour, label=run["name"])
+        ready = (run.get("startup") or {}).get("first_model_ready_s")
+        if ready is not None:  # start-up: JVM start to the first model ready
+            for ax in (ax1, ax2):
+                ax.axvline(ready, color=colour, linestyle=":", linewidth=1)
+    ax1.set_ylabel("images done (finished tasks)")
+    ax1.set_title("Images done; dotted: first model ready")
+    ax2.set_ylabel("images/s between progress lines")
+    ax2.set_title("Throughput over the run")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("seconds since the JVM started")
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out / "progress.png", dpi=110)
+    plt.close(fig)
+    return ["progress.png"]
 
 
 def render_markdown(bench: dict, summary: dict, prices: cost.PriceTable, plots: list[str]) -> str:
@@ -552,6 +592,7 @@ def plot_lines(plots: list[str]) -> list[str]:
         "speedup.png": "Speed-up over the baseline",
         "stages.png": "Stage breakdown and wall time",
         "cost.png": "Cost per million images",
+        "progress.png": "Images done and images/s over each run, from its progress lines",
     }
     lines = ["## Plots", ""]
     for name in plots:
