@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from jobs.config import ConfigError, load_settings
-from jobs.manifest import FORMATS, ManifestError
+from jobs.manifest import FORMATS, ManifestError, spark_reads
 from model.artifact import ArtifactError
 
 log = logging.getLogger("image_tagger")
@@ -23,14 +23,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="tag_images.py",
         description="Tag images listed in a manifest with a CNN; write one Parquet row per input row.",
     )
-    parser.add_argument("--manifest", required=True, help="manifest URI: Parquet, CSV with header, or text (one URL a line)")
+    parser.add_argument(
+        "--manifest", required=True,
+        help="manifest URI: Parquet, CSV with header, or text (one URL a line); or where the images are: "
+             "s3://bucket/prefix/ (listed), an S3 Inventory manifest.json, a local folder (file:///dir/ or a path)",
+    )
     parser.add_argument("--output", required=True, help="output Parquet dataset URI (local path or s3://)")
     parser.add_argument("--profile", help="profile YAML (default: conf/local.yaml)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a profile key by dotted path; VALUE is YAML (repeatable)",
     )
-    parser.add_argument("--manifest-format", choices=FORMATS, default="auto", help="default: from the file name")
+    parser.add_argument(
+        "--manifest-format", choices=FORMATS, default="auto",
+        help="default auto: from the name (.csv, .txt, manifest.json -> s3-inventory, s3://.../ -> s3-prefix, "
+             "a local folder -> folder, else parquet)",
+    )
     parser.add_argument(
         "--incremental", action="store_true",
         help="keep the output and skip images that already have an ok row for this model version",
@@ -59,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
     jvm = spark.sparkContext._jvm
     jvm_started = jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getStartTime() / 1000.0
     try:
-        require_filesystems(spark, {"--manifest": args.manifest, "--output": args.output})
+        # Listed manifests (s3-prefix, s3-inventory, folder) go through boto3 / the local disk, not Hadoop.
+        checked = {"--manifest": args.manifest} if spark_reads(args.manifest, args.manifest_format) else {}
+        require_filesystems(spark, {**checked, "--output": args.output})
         unknown = unknown_keys(jvm, settings.spark.conf)
         if unknown:
             log.warning("the profile sets Spark settings that Spark %s does not define (ignored): %s",

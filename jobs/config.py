@@ -100,6 +100,19 @@ class ProgressSettings:
     interval_s: float = field(default=30.0, metadata=_check(_positive, "must be > 0"))
 
 
+IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"]
+
+
+@dataclass(frozen=True)
+class ManifestSettings:
+    # Keys / files a listed manifest keeps (s3:// prefix, S3 Inventory, local folder); case-insensitive.
+    extensions: list = field(
+        default_factory=lambda: list(IMAGE_EXTENSIONS),
+        metadata=_check(lambda v: bool(v) and all(isinstance(e, str) and re.fullmatch(r"\.[A-Za-z0-9]{1,10}", e) for e in v),
+                        "must be a non-empty list of extensions like .jpg"),
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     spark: SparkSettings = field(default_factory=SparkSettings)
@@ -108,6 +121,7 @@ class Settings:
     fetch: FetchSettings = field(default_factory=FetchSettings)
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
+    manifest: ManifestSettings = field(default_factory=ManifestSettings)
     progress: ProgressSettings = field(default_factory=ProgressSettings)
 
     def as_dict(self) -> dict:
