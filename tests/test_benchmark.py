@@ -387,3 +387,23 @@ def test_last_error_line_of_a_log(tmp_path):
     )
     assert last_error(log) == "AttributeError: the last one"
     assert last_error(tmp_path / "missing.log") == ""
+
+
+def test_bench_heads_arithmetic(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jobs.benchmark.heads_only import embedding_storage, rates
+
+    vectors = [[float(i % 7)] * 1280 for i in range(50)]
+    table = pa.table({"image_id": [str(i) for i in range(50)], "embedding": pa.array(vectors, pa.list_(pa.float32())),
+                      "embedding_norm": pa.array([1.0] * 50, pa.float32())})
+    pq.write_table(table, tmp_path / "part-0.parquet")
+    storage = embedding_storage(tmp_path)
+    assert 0 < storage["bytes_per_image"] < 5200 and storage["gb_per_million_images"] == round(storage["bytes_per_image"] / 1e3, 2)
+    assert 0 < storage["share_of_output"] <= 1
+    record = {"wall_s": 20.0, "steady_s": 8.0, "stored_embedding_s": 0.0, "paths": {"full": 100, "stored_embedding": 0},
+              "stages": {"read_manifest_s": 1.0, "stage_s": 0.0, "tag_and_write_s": 8.0, "account_s": 1.0}}
+    assert rates(record, 100)["rows_per_s_work"] == 10.0 and rates(record, 100)["rows_per_s_udf"] == 12.5
+    stored = {**record, "paths": {"full": 0, "stored_embedding": 100}, "stored_embedding_s": 0.5}
+    assert rates(stored, 100)["rows_per_s_udf"] == 200.0

@@ -59,7 +59,7 @@ SCALED_DOWN = {
     "spark.sql.shuffle.partitions": "8",
 }
 WORKER_MEMORY = "2g"
-SPOT_PARTITIONS = 8  # tasks of the spot drill's step: several per worker, so a lost one is mid-run
+SPOT_PARTITIONS = 4  # tasks of the spot drill's step: two per worker, long enough to be caught mid-task
 DRIVER_CHUNKS = 4  # commit units of the driver drill's step
 
 
@@ -187,6 +187,19 @@ def active_tasks_on(node: Node, driver_ui_port: int) -> int:
     except (OSError, ValueError):
         return 0  # the driver is not up yet
     return sum(executor["activeTasks"] for executor in executors if executor["id"] in ids)
+
+
+def runs_python(node: Node) -> bool:
+    """Whether the node runs pyspark Python workers: only the tagging stage (the pandas UDF) starts them."""
+    import psutil
+
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if os.getpgid(proc.info["pid"]) == node.process.pid and "pyspark.daemon" in " ".join(proc.info["cmdline"] or []):
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
 
 
 def read_output(output: Path) -> list[dict]:
@@ -356,11 +369,19 @@ def spot_drill(rehearsal: Rehearsal, step_args: list[str], output: Path, manifes
     victim = rehearsal.nodes[2]
     started = time.monotonic()
     proc = rehearsal.start_step(step_args, "step-spot.log")
-    wait_for(lambda: active_tasks_on(victim, ui_port) > 0 or proc.poll() is not None, "core-2's executor to run a task", 240)
-    time.sleep(1.0)  # mid-task: its first batches are being fetched and tagged
-    in_flight = active_tasks_on(victim, ui_port)
-    if proc.poll() is not None or not in_flight:
-        raise RehearsalError("core-2 ran no task to lose (the step ended, or its task finished within 1 s: more images?)")
+
+    python_seen = []
+
+    def tagging_on_victim() -> int:
+        if proc.poll() is not None:
+            raise RehearsalError("the step ended before core-2 tagged anything (too few images?)")
+        # Tasks of earlier stages (manifest read, dedup) are short; a task that runs once the
+        # node has Python workers (they stay, spark.python.worker.reuse) is a tagging task.
+        if not python_seen and runs_python(victim):
+            python_seen.append(True)
+        return python_seen and active_tasks_on(victim, ui_port)
+
+    in_flight = wait_for(tagging_on_victim, "core-2's executor to tag images", 240, poll_s=0.1)
     killed_at = time.monotonic() - started
     victim.kill()
     text = rehearsal.finish_step(proc, "step-spot.log")
