@@ -31,9 +31,11 @@ CODE_PACKAGE ?= dist/image-tagger-code.tar.gz
 # Tree to package (jobs/, model/, conf/, requirements.txt, setup.py); e.g. a clean checkout.
 PACKAGE_ROOT ?= .
 
-# make submit
+# make submit. OUTPUT defaults to s3://<data bucket>/outputs/<profile>/tags/, the Glue
+# table's location; runs add to it (--incremental) unless REPLACE=1.
 MANIFEST ?=
 OUTPUT ?=
+REPLACE ?= 0
 SET ?=
 WAIT ?= 1
 POLL ?= 30
@@ -67,11 +69,11 @@ deploy-cluster: infra-preflight package-code infra-model infra-init ## Package t
 plan-cluster: infra-preflight package-code infra-model infra-init ## terraform plan of the cluster (PLAN_ARGS=-detailed-exitcode etc.)
 	$(TF) plan -input=false $(TF_VARS) $(CLUSTER_ON) $(PLAN_ARGS)
 
-submit: ## Add a spark-submit step: make submit MANIFEST=s3://... [PROFILE=emr OUTPUT=s3://... SET='k=v ...' WAIT=0 POLL=30 TIMEOUT=7200]
+submit: ## Add a spark-submit step (adds to the profile's output dataset, prints the Athena query): make submit MANIFEST=s3://... [PROFILE=emr OUTPUT=s3://... REPLACE=1 SET='k=v ...' WAIT=0 POLL=30 TIMEOUT=7200]
 	@test -n "$(MANIFEST)" || { echo "submit: set MANIFEST=s3://bucket/path/manifest" >&2; exit 2; }
 	@test -f conf/$(EMR_PROFILE).yaml || { echo "submit: no profile conf/$(EMR_PROFILE).yaml" >&2; exit 2; }
 	$(EMR_CTL) submit --manifest '$(MANIFEST)' --profile '$(EMR_PROFILE)' \
-		$(if $(OUTPUT),--output '$(OUTPUT)') $(foreach kv,$(SET),--set '$(kv)') \
+		$(if $(OUTPUT),--output '$(OUTPUT)') $(if $(filter 1 yes true,$(REPLACE)),--replace) $(foreach kv,$(SET),--set '$(kv)') \
 		$(if $(filter 0 no false,$(WAIT)),--no-wait) --poll $(POLL) --timeout $(TIMEOUT)
 
 destroy-cluster: infra-preflight infra-init ## Remove the cluster, network, roles and artifacts bucket; KEEP the data and logs buckets and their contents

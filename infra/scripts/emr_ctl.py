@@ -9,10 +9,16 @@ The job profile (conf/<profile>.yaml) names its models as local artifact
 directories; ``make deploy-cluster`` uploads each one and ``submit`` points
 every model URI of the profile at its uploaded copy.
 
+``submit`` writes by default to the stable output dataset of the profile,
+``s3://<data bucket>/outputs/<profile>/tags/``, with the job's
+``--incremental`` (runs accumulate; ``--replace`` starts it afresh). Terraform
+points the Glue table (``glue_table`` output) at that prefix, and ``submit``
+ends by printing the Athena query for it.
+
 Usage::
 
     python infra/scripts/emr_ctl.py submit --manifest s3://.../manifest.csv --profile emr \\
-        [--output s3://...] [--set key=value ...] [--no-wait] [--poll 30] [--timeout 7200]
+        [--output s3://...] [--replace] [--set key=value ...] [--no-wait] [--poll 30] [--timeout 7200]
     python infra/scripts/emr_ctl.py wait --step-id s-XXXX [--poll 30] [--timeout 7200]
     python infra/scripts/emr_ctl.py fallback [--timeout 900] [--poll 30]
     python infra/scripts/emr_ctl.py check-models --profile emr [--artifacts-root .]
@@ -35,7 +41,6 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +79,8 @@ class ClusterFacts:
     install_dir: str = "/opt/image-tagger"
     spot_group_id: str | None = None
     on_demand_group_id: str | None = None
+    # The ``glue_table`` output: database, table, location, heads (None when not deployed).
+    glue_table: dict[str, Any] | None = None
 
 
 def terraform_outputs(tf_dir: Path, terraform: str = "terraform") -> dict[str, Any]:
@@ -109,13 +116,33 @@ def facts_from_outputs(outputs: dict[str, Any]) -> ClusterFacts:
         install_dir=outputs.get("install_dir", "/opt/image-tagger"),
         spot_group_id=groups.get("spot"),
         on_demand_group_id=groups.get("on_demand"),
+        glue_table=outputs.get("glue_table") or None,
     )
 
 
-def default_output_uri(data_bucket: str, profile: str, now: datetime | None = None) -> str:
-    """``s3://<data bucket>/outputs/<profile>/<UTC timestamp>/``: one prefix per run."""
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    return f"s3://{data_bucket}/outputs/{profile}/{stamp}/"
+def default_output_uri(data_bucket: str, profile: str) -> str:
+    """``s3://<data bucket>/outputs/<profile>/tags/``: the profile's one output dataset.
+
+    Runs accumulate there (``submit`` passes ``--incremental``); the Glue table
+    of infra/terraform/glue.tf points at the same prefix.
+    """
+    return f"s3://{data_bucket}/outputs/{profile}/tags/"
+
+
+def athena_hint(glue_table: Mapping[str, Any] | None, output: str) -> str:
+    """The line ``submit`` ends with: the Athena query over ``output``, or why there is none.
+
+    The table covers ``output`` when it is the table's location, and its
+    columns are those of the profile Terraform deployed from.
+    """
+    if not glue_table:
+        return "Athena: no Glue table in the terraform outputs (run make deploy-cluster)"
+    name = f"{glue_table['database']}.{glue_table['table']}"
+    location = glue_table["location"]
+    if output.rstrip("/") != location.rstrip("/"):
+        return f"Athena: {name} covers {location}, not this output {output}"
+    columns = ", ".join(["url", *(glue_table.get("heads") or [])[:1]])
+    return f"Athena: SELECT {columns} FROM {name} LIMIT 10"
 
 
 def load_profile(profile: str, conf_dir: Path = DEFAULT_CONF_DIR) -> dict[str, Any]:
@@ -193,13 +220,16 @@ def emr_step_args(
     profile: str,
     profile_data: Mapping[str, Any],
     overrides: Sequence[str] = (),
+    incremental: bool = True,
 ) -> list[str]:
     """Arguments of ``command-runner.jar``: spark-submit of the installed job.
 
     The code, the profile and the virtual environment were installed on every
     node by the bootstrap action; the models live in S3, so every model URI of
     ``profile_data`` (the profile's content) is pointed at its uploaded copy
-    before the caller's ``overrides``.
+    before the caller's ``overrides``. ``incremental`` adds the job's
+    ``--incremental``: the output keeps earlier runs' rows (without it the
+    job replaces the output).
     """
     for item in overrides:
         if "=" not in item:
@@ -219,6 +249,8 @@ def emr_step_args(
         "--profile",
         f"{install}/conf/{profile}.yaml",
     ]
+    if incremental:
+        args.append("--incremental")
     for item in [*model_overrides(profile_data, facts.model_uris, profile=profile), *overrides]:
         args += ["--set", item]
     return args
@@ -435,7 +467,15 @@ def _parser() -> argparse.ArgumentParser:
     submit = sub.add_parser("submit", help="add a spark-submit step of jobs/tag_images.py")
     submit.add_argument("--manifest", required=True, help="manifest URI (s3://...)")
     submit.add_argument("--profile", default="emr", help="profile name under conf/ (without .yaml)")
-    submit.add_argument("--output", help="output URI; default s3://<data bucket>/outputs/<profile>/<UTC time>/")
+    submit.add_argument(
+        "--output", help="output URI; default s3://<data bucket>/outputs/<profile>/tags/ (the Glue table's location)"
+    )
+    submit.add_argument(
+        "--replace",
+        dest="incremental",
+        action="store_false",
+        help="run the job without --incremental: it replaces the output instead of adding to it",
+    )
     submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     submit.add_argument("--name", help="step name")
     submit.add_argument("--no-wait", dest="wait", action="store_false", help="return once the step is added")
@@ -505,12 +545,18 @@ def _submit(args: argparse.Namespace) -> int:
         profile=args.profile,
         profile_data=load_profile(args.profile, args.conf_dir),
         overrides=args.overrides,
+        incremental=args.incremental,
     )
     client = emr_client(facts.region)
     name = args.name or f"tag-images {args.profile} {args.manifest.rsplit('/', 1)[-1]}"
     step_id = submit_step(client, facts.cluster_id, step_definition(name, step_args))
-    print(f"submitted step {step_id} to {facts.cluster_id}: output {output}")
-    return _wait(client, facts, step_id, args) if args.wait else 0
+    mode = "adding to" if args.incremental else "replacing"
+    print(f"submitted step {step_id} to {facts.cluster_id}: output {output} ({mode} it)")
+    status = _wait(client, facts, step_id, args) if args.wait else 0
+    if status == 0:
+        hint = athena_hint(facts.glue_table, output)
+        print(hint if args.wait else f"{hint}  (once step {step_id} has completed)")
+    return status
 
 
 def _wait_for(args: argparse.Namespace) -> int:

@@ -60,6 +60,39 @@ locals {
     }
   ]...)
 
+  # The output's columns, in the order the job writes them (jobs/pipeline.py
+  # output_schema), in Hive types for the Glue table (glue.tf). Keys the
+  # profile leaves out take the job's defaults (jobs/config.py ModelSettings):
+  # model.embedding true, model.heads one head named category (make submit
+  # refuses a profile without model.heads; heads: [] means none).
+  output_head_names = can(local.profile.model.heads) ? [for head in coalesce(local.profile.model.heads, []) : head.name] : ["category"]
+  output_embedding  = can(local.profile.model.embedding) ? coalesce(local.profile.model.embedding, true) : true
+  output_columns = concat(
+    [
+      { name = "image_id", type = "string" },
+      { name = "url", type = "string" },
+      { name = "status", type = "string" },
+      { name = "error", type = "string" },
+      { name = "tags", type = "array<struct<label:string,score:float>>" },
+    ],
+    flatten([for head in local.output_head_names : [{ name = head, type = "string" }, { name = "${head}_score", type = "float" }]]),
+    local.output_embedding ? [{ name = "embedding", type = "array<float>" }, { name = "embedding_norm", type = "float" }] : [],
+    [
+      { name = "path", type = "string" },
+      { name = "model_name", type = "string" },
+      { name = "model_version", type = "string" },
+      { name = "models", type = "map<string,string>" },
+      { name = "processed_at", type = "timestamp" },
+      { name = "run_id", type = "string" },
+    ],
+  )
+  # One stable output dataset per profile: make submit writes here by default
+  # (emr_ctl.py default_output_uri), the Glue table reads it. Athena and Glue
+  # names allow only lower-case letters, digits and underscores.
+  output_location = "s3://${local.buckets.data}/outputs/${local.profile_name}/tags/"
+  glue_database   = replace(var.name, "-", "_")
+  glue_table      = "tags"
+
   spark_env = merge(
     {
       PYSPARK_PYTHON        = local.venv_python

@@ -48,3 +48,13 @@ output "task_instance_groups" {
     on_demand = aws_emr_instance_group.task_on_demand[0].id
   } : null
 }
+
+output "glue_table" {
+  description = "The Glue/Athena table over the stable output prefix (kept by destroy-cluster): database, table, location (make submit's default output), and its head columns."
+  value = {
+    database = aws_glue_catalog_database.this.name
+    table    = aws_glue_catalog_table.tags.name
+    location = aws_glue_catalog_table.tags.storage_descriptor[0].location
+    heads    = local.output_head_names
+  }
+}

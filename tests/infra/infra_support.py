@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +48,7 @@ def expected_step_args(
     heads: Sequence[tuple[str, str]] = (),
     overrides: Sequence[str] = (),
     install_dir: str = "/opt/image-tagger",
+    incremental: bool = True,
 ) -> list[str]:
     """The command-runner.jar arguments ``make submit`` must add: the one written-out expectation.
 
@@ -69,7 +72,122 @@ def expected_step_args(
         output,
         "--profile",
         f"{install_dir}/conf/{profile}.yaml",
+        *(["--incremental"] if incremental else []),
     ]
     for item in [*sets, *overrides]:
         args += ["--set", item]
     return args
+
+
+def hive_type(data_type: Any) -> str:
+    """The Hive (Glue/Athena) type of a Spark SQL type: string, float, array<...>, map<k,v>, struct<n:t,...>.
+
+    Spark's simpleString already is the Hive spelling for every type the
+    output uses; spelled out here so that a mismatch names the column.
+    """
+    from pyspark.sql import types as T
+
+    if isinstance(data_type, T.ArrayType):
+        return f"array<{hive_type(data_type.elementType)}>"
+    if isinstance(data_type, T.MapType):
+        return f"map<{hive_type(data_type.keyType)},{hive_type(data_type.valueType)}>"
+    if isinstance(data_type, T.StructType):
+        return "struct<" + ",".join(f"{f.name}:{hive_type(f.dataType)}" for f in data_type.fields) + ">"
+    simple = {T.StringType: "string", T.FloatType: "float", T.DoubleType: "double", T.TimestampType: "timestamp"}
+    for spark_type, name in simple.items():
+        if isinstance(data_type, spark_type):
+            return name
+    raise AssertionError(f"no Hive type for {data_type!r} in this helper: extend it")
+
+
+def job_output_columns(profile_path: Path) -> list[tuple[str, str]]:
+    """(name, Hive type) of every column, in order, that the job writes for this profile.
+
+    ``jobs.pipeline.output_schema`` of the profile's real models is the schema
+    the job's writer produces (tests/test_heads.py asserts tag_dataframe's
+    schema equals it). Relative model URIs resolve against the repository root.
+    """
+    from jobs.config import load_settings
+    from jobs.infer import load_bundle
+    from jobs.pipeline import output_schema
+
+    settings = load_settings(profile_path)
+
+    def local(uri: str) -> str:
+        return uri if "://" in uri or uri.startswith("/") else str(REPO / uri)
+
+    heads = [{**head, "uri": local(head["uri"])} for head in settings.model.heads]
+    bundle = load_bundle(local(settings.model.uri), heads)
+    return [(f.name, hive_type(f.dataType)) for f in output_schema(bundle, settings).fields]
+
+
+def arrow_hive_type(data_type: Any) -> str:
+    """The Hive type of a Parquet column as pyarrow reads it (list, map, struct, string, float, timestamp)."""
+    import pyarrow as pa
+
+    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
+        return f"array<{arrow_hive_type(data_type.value_type)}>"
+    if pa.types.is_map(data_type):
+        return f"map<{arrow_hive_type(data_type.key_type)},{arrow_hive_type(data_type.item_type)}>"
+    if pa.types.is_struct(data_type):
+        return "struct<" + ",".join(f"{f.name}:{arrow_hive_type(f.type)}" for f in data_type) + ">"
+    if pa.types.is_timestamp(data_type):
+        return "timestamp"  # Spark writes INT96 or INT64 timestamps; both are Hive timestamp
+    simple = {pa.string(): "string", pa.large_string(): "string", pa.float32(): "float", pa.float64(): "double"}
+    if data_type in simple:
+        return simple[data_type]
+    raise AssertionError(f"no Hive type for {data_type} in this helper: extend it")
+
+
+def run_job_locally(profile_path: Path, photos: Sequence[Path], output: Path, timeout_s: float = 300) -> list[tuple[str, str]]:
+    """Run jobs/tag_images.py with spark-submit (local[2]) on ``photos``; return the output's (name, Hive type).
+
+    The profile's models, embedding and head settings stay as they are; only
+    Spark's master, the partitioning and the model URIs (to the local
+    artifact directories) are overridden, so the output has the profile's columns.
+    """
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import yaml
+
+    from jobs.config import load_settings
+    from jobs.spark_args import spark_submit_args
+
+    def local(uri: str) -> str:
+        return uri if "://" in uri or uri.startswith("/") else str(REPO / uri)
+
+    profile = yaml.safe_load(profile_path.read_text())
+    heads = [{**head, "uri": local(head["uri"])} for head in profile["model"].get("heads") or []]
+    overrides = [
+        "spark.master=local[2]",
+        "spark.partitions=2",
+        "output.chunks=1",
+        f"model.uri={local(profile['model']['uri'])}",
+        f"model.heads={json.dumps(heads)}",
+    ]
+    manifest = output.parent / f"{output.name}-manifest.parquet"
+    pq.write_table(pa.table({"image_id": [p.stem for p in photos], "url": [p.resolve().as_uri() for p in photos]}), manifest)
+    settings = load_settings(profile_path, overrides)
+    command = [
+        str(Path(sys.executable).parent / "spark-submit"),
+        *spark_submit_args(settings),
+        str(REPO / "jobs" / "tag_images.py"),
+        "--manifest",
+        str(manifest),
+        "--output",
+        str(output),
+        "--profile",
+        str(profile_path),
+    ]
+    for item in overrides:
+        command += ["--set", item]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=REPO, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    schema = pq.read_schema(next(iter(sorted(output.glob("*.parquet")))))
+    rows = pq.read_table(output).num_rows
+    assert rows == len(photos), f"{rows} rows for {len(photos)} photos"
+    return [(f.name, arrow_hive_type(f.type)) for f in schema]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tarfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +101,28 @@ def test_emr_step_args_run_the_installed_job_with_every_model_uploaded() -> None
     )
 
 
+def test_step_args_add_to_the_output_unless_replace() -> None:
+    """The default output is one dataset per profile: runs add to it (--incremental); --replace does not."""
+    from jobs.cli import parse_args
+
+    common = {"manifest": "m", "output": "o", "profile": "emr", "profile_data": PROFILE}
+    adding = emr_ctl.emr_step_args(FACTS, **common)
+    assert "--incremental" in adding
+    # The job's own parser reads the arguments after the script as the step passes them.
+    parsed = parse_args(adding[adding.index("/opt/image-tagger/jobs/tag_images.py") + 1 :])
+    assert parsed.incremental and parsed.output == "o"
+    replacing = emr_ctl.emr_step_args(FACTS, **common, incremental=False)
+    assert replacing == expected_step_args(
+        manifest="m",
+        output="o",
+        profile="emr",
+        backbone=UPLOADED[BACKBONE],
+        heads=[("category", UPLOADED[HEAD])],
+        incremental=False,
+    )
+    assert not parse_args(replacing[replacing.index("/opt/image-tagger/jobs/tag_images.py") + 1 :]).incremental
+
+
 def test_emr_step_args_without_heads_set_only_the_backbone() -> None:
     profile = {"model": {"uri": BACKBONE, "heads": []}}
     args = emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="emr", profile_data=profile)
@@ -188,9 +209,29 @@ def test_step_definition_uses_command_runner() -> None:
     assert step["ActionOnFailure"] == "CONTINUE"
 
 
-def test_default_output_uri_is_one_prefix_per_run() -> None:
-    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    assert emr_ctl.default_output_uri("b", "emr", now) == "s3://b/outputs/emr/20260102T030405Z/"
+def test_default_output_uri_is_the_profiles_stable_dataset() -> None:
+    # The Glue table's location (infra/terraform/locals.tf output_location): the same prefix every run.
+    assert emr_ctl.default_output_uri("b", "emr") == "s3://b/outputs/emr/tags/"
+    tf_locals = (REPO / "infra" / "terraform" / "locals.tf").read_text()
+    assert 'output_location = "s3://${local.buckets.data}/outputs/${local.profile_name}/tags/"' in tf_locals
+
+
+GLUE = {"database": "image_tagger", "table": "tags", "location": "s3://b/outputs/emr/tags/", "heads": ["category", "style"]}
+
+
+def test_athena_hint_names_the_table_and_the_first_head() -> None:
+    assert emr_ctl.athena_hint(GLUE, "s3://b/outputs/emr/tags") == "Athena: SELECT url, category FROM image_tagger.tags LIMIT 10"
+    assert emr_ctl.athena_hint({**GLUE, "heads": []}, "s3://b/outputs/emr/tags/") == (
+        "Athena: SELECT url FROM image_tagger.tags LIMIT 10"
+    )
+    elsewhere = emr_ctl.athena_hint(GLUE, "s3://b/outputs/ci/")
+    assert elsewhere == "Athena: image_tagger.tags covers s3://b/outputs/emr/tags/, not this output s3://b/outputs/ci/"
+    assert "make deploy-cluster" in emr_ctl.athena_hint(None, "s3://b/outputs/emr/tags/")
+
+
+def test_facts_carry_the_glue_table() -> None:
+    outputs = {"cluster_id": "j-1", "region": "r", "bucket_names": {"data": "d"}, "glue_table": GLUE}
+    assert emr_ctl.facts_from_outputs(outputs).glue_table == GLUE
 
 
 def test_wait_for_step_polls_with_sleep_until_completed() -> None:

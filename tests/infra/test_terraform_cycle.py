@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,20 @@ import boto3
 import pytest
 import yaml
 from botocore.exceptions import ClientError
-from infra_support import REGION, REPO, expected_step_args, provider_mirror, terraform_binary
+from infra_support import (
+    REGION,
+    REPO,
+    expected_step_args,
+    job_output_columns,
+    provider_mirror,
+    run_job_locally,
+    terraform_binary,
+)
+
+from jobs.sample_data import skimage_data_dir
 
 NAME = "tagger-ci"
+GLUE_DATABASE = "tagger_ci"  # NAME with underscores: Athena names allow no hyphen
 MAKE_TIMEOUT_S = 300
 ACTIVE_CLUSTER_STATES = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING", "TERMINATING"]
 
@@ -120,6 +132,14 @@ def test_deploy_submit_destroy_cluster_redeploy_destroy_all(aws_env: dict[str, s
         timings[label] = round(time.perf_counter() - start, 1)
         return out
 
+    # A real output of the job for the same profile (spark-submit, local[2], two
+    # photos): runs beside plan and deploy, which mostly wait on the provider.
+    photos = [skimage_data_dir() / "coffee.png", skimage_data_dir() / "chelsea.png"]
+    pool = ThreadPoolExecutor(max_workers=1)
+    job_start = time.perf_counter()
+    real_output = pool.submit(run_job_locally, REPO / "conf" / "emr.yaml", photos, tmp_path / "job-output")
+    pool.shutdown(wait=False)
+
     # init + plan: everything is to be created.
     timed("init+plan", "plan-cluster", "PLAN_ARGS=-detailed-exitcode", expected=2)
 
@@ -135,7 +155,9 @@ def test_deploy_submit_destroy_cluster_redeploy_destroy_all(aws_env: dict[str, s
         aws_secret_access_key=aws_env["AWS_SECRET_ACCESS_KEY"],
         region_name=REGION,
     )
-    emr, s3, iam, ec2 = (session.client(name, endpoint_url=aws_env["AWS_ENDPOINT_URL"]) for name in ("emr", "s3", "iam", "ec2"))
+    emr, s3, iam, ec2, glue = (
+        session.client(name, endpoint_url=aws_env["AWS_ENDPOINT_URL"]) for name in ("emr", "s3", "iam", "ec2", "glue")
+    )
 
     def terraform(*args: str) -> str:
         return subprocess.run(
@@ -190,31 +212,57 @@ def test_deploy_submit_destroy_cluster_redeploy_destroy_all(aws_env: dict[str, s
     script = s3.get_object(Bucket=buckets["artifacts"], Key="bootstrap/bootstrap.sh")["Body"].read()
     assert script == (REPO / "infra" / "scripts" / "bootstrap.sh").read_bytes()
 
-    # Submit a step and return at once; it is recorded with the spark-submit arguments.
+    # The Glue table over the stable output prefix: the columns (names and Hive
+    # types, in order) are those of the Parquet files the job wrote for
+    # conf/emr.yaml, and those of the job's output_schema for it.
+    location = f"s3://{buckets['data']}/outputs/emr/tags/"
+    assert first["glue_table"] == {"database": GLUE_DATABASE, "table": "tags", "location": location, "heads": ["category"]}
+    expected_columns = real_output.result(timeout=MAKE_TIMEOUT_S)
+    timings["job (beside plan+deploy)"] = round(time.perf_counter() - job_start, 1)
+    assert expected_columns == job_output_columns(REPO / "conf" / "emr.yaml")
+    assert_glue_table(glue, location, expected_columns)
+
+    # Submit a step and return at once; it is recorded with the spark-submit
+    # arguments: by default it adds to the table's location and names the table.
     manifest = f"s3://{buckets['data']}/manifests/ci.csv"
     s3.put_object(Bucket=buckets["data"], Key="manifests/ci.csv", Body=b"uri\ns3://x/y.jpg\n")
-    output = f"s3://{buckets['data']}/outputs/ci/"
-    timed("submit", "submit", f"MANIFEST={manifest}", f"OUTPUT={output}", "SET=fetch.threads=4", "WAIT=0")
+    submit_out = timed("submit", "submit", f"MANIFEST={manifest}", "SET=fetch.threads=4", "WAIT=0")
+    assert f"output {location} (adding to it)" in submit_out
+    assert f"Athena: SELECT url, category FROM {GLUE_DATABASE}.tags LIMIT 10" in submit_out
+    heads = [(head["name"], model_uris[head["uri"]]) for head in profile["model"]["heads"]]
     (step,) = emr.list_steps(ClusterId=cluster_id)["Steps"]
     assert step["ActionOnFailure"] == "CONTINUE"
     assert step["Config"]["Jar"] == "command-runner.jar"
     assert step["Config"]["Args"] == expected_step_args(
         manifest=manifest,
-        output=output,
+        output=location,
         profile="emr",
         backbone=model_uris[profile["model"]["uri"]],
-        heads=[(head["name"], model_uris[head["uri"]]) for head in profile["model"]["heads"]],
+        heads=heads,
         overrides=["fetch.threads=4"],
     )
 
     # Waiting polls, prints the state and gives up after the overall timeout
     # (the emulator never finishes a step).
     # The second step waits behind the first (step concurrency 1). emr_ctl.py
-    # exits 124 on timeout; make reports it and exits 2.
-    wait_out = timed("submit-wait", "submit", f"MANIFEST={manifest}", "TIMEOUT=3", expected=2)
+    # exits 124 on timeout; make reports it and exits 2. OUTPUT and REPLACE=1
+    # write elsewhere, replacing that output.
+    output = f"s3://{buckets['data']}/outputs/ci/"
+    wait_out = timed("submit-wait", "submit", f"MANIFEST={manifest}", f"OUTPUT={output}", "REPLACE=1", "TIMEOUT=3", expected=2)
+    assert f"output {output} (replacing it)" in wait_out
     assert re.search(r"\] step s-\w+ (PENDING|RUNNING)", wait_out)
     assert re.search(r"still (PENDING|RUNNING) after 3s", wait_out) and "Error 124" in wait_out
-    assert len(emr.list_steps(ClusterId=cluster_id)["Steps"]) == 2
+    steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
+    assert len(steps) == 2
+    (replacing,) = [s for s in steps if s["Id"] != step["Id"]]
+    assert replacing["Config"]["Args"] == expected_step_args(
+        manifest=manifest,
+        output=output,
+        profile="emr",
+        backbone=model_uris[profile["model"]["uri"]],
+        heads=heads,
+        incremental=False,
+    )
 
     # destroy-cluster removes the compute and the artifacts bucket, keeps the data and logs buckets.
     s3.put_object(Bucket=buckets["data"], Key="outputs/ci/part-0.parquet", Body=b"results")
@@ -225,6 +273,8 @@ def test_deploy_submit_destroy_cluster_redeploy_destroy_all(aws_env: dict[str, s
     assert {b["Name"] for b in s3.list_buckets()["Buckets"]} == {buckets["data"], buckets["logs"]}
     assert s3.get_object(Bucket=buckets["data"], Key="outputs/ci/part-0.parquet")["Body"].read() == b"results"
     assert s3.get_object(Bucket=buckets["data"], Key="manifests/ci.csv")["Body"].read() == b"uri\ns3://x/y.jpg\n"
+    assert kept["glue_table"] == first["glue_table"]
+    assert_glue_table(glue, location, expected_columns)  # data, not compute: kept
     assert_no_compute(emr, iam, ec2)
 
     # deploy-cluster again: a new cluster beside the same buckets and their objects.
@@ -250,6 +300,7 @@ def test_deploy_submit_destroy_cluster_redeploy_destroy_all(aws_env: dict[str, s
     with pytest.raises(ClientError):  # moto lacks ListSecurityConfigurations
         emr.describe_security_configuration(Name=f"{NAME}-security")
     assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == []
+    assert glue.get_databases()["DatabaseList"] == []
     assert_no_compute(emr, iam, ec2)
     groups_left = ec2.describe_security_groups()["SecurityGroups"]
     assert [g["GroupName"] for g in groups_left if g["GroupName"] != "default"] == []
@@ -261,6 +312,20 @@ def test_deploy_submit_destroy_cluster_redeploy_destroy_all(aws_env: dict[str, s
     again = timed("destroy-all-again", "destroy-all")
     assert "nothing deployed" in again and s3.list_buckets()["Buckets"] == []
     print(f"\ninfra cycle timings (s): {timings}")
+
+
+def assert_glue_table(glue: Any, location: str, columns: list[tuple[str, str]]) -> None:
+    """The Glue table is an external Parquet table at ``location`` with exactly ``columns`` and no partitions."""
+    table = glue.get_table(DatabaseName=GLUE_DATABASE, Name="tags")["Table"]
+    assert table["TableType"] == "EXTERNAL_TABLE"
+    assert table["Parameters"]["EXTERNAL"] == "TRUE" and table["Parameters"]["classification"] == "parquet"
+    assert table.get("PartitionKeys", []) == []
+    sd = table["StorageDescriptor"]
+    assert sd["Location"] == location
+    assert sd["InputFormat"] == "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
+    assert sd["OutputFormat"] == "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
+    assert sd["SerdeInfo"]["SerializationLibrary"] == "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+    assert [(c["Name"], c["Type"]) for c in sd["Columns"]] == columns
 
 
 def assert_no_compute(emr: Any, iam: Any, ec2: Any) -> None:
