@@ -6,7 +6,8 @@ as the same s3:// URL in a CSV manifest.
 
 - s3:// prefix: the driver only splits the prefix into parts (a delimiter listing one or two
   levels deep, or key ranges by first characters when a level is too wide to enumerate), and
-  the executors list the parts in parallel with boto3 paginators. URLs are
+  the executors list the parts in parallel (list_objects_v2 page by page, transient errors
+  retried with the fetch stage's capped backoff). URLs are
   `s3://bucket/key` with the key as S3 returns it (spaces and non-ASCII kept, not encoded).
 - S3 Inventory: the driver reads manifest.json; each data file (CSV.gz, Parquet or ORC) is
   read by one executor task. CSV keys are URL-encoded by AWS and decoded with
@@ -26,6 +27,7 @@ import io
 import json
 import logging
 import os
+import random
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -91,6 +93,37 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 # --- s3:// prefix ----------------------------------------------------------------------------
 
 
+def list_pages(client, *, attempts: int = 5, sleep=time.sleep, rng: random.Random | None = None, **request) -> Iterator[dict]:
+    """list_objects_v2 pages, following continuation tokens; throttling, 5xx and connection errors
+    are retried (capped exponential backoff with full jitter, as in jobs.fetch), others raise ListingError."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from jobs.config import FetchSettings
+    from jobs.fetch import TRANSIENT_S3_CODES, backoff_delay
+
+    rng, settings, token = rng or random.Random(), FetchSettings(), None
+    while True:
+        call = {**request, **({"ContinuationToken": token} if token else {})}
+        for attempt in range(1, attempts + 1):
+            try:
+                page = client.list_objects_v2(**call)
+                break
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+                transient, why = code in TRANSIENT_S3_CODES or status >= 500, f"S3 {code} (HTTP {status})"
+            except BotoCoreError as exc:
+                transient, why = True, f"S3 request failed ({exc})"
+            if not transient or attempt == attempts:
+                raise ListingError(f"listing s3://{request.get('Bucket')}/{request.get('Prefix', '')}: {why}, "
+                                   f"{attempt} attempt{'s' * (attempt > 1)}")
+            sleep(backoff_delay(attempt, settings, rng))
+        yield page
+        token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated") or not token:
+            return
+
+
 def plan_prefix_parts(client, bucket: str, prefix: str, *, levels: int = 2, max_driver_pages: int = 5,
                       page_size: int = 1000) -> list[Part]:
     """Split a prefix into parts the executors list independently; together they cover it exactly once.
@@ -120,10 +153,9 @@ def plan_prefix_parts(client, bucket: str, prefix: str, *, levels: int = 2, max_
 
 
 def _delimiter_level(client, bucket: str, prefix: str, max_pages: int, page_size: int) -> tuple[list[str], bool, bool]:
-    paginator = client.get_paginator("list_objects_v2")
     children: list[str] = []
     has_keys = False
-    pages = paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/", PaginationConfig={"PageSize": page_size})
+    pages = list_pages(client, Bucket=bucket, Prefix=prefix, Delimiter="/", MaxKeys=page_size)
     for number, page in enumerate(pages, start=1):
         children.extend(c["Prefix"] for c in page.get("CommonPrefixes", []))
         has_keys = has_keys or bool(page.get("Contents"))
@@ -141,12 +173,12 @@ def range_parts(prefix: str) -> list[Part]:
 
 def list_part(client, bucket: str, part: Part, page_size: int = 1000) -> Iterator[str]:
     """The keys of one part, in S3 order (runs on an executor)."""
-    kwargs = {"Bucket": bucket, "Prefix": part.prefix, "PaginationConfig": {"PageSize": page_size}}
+    kwargs = {"Bucket": bucket, "Prefix": part.prefix, "MaxKeys": page_size}
     if part.direct:
         kwargs["Delimiter"] = "/"
     if part.after is not None:
         kwargs["StartAfter"] = part.after
-    for page in client.get_paginator("list_objects_v2").paginate(**kwargs):
+    for page in list_pages(client, **kwargs):
         for item in page.get("Contents", []):
             key = item["Key"]
             if part.upto is not None and key > part.upto:
@@ -308,8 +340,7 @@ def _driver_listing(client, bucket: str, prefix: str, max_pages: int, page_size:
     if max_pages <= 0:
         return None
     keys = []
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix,
-                                                            PaginationConfig={"PageSize": page_size})
+    pages = list_pages(client, Bucket=bucket, Prefix=prefix, MaxKeys=page_size)
     for number, page in enumerate(pages, start=1):
         keys.extend(item["Key"] for item in page.get("Contents", []))
         if number >= max_pages and page.get("IsTruncated"):
