@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
@@ -35,7 +35,7 @@ from jobs.ledger import (
     skip_done,
     stored_embeddings,
 )
-from jobs.manifest import read_manifest
+from jobs.manifest import open_manifest
 from jobs.pipeline import PATH_STORED_EMBEDDING, StageTimes, tag_dataframe
 from jobs.progress import ProgressReporter, accumulator_counts, stage_tasks
 from model.artifact import ModelArtifact
@@ -108,6 +108,7 @@ class Run:
         self.store = OutputStore(spark, args.output)
         self.stage_times = spark.sparkContext.accumulator(Counter(), StageTimes())
         self.phases: Counter = Counter()
+        self.listing = None  # what a listed manifest (prefix, inventory, folder) saw and skipped
         # Progress lines during the run, from the accumulator and Spark's status tracker.
         self.progress = ProgressReporter(accumulator_counts(self.stage_times), interval_s=settings.progress.interval_s,
                                          tasks=stage_tasks(spark.sparkContext))
@@ -135,9 +136,11 @@ class Run:
         self.phases["write_s"] += max(0.0, ended - self.stage_times.value.get("end_at_max", ended))
 
     def execute(self) -> dict:
-        state, resumed = self._start_or_resume()
+        # The manifest first: a bad or empty one exits 2 before a fresh run replaces any output.
         started = time.perf_counter()
-        manifest = read_manifest(self.spark, self.args.manifest, self.args.manifest_format)
+        manifest, self.listing = open_manifest(self.spark, self.args.manifest, self.args.manifest_format,
+                                               self.settings.manifest)
+        state, resumed = self._start_or_resume()
         ledger = finished_rows(self.spark, self.store)
         self.phases["read_manifest_s"] += time.perf_counter() - started
         partitions = self.settings.spark.partitions
@@ -296,6 +299,8 @@ def metrics_record(run: Run, result: dict, *, main_started: float, session_s: fl
             "tag_and_write_s": run.phases["tag_and_write_s"],
             "account_s": run.phases["account_s"],
         },
+        # A listed manifest: keys seen, images kept, not images, not current (inventory).
+        "manifest_listing": asdict(run.listing) if run.listing else None,
         "tasks": int(times.get("tasks", 0)),
         "model_builds": int(times.get("model_builds", 0)),
         # The progress lines' time series; t_s counts from the JVM's start, like startup.first_model_ready_s.
@@ -322,6 +327,10 @@ def render_summary(record: dict, examples: list[dict]) -> str:
                                                                         "spark_io_s", "write_s")),
         "            (fetch/decode summed over threads and tasks; infer summed over tasks)",
     ]
+    listing = record.get("manifest_listing")
+    if listing:
+        lines.insert(1, f"listed      {listing['source']}: {listing['keys']} entries, {listing['kept']} images kept, "
+                        f"{listing['not_image']} not images, {listing['inventory_skipped']} not current or delete markers")
     heads = [head["name"] for head in record["settings"]["model"]["heads"]]
     for row in examples:
         if row["tags"] is None:
