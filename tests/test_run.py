@@ -116,3 +116,14 @@ def test_state_round_trip(spark, tmp_path):
     store.write_state("k", dataclasses.replace(state, done_chunks=[0, 1, 2]))
     assert store.read_state("k") == dataclasses.replace(state, done_chunks=[0, 1, 2])
     assert not store.has_data()  # state files are not data
+
+
+def test_a_bad_manifest_fails_before_the_output_is_replaced(spark, artifact, images, tmp_path):
+    from jobs.manifest import ManifestError
+
+    out = tmp_path / "out"
+    run_job(spark, artifact, write_manifest(tmp_path / "m.csv", [("a", images["coffee"])]), out)
+    (tmp_path / "bad.csv").write_text("image,link\nx,y\n")
+    with pytest.raises(ManifestError, match="no 'url' column"):
+        run_job(spark, artifact, str(tmp_path / "bad.csv"), out)
+    assert [r["image_id"] for r in output_rows(spark, out)] == ["a"]  # the earlier output is intact
