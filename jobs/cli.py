@@ -41,7 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--incremental", action="store_true",
-        help="keep the output and skip images that already have an ok row for this model version",
+        help="keep the output and do per image only what it lacks for the profile's models: nothing, the heads it "
+             "lacks (on its stored embedding, no fetch), or a full pass",
     )
     parser.add_argument("--metrics-out", type=Path, help="write the run's metrics record (JSON) here")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

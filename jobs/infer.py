@@ -156,8 +156,7 @@ def heads_on_stored(heads: list[Head], unit: np.ndarray, norms: np.ndarray, need
     """Heads from stored embeddings, no image: per row, {head name: (label, score)} of the heads it needs.
 
     unit: (N, D) L2-normalised embeddings as the output stores them; norms: (N,) their raw norms
-    (NaN where unknown: the planner sends rows that lack one to a full pass when a head needs
-    the raw embedding).
+    (raw = unit x norm, for heads trained on the raw embedding).
     """
     results: list[dict] = [{} for _ in range(len(unit))]
     for head in heads:

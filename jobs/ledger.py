@@ -71,6 +71,13 @@ class OutputStore:
         if self.fs.exists(target):
             self.fs.delete(target, True)
 
+    def rename(self, source: str, target: str, *, under: str) -> None:
+        """Rename uri/under/source to uri/under/target (a folder: one metadata operation)."""
+        if self.fs.exists(self.path(under, target)):
+            self.fs.delete(self.path(under, target), True)
+        if not self.fs.rename(self.path(under, source), self.path(under, target)):
+            raise OSError(f"cannot rename {source} to {target} under {self.uri}/{under}")
+
     def read_state(self, key: str) -> RunState | None:
         target = self.path(STATE_DIR, f"run-{key}.json")
         if not self.fs.exists(target):
@@ -117,12 +124,19 @@ def _present(ledger: DataFrame, column: str):
 
 def coverage(ledger: DataFrame, models: ModelBundle) -> DataFrame:
     """Per image_id, what its ok rows for this backbone version hold: tags, a stored embedding
-    (one with its norm, so heads on the raw embedding can use it too), each current head."""
+    (one with its norm, so heads on the raw embedding can use it too), each current head.
+
+    A head's result counts only when it is this version's and its label agrees with the head's
+    current min_score (present exactly when the score reaches it): a changed floor re-runs the
+    head, on the stored embedding.
+    """
     ok = ledger.where((F.col("status") == "ok") & (F.col("model_version") == models.backbone.version))
     held = []
     for i, (column, head) in enumerate(models.heads):
         version = F.element_at("models", head.name) == head.version if "models" in ledger.columns else F.lit(False)
-        held.append(F.max(F.coalesce(version, F.lit(False)) & _present(ledger, f"{column}_score")).alias(f"held_{i}"))
+        score = F.col(f"{column}_score") if f"{column}_score" in ledger.columns else F.lit(None).cast("float")
+        floor_agrees = _present(ledger, column) == (score >= F.lit(models.min_score(i) or 0.0))
+        held.append(F.max(F.coalesce(version & score.isNotNull() & floor_agrees, F.lit(False))).alias(f"held_{i}"))
     return ok.groupBy("image_id").agg(
         F.max(_present(ledger, "tags")).alias("has_tags"),
         F.max(_present(ledger, "embedding_norm")).alias("has_embedding"),

@@ -70,7 +70,7 @@ def detect_format(uri: str) -> str:
     if uri.lower().startswith("s3://") and uri.endswith("/"):
         return "s3-prefix"
     local = _local_path(uri)
-    if local is not None and local.is_dir() and (uri.endswith("/") or not _is_parquet_dataset(local)):
+    if local is not None and local.is_dir() and not _is_parquet_dataset(local):
         return "folder"
     return "parquet"  # .parquet files and dataset directories alike
 

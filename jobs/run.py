@@ -153,8 +153,11 @@ class Run:
         with self.progress:  # a line every progress.interval_s and at each chunk commit
             if state.chunks == 1:
                 pending, counts = plan_pending(manifest, ledger, partitions=partitions, **plan)
-                if stored_possible:
-                    pending = pending.join(stored_embeddings(ledger, self.models), "image_id", "left")
+                if stored_possible:  # only this manifest's images' embeddings, not the whole output's
+                    embeddings = stored_embeddings(ledger, self.models, manifest.select("image_id"))
+                    pending = pending.join(embeddings, "image_id", "left")
+                    if partitions:
+                        pending = pending.repartition(partitions)
                 self._write(pending, state.run_id)
                 state.counts = counts()
                 state.done_chunks = [0]
@@ -162,6 +165,7 @@ class Run:
                 staging = f"{self.store.uri}/{STAGING}/{state.run_id}"
                 if not state.staged:
                     self.progress.phase = "staging the plan"
+                    self.progress.report()  # one line at once: staging may end before the first tick
                     pending, counts = plan_pending(manifest, ledger, partitions=0, **plan)
                     self._stage(pending, counts, ledger, staging, state)
                     self.progress.phase = None
@@ -202,20 +206,25 @@ class Run:
             plan_dir = f"{staging}-plan"
             chunked.write.mode("overwrite").partitionBy("chunk").parquet(plan_dir)
             state.counts = counts()
-            planned = self.spark.read.parquet(plan_dir)
             if state.counts["stored_embedding"]:
+                planned = self.spark.read.parquet(plan_dir)
                 ids = planned.where(F.col("path") == PATH_STORED_EMBEDDING).select("image_id")
                 planned = planned.join(stored_embeddings(ledger, self.models, ids), "image_id", "left")
-            planned.write.mode("overwrite").partitionBy("chunk").parquet(staging)
-            self.store.delete(STAGING, f"{state.run_id}-plan")
+                planned.write.mode("overwrite").partitionBy("chunk").parquet(staging)
+                self.store.delete(STAGING, f"{state.run_id}-plan")
+            else:
+                self.store.rename(f"{state.run_id}-plan", state.run_id, under=STAGING)
         state.staged = True
         self.store.write_state(self.key, state)
         self.phases["stage_s"] += time.perf_counter() - started
 
     def _account(self, state: RunState) -> dict:
         started = time.perf_counter()
-        written = self.spark.read.parquet(self.args.output).where(F.col("run_id") == state.run_id)
-        by_status = Counter({row["status"]: row["count"] for row in written.groupBy("status").count().collect()})
+        by_status = Counter()
+        written = finished_rows(self.spark, self.store)  # None: nothing was ever written (an empty manifest)
+        if written is not None:
+            mine = written.where(F.col("run_id") == state.run_id)
+            by_status.update({row["status"]: row["count"] for row in mine.groupBy("status").count().collect()})
         rows_in = state.counts["rows_in"]
         duplicates = rows_in - state.counts["unique"]
         ledger_skipped = state.counts["unique"] - state.counts["after_ledger"]
@@ -240,7 +249,9 @@ class Run:
 
     def examples(self, run_id: str, limit: int = 8) -> list[dict]:
         """A few tagged rows for the summary: the first real photos and product photos by URL."""
-        written = self.spark.read.parquet(self.args.output)
+        written = finished_rows(self.spark, self.store)  # runs differ in columns: all merged
+        if written is None:
+            return []
         ok = written.where((F.col("run_id") == run_id) & (F.col("status") == "ok"))
         sample = ok.orderBy(F.col("image_id").desc()).limit(limit)
         return [row.asDict(recursive=True) for row in sample.collect()]

@@ -85,7 +85,11 @@ def tag_batch(batch: pd.DataFrame, full: np.ndarray, futures: list[Future], tagg
             rows[i] = row
     stored = np.flatnonzero(~full)
     if len(stored):
-        for i, row in zip(stored, stored_embedding_rows(batch.iloc[stored], heads, timings), strict=True):
+        try:
+            results = stored_embedding_rows(batch.iloc[stored], heads, timings)
+        except Exception as exc:  # e.g. out of memory: the rows say so, the task lives on
+            results = [(STATUS_ERROR, f"heads: {type(exc).__name__}: {exc}", *[None] * 6)] * len(stored)
+        for i, row in zip(stored, results, strict=True):
             rows[i] = row
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 

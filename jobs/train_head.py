@@ -51,7 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.config import RESERVED_COLUMNS, ConfigError, load_settings
+from jobs.config import IMAGE_EXTENSIONS, RESERVED_COLUMNS, ConfigError, load_settings
 from jobs.manifest import stable_image_id
 from jobs.spark_args import spark_submit_args
 from model.artifact import ArtifactError
@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 JOB_SCRIPT = Path(__file__).resolve().parent / "tag_images.py"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_SUFFIXES = tuple(IMAGE_EXTENSIONS)
 OOD_PREFIX = "_ood_:"
 # Artifact names that hold the shipped models: a head trained here must not overwrite them.
 BUILT_IN = {"product_category", "efficientnet_lite0"}
@@ -408,7 +408,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="profile override passed to the embedding job (repeatable)")
     parser.add_argument("--work", type=Path, default=Path("data/train-head"), help="manifest, job output and log go to WORK/NAME")
-    parser.add_argument("--job-output", help="the job's output URI (default WORK/NAME/embeddings; s3:// on a cluster)")
+    parser.add_argument("--job-output", help="where the job writes the embeddings: under this URI, in a folder "
+                        "train-head-NAME that each run replaces (default WORK/NAME/embeddings; s3:// on a cluster)")
     parser.add_argument("--artifacts", type=Path, default=Path("model/artifacts"), help="where the head artifacts go")
     parser.add_argument("--reports", type=Path, default=Path("reports/train-head"), help="evaluation goes to REPORTS/NAME")
     parser.add_argument("--heads", default="linear,mlp", help="head kinds to train and choose from")
@@ -435,7 +436,8 @@ def run(args: argparse.Namespace) -> int:
     work = args.work / args.name
     ood_urls = out_of_domain_photos() if args.ood else {}
     manifest = write_manifest(work / "manifest.parquet", labels.rows, ood_urls)
-    output = args.job_output or str((work / "embeddings").resolve())
+    # The embedding job replaces its output: never the given location itself (it may hold a catalogue).
+    output = f"{args.job_output.rstrip('/')}/train-head-{args.name}" if args.job_output else str((work / "embeddings").resolve())
     command = job_command(str(manifest.resolve()), output, profile=args.profile, overrides=args.overrides,
                           spark_submit=args.spark_submit or find_spark_submit(), metrics=work / "metrics.json")
     job_s = run_job(command, work / "job.log")

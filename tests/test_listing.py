@@ -75,6 +75,7 @@ def test_auto_detection_and_which_manifests_spark_reads(tmp_path):
     assert detect_format((tmp_path / "photos").as_uri() + "/") == "folder"
     assert detect_format(str(tmp_path / "photos")) == "folder"
     assert detect_format(str(tmp_path / "dataset")) == "parquet"  # a Parquet dataset directory stays one
+    assert detect_format(str(tmp_path / "dataset") + "/") == "parquet"  # with a trailing slash too
     assert detect_format(str(tmp_path / "ds.parquet") + "/") == "parquet"
     assert detect_format("s3://b/m.csv") == "csv" and detect_format("/x/urls.txt") == "text"
     assert spark_reads("s3://b/m.csv") and not spark_reads("s3://b/photos/") and not spark_reads("s3://b/m.json", "s3-inventory")

@@ -170,3 +170,15 @@ def test_summary_shows_both_paths():
     assert "paths       1 full (fetch, decode, backbone, heads), 2 heads only, on stored embeddings (no fetch)" in text
     assert "espresso 0.90 | category: Bag 0.80 | style: (unsure) 0.30 | embedding[4]" in text
     assert "b.jpg" in text and "(heads only, on the stored embedding) | style: plain 0.70" in text
+
+
+def test_a_changed_min_score_reruns_the_head_on_stored_embeddings(spark, backbone, heads, catalogue, tmp_path):
+    _, manifest = catalogue
+    out = tmp_path / "out"
+    run(spark, ModelBundle(backbone, (("a", heads["a"]),), (1.0,)), manifest, out, incremental=False)
+    same = run(spark, ModelBundle(backbone, (("a", heads["a"]),), (1.0,)), manifest, out, incremental=True)
+    assert same["skipped_done"] == 3 and same["path_stored_embedding"] == 0
+    lowered = run(spark, ModelBundle(backbone, (("a", heads["a"]),), (None,)), manifest, out, incremental=True)
+    assert lowered["path_stored_embedding"] == 3 and lowered["path_full"] == 1  # the error row is retried
+    rows = [r for r in rows_of(spark, out, lowered["run_id"]).values() if r["status"] == "ok"]
+    assert len(rows) == 3 and all(r["a"] is not None and r["path"] == "stored_embedding" for r in rows)
