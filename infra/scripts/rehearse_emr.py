@@ -242,6 +242,7 @@ class Rehearsal:
         self.master_proc: subprocess.Popen | None = None
         self.timings: dict[str, float] = {}
         self.scaled: list[str] = []
+        self.steps: list[subprocess.Popen] = []  # every step started, killed with the cluster
 
     # -- deploy ---------------------------------------------------------------------------
     def deploy(self, env: dict[str, str]) -> dict:
@@ -307,6 +308,11 @@ class Rehearsal:
                 env=self.cluster_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop_cluster(self) -> None:
+        """Kill every step still running (a failed drill leaves one), the workers and the master."""
+        for proc in self.steps:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)
         for node in self.nodes:
             node.kill()
         if self.master_proc and self.master_proc.poll() is None:
