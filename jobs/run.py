@@ -167,7 +167,7 @@ class Run:
                     self.progress.phase = "staging the plan"
                     self.progress.report()  # one line at once: staging may end before the first tick
                     pending, counts = plan_pending(manifest, ledger, partitions=0, **plan)
-                    self._stage(pending, counts, ledger, staging, state)
+                    self._stage(pending, counts, ledger if stored_possible else None, staging, state)
                     self.progress.phase = None
                 # Rows to tag in this process: the plan's, less the chunks an earlier attempt committed
                 # (chunks split the plan by a hash of image_id: about equal).
@@ -196,10 +196,13 @@ class Run:
 
     def _stage(self, pending: DataFrame, counts: Callable[[], dict], ledger: DataFrame | None, staging: str,
                state: RunState) -> None:
-        """Write the plan to staging, split into chunks; rows on the stored-embedding path carry their embedding."""
+        """Write the plan to staging, split into chunks; rows on the stored-embedding path carry their embedding.
+
+        ledger: the output when some rows may take the stored-embedding path, else None.
+        """
         started = time.perf_counter()
         chunked = pending.withColumn("chunk", F.pmod(F.xxhash64("image_id"), F.lit(state.chunks)))
-        if ledger is None or not self.models.heads:
+        if ledger is None:
             chunked.write.mode("overwrite").partitionBy("chunk").parquet(staging)
             state.counts = counts()
         else:  # the plan first, then its stored-embedding rows' embeddings: one pass over the output

@@ -26,6 +26,11 @@ STATUS_ERROR = "error"
 RESULT_COLUMNS = ["status", "error", "tag_labels", "tag_scores", "embedding", "embedding_norm", "head_labels", "head_scores"]
 
 
+def error_row(message: str) -> tuple:
+    """A RESULT_COLUMNS row of a failed image: the status, the message, no results."""
+    return (STATUS_ERROR, message, *[None] * (len(RESULT_COLUMNS) - 2))
+
+
 @dataclass
 class Loaded:
     """One URL after fetch + decode + preprocess: an image array or an error message."""
@@ -88,7 +93,7 @@ def tag_batch(batch: pd.DataFrame, full: np.ndarray, futures: list[Future], tagg
         try:
             results = stored_embedding_rows(batch.iloc[stored], heads, timings)
         except Exception as exc:  # e.g. out of memory: the rows say so, the task lives on
-            results = [(STATUS_ERROR, f"heads: {type(exc).__name__}: {exc}", *[None] * 6)] * len(stored)
+            results = [error_row(f"heads: {type(exc).__name__}: {exc}")] * len(stored)
         for i, row in zip(stored, results, strict=True):
             rows[i] = row
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
@@ -138,5 +143,5 @@ def tag_loaded(futures: list[Future], tagger: Tagger, timings: Counter) -> list[
                 p.embedding_norm, [label for label, _ in p.heads], [score for _, score in p.heads],
             ))
         else:
-            rows.append((STATUS_ERROR, item.error or infer_error, None, None, None, None, None, None))
+            rows.append(error_row(item.error or infer_error))
     return rows
