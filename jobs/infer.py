@@ -2,26 +2,22 @@
 
 The backbone runs once per image; heads (small classifiers trained on the backbone's
 embedding, e.g. product categories) run on its output, so extra models cost almost nothing.
-`Tagger` wraps any `run(batch) -> {"probabilities", "embedding"}` callable, so it tests with
-a fake model. `tagger_for_worker` builds the real one from broadcast artifacts once per
-Python worker process and reuses it for every batch and task that worker runs.
+`Tagger` wraps any model callable, `model(batch) -> {"probabilities", "embedding"}` (a
+model.runtime.ModelFn), so it tests with a fake model. `tagger_for_worker` builds the real
+one from broadcast artifacts (model/runtime.py: Keras or LiteRT) once per Python worker
+process and reuses it for every batch and task that worker runs.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from model.artifact import ArtifactError, ModelArtifact, load_artifact
-
-Predict = Callable[[np.ndarray], np.ndarray]
-Run = Callable[[np.ndarray], dict[str, np.ndarray]]
+from model.runtime import ModelFn, build_model_runner
 
 
 def top_k(probabilities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,17 +81,17 @@ class Head:
     """A classifier on the backbone's embedding; adds columns <name> and <name>_score."""
 
     name: str
-    run: Run
+    model: ModelFn
     class_names: list[str]
     l2_input: bool = False  # trained on the L2-normalised embedding (else on the raw one)
     min_score: float | None = None  # below it the label is null; the score is kept
-    batch_size: int = 32  # rows per call of `run` (a runtime compiled for this batch size)
+    batch_size: int = 32  # rows per call of `model` (a runtime compiled for this batch size)
 
     def top1(self, raw: np.ndarray | None, unit: np.ndarray | None) -> list[tuple[str | None, float]]:
         """(label, probability) of the best class per row; the label is None under min_score."""
         inputs = unit if self.l2_input else raw
         probabilities = np.concatenate([
-            np.asarray(self.run(inputs[start : start + self.batch_size])["probabilities"])
+            np.asarray(self.model(inputs[start : start + self.batch_size])["probabilities"])
             for start in range(0, len(inputs), self.batch_size)
         ])
         best = probabilities.argmax(axis=1)
@@ -118,7 +114,7 @@ class Prediction:
 class Tagger:
     """Turns image batches into predictions: backbone once, then every head on its embedding."""
 
-    run: Run
+    model: ModelFn
     class_names: list[str]
     top_k: int
     batch_size: int
@@ -129,7 +125,7 @@ class Tagger:
         """images: uint8 (N, H, W, 3) -> one Prediction per image, tags best first."""
         results: list[Prediction] = []
         for start in range(0, len(images), self.batch_size):
-            outputs = self.run(images[start : start + self.batch_size])
+            outputs = self.model(images[start : start + self.batch_size])
             indices, scores = top_k(np.asarray(outputs["probabilities"]), self.top_k)
             tags = [
                 [(self.class_names[i], float(s)) for i, s in zip(row_i, row_s, strict=True)]
@@ -168,99 +164,6 @@ def heads_on_stored(heads: list[Head], unit: np.ndarray, norms: np.ndarray, need
         for row, answer in zip(rows, head.top1(raw, picked), strict=True):
             results[row][head.name] = answer
     return results
-
-
-def configure_tensorflow(threads: int) -> None:
-    """Pin TF's thread pools (before first use) so workers sharing a node do not fight."""
-    import tensorflow as tf
-
-    if threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:
-            pass  # TF already initialised in this process; settings are fixed by then
-    for gpu in tf.config.list_physical_devices("GPU"):
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)  # share the GPU between workers
-        except RuntimeError:
-            pass
-
-
-def _pad(batch: np.ndarray, size: int) -> np.ndarray:
-    # A short last batch is padded so the runtime keeps one compiled input shape.
-    if len(batch) >= size:
-        return batch
-    return np.concatenate([batch, np.zeros((size - len(batch), *batch.shape[1:]), batch.dtype)])
-
-
-def keras_runner(artifact: ModelArtifact, batch_size: int, threads: int) -> Run:
-    """TensorFlow/Keras: load model.keras, trace one serving function."""
-    configure_tensorflow(threads)
-    import keras
-    import tensorflow as tf
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / artifact.meta["model_file"]
-        path.write_bytes(artifact.files[artifact.meta["model_file"]])
-        model = keras.saving.load_model(path, compile=False)
-    spec = model.inputs[0]
-
-    @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape[1:]], spec.dtype)])
-    def serve(inputs):
-        return _named(model(inputs, training=False))
-
-    def run(batch: np.ndarray) -> dict[str, np.ndarray]:
-        n = len(batch)
-        return {name: value.numpy()[:n] for name, value in serve(tf.constant(_pad(batch, batch_size))).items()}
-
-    return run
-
-
-def _named(outputs) -> dict:
-    # A single-output model (a classifier head) answers with its probabilities.
-    return outputs if isinstance(outputs, dict) else {"probabilities": outputs}
-
-
-def tflite_runner(artifact: ModelArtifact, batch_size: int, threads: int) -> Run:
-    """LiteRT (TFLite with XNNPACK): same weights, a fraction of TensorFlow's start-up and memory."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=artifact.files[artifact.meta["model_file"]], num_threads=threads or None)
-    signature = interpreter.get_signature_runner("serving_default")
-    (model_input,) = signature.get_input_details().values()
-    outputs = {name: detail["index"] for name, detail in signature.get_output_details().items()}
-    if len(outputs) == 1:
-        outputs = {"probabilities": next(iter(outputs.values()))}
-    del signature  # it pins the interpreter's buffers; resizing below needs them free
-    input_index, dtype = model_input["index"], model_input["dtype"]
-    interpreter.resize_tensor_input(input_index, [batch_size, *model_input["shape"][1:]])
-    interpreter.allocate_tensors()
-
-    def run(batch: np.ndarray) -> dict[str, np.ndarray]:
-        n = len(batch)
-        interpreter.set_tensor(input_index, _pad(np.asarray(batch, dtype=dtype), batch_size))
-        interpreter.invoke()
-        return {name: interpreter.get_tensor(index)[:n].copy() for name, index in outputs.items()}
-
-    return run
-
-
-RUNNERS = {"keras": keras_runner, "tflite": tflite_runner}
-
-
-def build_model_runner(artifact: ModelArtifact, batch_size: int, threads: int = 0) -> Run:
-    """Backbone: uint8 (N, H, W, 3) -> {"probabilities", "embedding"}; head: (N, D) -> {"probabilities"}."""
-    fmt = artifact.meta["format"]
-    if fmt not in RUNNERS:
-        raise ValueError(f"model {artifact.name}: unknown artifact format {fmt!r} (known: {', '.join(RUNNERS)})")
-    return RUNNERS[fmt](artifact, batch_size, threads)
-
-
-def build_predictor(artifact: ModelArtifact, batch_size: int, threads: int = 0) -> Predict:
-    """batch -> class probabilities, whatever the artifact's format."""
-    run = build_model_runner(artifact, batch_size, threads)
-    return lambda batch: run(batch)["probabilities"]
 
 
 _WORKER_TAGGERS: dict[tuple, Tagger | list[Head]] = {}

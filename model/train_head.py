@@ -193,20 +193,20 @@ def read_backbone_meta(backbone_dir: Path) -> dict:
 def backbone_embedder(
     backbone_dir: Path, *, backend: str = "tflite", threads: int = 0, batch_size: int = 32
 ) -> Embed:
-    """uint8 (N, 224, 224, 3) -> raw float32 (N, 1280) embeddings, through the job's own runner.
+    """uint8 (N, 224, 224, 3) -> raw float32 (N, 1280) embeddings, through the job's own runtime (model.runtime).
 
     backend "tflite" uses the TFLite artifact `make model` builds beside the Keras one (same
     weights, about half the time per image); "keras" the Keras artifact itself.
     """
-    from jobs.infer import build_model_runner
     from model.artifact import load_artifact
+    from model.runtime import build_model_runner
 
     source = backbone_dir.parent / f"{backbone_dir.name}_tflite" if backend == "tflite" else backbone_dir
     artifact = load_artifact(str(source))
-    run = build_model_runner(artifact, batch_size=batch_size, threads=threads or os.cpu_count() or 1)
+    model = build_model_runner(artifact, batch_size=batch_size, threads=threads or os.cpu_count() or 1)
 
     def embed(batch: np.ndarray) -> np.ndarray:
-        chunks = [run(batch[i : i + batch_size])["embedding"] for i in range(0, len(batch), batch_size)]
+        chunks = [model(batch[i : i + batch_size])["embedding"] for i in range(0, len(batch), batch_size)]
         return np.concatenate(chunks).astype(np.float32)
 
     return embed

@@ -78,9 +78,9 @@ def test_one_pass_writes_tags_category_and_embedding(spark, model_dir, head_dir,
 
 
 def test_head_converts_to_tflite_with_same_answers(head_dir, tmp_path, artifact):
-    from jobs.infer import build_model_runner
     from model.artifact import load_artifact
     from model.convert import convert
+    from model.runtime import build_model_runner
 
     meta = convert(head_dir, tmp_path / "tflite")
     keras_head, tflite_head = load_artifact(str(head_dir)), load_artifact(str(tmp_path / "tflite"))

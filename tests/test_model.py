@@ -86,7 +86,7 @@ def tflite_artifact(model_dir):
 def test_tflite_artifact_gives_the_same_tags(artifact, tflite_artifact, photos):
     """The optimised runtime must not change the tags: same top-1, scores within 1e-3."""
     from jobs.decode import prepare
-    from jobs.infer import build_model_runner
+    from model.runtime import build_model_runner
 
     assert tflite_artifact.meta["format"] == "tflite" and tflite_artifact.version != artifact.version
     assert tflite_artifact.meta["converted_from"] == artifact.version

@@ -68,8 +68,8 @@ def pin_to_cores(cores: int, offset: int = 0) -> list[int]:
 
 def make_predictor(settings: Settings, threads: int):
     """(predict, model_load_s, artifact) with the job's own predictor for the profile's model."""
-    from jobs.infer import build_predictor
     from model.artifact import load_artifact
+    from model.runtime import build_predictor
 
     started = time.perf_counter()
     artifact = load_artifact(settings.model.uri)

@@ -1,0 +1,117 @@
+"""Model runtimes: a model artifact -> a callable that runs it on a batch.
+
+A loaded model is a `ModelFn`: batch -> {output name: array}. A backbone answers
+{"probabilities", "embedding"} for uint8 (N, H, W, 3) images; a head (a single-output
+classifier) answers {"probabilities"} for (N, D) embeddings. The artifact's format picks the
+runtime (RUNNERS): TensorFlow/Keras for model.keras, LiteRT (TFLite with XNNPACK) for
+model.tflite. Each runtime pads a short last batch, so it keeps one compiled input shape.
+
+The frameworks are imported inside the runners: importing this module costs nothing, and a
+worker that runs LiteRT never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from model.artifact import ModelArtifact
+
+ModelFn = Callable[[np.ndarray], dict[str, np.ndarray]]  # a loaded model: batch -> named outputs
+Predict = Callable[[np.ndarray], np.ndarray]  # batch -> class probabilities
+
+
+def configure_tensorflow(threads: int) -> None:
+    """Pin TF's thread pools (before first use) so workers sharing a node do not fight."""
+    import tensorflow as tf
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            pass  # TF already initialised in this process; settings are fixed by then
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)  # share the GPU between workers
+        except RuntimeError:
+            pass
+
+
+def _pad(batch: np.ndarray, size: int) -> np.ndarray:
+    # A short last batch is padded so the runtime keeps one compiled input shape.
+    if len(batch) >= size:
+        return batch
+    return np.concatenate([batch, np.zeros((size - len(batch), *batch.shape[1:]), batch.dtype)])
+
+
+def _named(outputs) -> dict:
+    # A single-output model (a classifier head) answers with its probabilities.
+    return outputs if isinstance(outputs, dict) else {"probabilities": outputs}
+
+
+def keras_runner(artifact: ModelArtifact, batch_size: int, threads: int) -> ModelFn:
+    """TensorFlow/Keras: load model.keras, trace one serving function."""
+    configure_tensorflow(threads)
+    import keras
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / artifact.meta["model_file"]
+        path.write_bytes(artifact.files[artifact.meta["model_file"]])
+        model = keras.saving.load_model(path, compile=False)
+    spec = model.inputs[0]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape[1:]], spec.dtype)])
+    def serve(inputs):
+        return _named(model(inputs, training=False))
+
+    def call(batch: np.ndarray) -> dict[str, np.ndarray]:
+        n = len(batch)
+        return {name: value.numpy()[:n] for name, value in serve(tf.constant(_pad(batch, batch_size))).items()}
+
+    return call
+
+
+def tflite_runner(artifact: ModelArtifact, batch_size: int, threads: int) -> ModelFn:
+    """LiteRT (TFLite with XNNPACK): same weights, a fraction of TensorFlow's start-up and memory."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=artifact.files[artifact.meta["model_file"]], num_threads=threads or None)
+    signature = interpreter.get_signature_runner("serving_default")
+    (model_input,) = signature.get_input_details().values()
+    outputs = {name: detail["index"] for name, detail in signature.get_output_details().items()}
+    if len(outputs) == 1:
+        outputs = {"probabilities": next(iter(outputs.values()))}
+    del signature  # it pins the interpreter's buffers; resizing below needs them free
+    input_index, dtype = model_input["index"], model_input["dtype"]
+    interpreter.resize_tensor_input(input_index, [batch_size, *model_input["shape"][1:]])
+    interpreter.allocate_tensors()
+
+    def call(batch: np.ndarray) -> dict[str, np.ndarray]:
+        n = len(batch)
+        interpreter.set_tensor(input_index, _pad(np.asarray(batch, dtype=dtype), batch_size))
+        interpreter.invoke()
+        return {name: interpreter.get_tensor(index)[:n].copy() for name, index in outputs.items()}
+
+    return call
+
+
+RUNNERS: dict[str, Callable[[ModelArtifact, int, int], ModelFn]] = {"keras": keras_runner, "tflite": tflite_runner}
+
+
+def build_model_runner(artifact: ModelArtifact, batch_size: int, threads: int = 0) -> ModelFn:
+    """Backbone: uint8 (N, H, W, 3) -> {"probabilities", "embedding"}; head: (N, D) -> {"probabilities"}."""
+    fmt = artifact.meta["format"]
+    if fmt not in RUNNERS:
+        raise ValueError(f"model {artifact.name}: unknown artifact format {fmt!r} (known: {', '.join(RUNNERS)})")
+    return RUNNERS[fmt](artifact, batch_size, threads)
+
+
+def build_predictor(artifact: ModelArtifact, batch_size: int, threads: int = 0) -> Predict:
+    """batch -> class probabilities, whatever the artifact's format."""
+    model = build_model_runner(artifact, batch_size, threads)
+    return lambda batch: model(batch)["probabilities"]
