@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from jobs.fetch import s3_client
 from model.artifact import ArtifactError, ModelArtifact, load_artifact
 from model.runtime import ModelFn, build_model_runner
 
@@ -60,10 +61,10 @@ class ModelBundle:
 
 def load_bundle(uri: str, heads: list[dict]) -> ModelBundle:
     """Read the backbone and each head (driver side); a head must match the backbone's weights."""
-    backbone = load_artifact(uri)
+    backbone = load_artifact(uri, s3_client=s3_client)
     loaded = []
     for head in heads:
-        artifact = load_artifact(head["uri"])
+        artifact = load_artifact(head["uri"], s3_client=s3_client)
         if artifact.meta.get("kind") != "head":
             raise ArtifactError(f"model.heads {head['name']}: {head['uri']} is not a head artifact (kind != head)")
         compatible = {backbone.version, backbone.meta.get("converted_from")}

@@ -336,9 +336,10 @@ def join_embeddings(labels: Labels, job: JobRows) -> tuple[np.ndarray, list[str]
 # --------------------------------------------------------------------------------------------
 def backbone_for_heads(model_uri: str) -> dict:
     """{"name", "version"} a head records: the Keras backbone's version (a TFLite backbone's converted_from)."""
+    from jobs.fetch import s3_client
     from model.artifact import load_artifact
 
-    meta = load_artifact(model_uri).meta
+    meta = load_artifact(model_uri, s3_client=s3_client).meta
     return {"name": meta["name"], "version": meta.get("converted_from") or meta["version"], "job_backbone": model_uri,
             "job_backbone_version": meta["version"]}
 

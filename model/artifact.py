@@ -7,10 +7,13 @@ broadcasts them, and each Python worker builds the model once from those bytes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -92,20 +95,34 @@ def _read_local(root: str, name: str) -> bytes:
     return path.read_bytes()
 
 
-def _read_s3(root: str, name: str) -> bytes:
-    from jobs.fetch import s3_client  # one place that knows how to reach S3
+def _default_s3_client():
+    import boto3  # honours AWS_ENDPOINT_URL and the usual credentials
 
-    parsed = urlparse(root.rstrip("/") + "/" + name)
-    try:
-        response = s3_client().get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
-    except Exception as exc:  # botocore raises many shapes; all mean "cannot read it"
-        raise ArtifactError(f"cannot read model artifact file {parsed.geturl()}: {exc}") from exc
-    return response["Body"].read()
+    return boto3.client("s3")
 
 
-def load_artifact(uri: str) -> ModelArtifact:
-    """Read a model artifact from a local directory or an s3:// prefix."""
-    reader = _read_s3 if uri.startswith("s3://") else _read_local
+def _s3_reader(s3_client: Callable[[], Any]) -> Callable[[str, str], bytes]:
+    client = functools.cache(s3_client)  # one client for the artifact's files, made on first read
+
+    def read(root: str, name: str) -> bytes:
+        parsed = urlparse(root.rstrip("/") + "/" + name)
+        try:
+            response = client().get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
+        except Exception as exc:  # botocore raises many shapes; all mean "cannot read it"
+            raise ArtifactError(f"cannot read model artifact file {parsed.geturl()}: {exc}") from exc
+        return response["Body"].read()
+
+    return read
+
+
+def load_artifact(uri: str, *, s3_client: Callable[[], Any] | None = None) -> ModelArtifact:
+    """Read a model artifact from a local directory or an s3:// prefix.
+
+    s3_client: makes the S3 client that reads an s3:// artifact (anything with boto3's
+    get_object). The job passes its own (jobs.fetch.s3_client: its timeouts and pool); without
+    one, a plain boto3 client.
+    """
+    reader = _s3_reader(s3_client or _default_s3_client) if uri.startswith("s3://") else _read_local
     root = uri[len("file://") :] if uri.startswith("file://") else uri
     meta = json.loads(reader(root, MANIFEST_FILE))
     for key in ("name", "version", "format", "model_file", "classes_file"):

@@ -69,10 +69,20 @@ def test_load_artifact_from_s3(model_dir, aws_endpoint):
     s3.create_bucket(Bucket="models")
     for path in model_dir.iterdir():
         s3.upload_file(str(path), "models", f"efficientnet_lite0/{path.name}")
-    artifact = load_artifact("s3://models/efficientnet_lite0")
+    artifact = load_artifact("s3://models/efficientnet_lite0")  # a plain boto3 client
     assert artifact.version == load_artifact(str(model_dir)).version
     with pytest.raises(ArtifactError, match="cannot read model artifact file s3://models/nothing/model.json"):
         load_artifact("s3://models/nothing")
+    made = []  # the caller's client (the job passes jobs.fetch.s3_client): made once for the artifact's files
+
+    def client():
+        made.append(1)
+        return s3
+
+    assert load_artifact("s3://models/efficientnet_lite0", s3_client=client).version == artifact.version
+    assert made == [1]
+    with pytest.raises(ArtifactError, match="cannot read model artifact file s3://models/nothing/model.json"):
+        load_artifact("s3://models/nothing", s3_client=client)
 
 
 @pytest.fixture(scope="module")
