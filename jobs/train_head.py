@@ -10,7 +10,7 @@ becomes a file:// url labelled with the subfolder's name). Steps:
 1. labels: read and check them; rows without a url or label, and repeats of an image_id (the
    first row is kept), are dropped and counted;
 2. embed: write a manifest (image_id, url) with the labelled images plus the out-of-domain
-   photos (jobs.sample_data.real_photo_paths, image_id `_ood_:<file>`), and run the real job,
+   photos (model.datasets.real_photo_paths, image_id `_ood_:<file>`), and run the real job,
    `spark-submit jobs/tag_images.py --set model.heads=[] --set model.embedding=true`, with the
    profile's spark-submit options: the cluster does the embedding, so a million images is no
    harder than a thousand. Rows with status error (fetch/decode failures) are counted as
@@ -197,7 +197,7 @@ def read_labels(uri: str) -> Labels:
 # --------------------------------------------------------------------------------------------
 def out_of_domain_photos() -> dict[str, str]:
     """image_id -> file:// url of the shipped real photos (none when scikit-image is not installed)."""
-    from jobs.sample_data import real_photo_paths
+    from model.datasets import real_photo_paths
 
     try:
         return {f"{OOD_PREFIX}{p.name}": p.resolve().as_uri() for p in real_photo_paths() if p.is_file()}

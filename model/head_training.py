@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from model.artifact import save_keras_artifact
+from model.efficientnet_lite import HEAD_CHANNELS
 
-EMBEDDING_DIM = 1280
 MIN_EXAMPLES_PER_CLASS = 5
 ECE_BINS = 15
 # Per head kind: layer and optimiser settings. The MLP overfits within 2 epochs at 1e-3; at
@@ -276,7 +276,7 @@ def write_head_artifact(
             "kind": "head",
             "head": head_kind,
             "input": "embedding",
-            "input_dim": EMBEDDING_DIM,
+            "input_dim": HEAD_CHANNELS,
             "input_dtype": "float32",
             "input_normalisation": input_normalisation,
             "output": f"softmax probabilities (N, {len(class_names)})",

@@ -1,13 +1,13 @@
 """Product-category head: a classifier on the frozen EfficientNet-Lite0 embedding.
 
-    python -m model.train_head [--train-size N] [--cache DIR] [--out DIR] [--reports DIR]
+    python -m jobs.train_category_head [--train-size N] [--cache DIR] [--out DIR] [--reports DIR]   (make train-head)
 
 Transfer learning, last layer first: the backbone stays frozen; only a small head on its
 1280-d embedding (global average pool, raw: not L2-normalised) is trained. Steps, each a
 small function:
 
 1. render: each 28x28 item becomes a 224x224 backbone input in one of two styles (RENDERS):
-   "catalogue", the crop the job would feed the backbone for a jobs.sample_data.product_photo
+   "catalogue", the crop the job would feed the backbone for a model.datasets.product_photo
    (`render_item`, a 224-pixel shortcut of product_photo + jobs.decode.prepare), or "plain",
    the inverted greyscale item on white (`render_plain`). Training mixes both (--plain-share):
    a head trained on plain renders alone gets 28% of catalogue renders right, one trained on
@@ -22,7 +22,9 @@ small function:
    kept only when it beats the linear head on validation by `--mlp-margin`;
 5. evaluate + write: reports/train-head/evaluation.json, confusion_matrix.png, and the versioned
    artifact model/artifacts/product_category (written only when the test target is met; the
-   exit status is 1 otherwise).
+   exit status is 1 otherwise). With --pipeline-check N, N generated product photos also run
+   the job's own path (JPEG, the job's decode, backbone, head): the command passes the job's
+   decode in (`main(..., prepare=jobs.decode.prepare)`), since model/ never imports jobs/.
 
 Steps 3-5 use the building blocks in model/head_training.py, which the own-data path
 (`make train-head LABELS=... NAME=...`, jobs/train_head.py) shares.
@@ -32,21 +34,22 @@ from __future__ import annotations
 
 import argparse
 import functools
+import io
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-from jobs.sample_data import FASHION_CLASSES, fashion_mnist
 from model import head_training
+from model.datasets import FASHION_CLASSES, fashion_mnist, product_photo
+from model.efficientnet_lite import HEAD_CHANNELS
 from model.head_training import (
-    EMBEDDING_DIM,
     choose_head,
     evaluate,
     plot_confusion,
@@ -68,6 +71,9 @@ RENDER_VERSION = 1
 log = logging.getLogger(__name__)
 
 Embed = Callable[[np.ndarray], np.ndarray]
+# The job's decode, jobs.decode.prepare: (image bytes, *, max_pixels, resize_shorter, image_size) -> uint8 (H, W, 3).
+# Passed in by the command (jobs/train_category_head.py): model/ never imports jobs/.
+Prepare = Callable[..., np.ndarray]
 # The product-category head's artifact: raw (not L2-normalised) embedding in.
 write_head_artifact = functools.partial(head_training.write_head_artifact, name=HEAD_NAME, input_normalisation="none")
 
@@ -81,7 +87,7 @@ def render_item(
     """A 28x28 Fashion-MNIST item as the backbone input the job would make of its product photo.
 
     Why render and not just invert-and-upscale: at run time the head sees embeddings of
-    catalogue photos (jobs.sample_data.product_photo: a tinted object on an off-white, unevenly
+    catalogue photos (model.datasets.product_photo: a tinted object on an off-white, unevenly
     lit backdrop with a soft shadow and sensor noise, 600-1000 px), resized to 256 on the
     shorter side and centre-cropped to 224 by jobs.decode.prepare. A black-background,
     white-object upscale is a different input for an ImageNet backbone (different embedding
@@ -163,7 +169,7 @@ def render_plain(
     return np.repeat(canvas[..., None], 3, axis=2)
 
 
-# Render styles: "catalogue" is what the job sees for jobs.sample_data product photos (tinted
+# Render styles: "catalogue" is what the job sees for model.datasets product photos (tinted
 # object, off-white backdrop); "plain" is the classic inverted-greyscale transfer benchmark.
 RENDERS = {"catalogue": render_item, "plain": render_plain}
 
@@ -217,7 +223,7 @@ def embed_images(render: Callable[[np.ndarray], np.ndarray], count: int, embed: 
     in a thread while the backbone runs (Pillow and TFLite release the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    out = np.empty((count, EMBEDDING_DIM), np.float32)
+    out = np.empty((count, HEAD_CHANNELS), np.float32)
     starts = list(range(0, count, batch_size))
     started = time.perf_counter()
     with ThreadPoolExecutor(1) as pool:
@@ -234,12 +240,6 @@ def embed_images(render: Callable[[np.ndarray], np.ndarray], count: int, embed: 
     return out
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def cache_dir_for(cache: Path, backbone_version: str, split: str, seed: int, style: str = "catalogue") -> Path:
     """Where one split's embeddings of one style live: renders depend on (seed, split, item, style)."""
     return cache / f"fashion_embeddings_{backbone_version}_{split}_{style}_seed{seed}_render{RENDER_VERSION}"
@@ -248,7 +248,7 @@ def cache_dir_for(cache: Path, backbone_version: str, split: str, seed: int, sty
 def read_cache(directory: Path) -> tuple[np.ndarray, np.ndarray]:
     """(item indices, embeddings) from every part file in directory; empty when there is none."""
     parts = sorted(directory.glob("part-*.npz")) if directory.is_dir() else []
-    indices, embeddings = [np.empty(0, np.int64)], [np.empty((0, EMBEDDING_DIM), np.float32)]
+    indices, embeddings = [np.empty(0, np.int64)], [np.empty((0, HEAD_CHANNELS), np.float32)]
     for part in parts:
         with np.load(part) as data:
             indices.append(data["indices"].astype(np.int64))
@@ -290,13 +290,10 @@ def cached_embeddings(
 # --------------------------------------------------------------------------------------------
 # 3-5. split, train, evaluate: model/head_training.py; the check on the job's own path
 # --------------------------------------------------------------------------------------------
-def product_photo_check(model, embed: Embed, items: np.ndarray, labels: np.ndarray, count: int, seed: int) -> dict:
-    """Accuracy on the job's own path: product_photo -> JPEG -> jobs.decode.prepare -> backbone -> head."""
-    import io
-
-    from jobs.decode import prepare
-    from jobs.sample_data import product_photo
-
+def product_photo_check(
+    model, embed: Embed, items: np.ndarray, labels: np.ndarray, count: int, seed: int, *, prepare: Prepare
+) -> dict:
+    """Accuracy on the job's own path: product_photo -> JPEG -> prepare (the job's decode) -> backbone -> head."""
     rng = np.random.default_rng(seed)
     positions = rng.choice(len(items), size=count, replace=False)
     images = []
@@ -309,7 +306,24 @@ def product_photo_check(model, embed: Embed, items: np.ndarray, labels: np.ndarr
     return {"count": count, "accuracy": round(float((predicted == labels[positions]).mean()), 4)}
 
 
-def main(argv: list[str] | None = None) -> int:
+# --------------------------------------------------------------------------------------------
+# The command: each step a function, main() runs them in order
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Split:
+    """One Fashion-MNIST split and the items of it in use (sorted indices)."""
+
+    name: str  # "train" or "t10k"
+    items: np.ndarray  # uint8 (N, 28, 28)
+    labels: np.ndarray  # uint8 (N,)
+    indices: np.ndarray
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.labels[self.indices].astype(np.int64)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-size", type=int, default=50000, help="items from the 60,000 training split (stratified)")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of --train-size held out for validation")
@@ -329,91 +343,202 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="images per backbone call")
     parser.add_argument("--threads", type=int, default=0, help="backbone threads (0: all cores)")
     parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
+    return parser.parse_args(argv)
 
-    backbone_meta = read_backbone_meta(args.backbone)
-    class_names = list(FASHION_CLASSES)
-    train_items, train_labels = fashion_mnist("train")
-    test_items, test_labels = fashion_mnist("t10k")
-    subset = np.sort(stratified_subset(train_labels, args.train_size, args.seed))
-    styles = assign_styles(len(subset), args.plain_share, args.seed)
-    test_subset = np.sort(stratified_subset(test_labels, args.test_size, args.seed))
-    embedder: list[Embed] = []
 
-    def embed(batch: np.ndarray) -> np.ndarray:  # the backbone loads only when something is not cached
-        if not embedder:
-            embedder.append(
-                backbone_embedder(
-                    args.backbone, backend=args.backend, threads=args.threads, batch_size=args.batch_size
-                )
+def load_splits(args: argparse.Namespace) -> tuple[Split, Split]:
+    """The stratified training subset (--train-size) and test subset (--test-size) of Fashion-MNIST."""
+    splits = []
+    for name, size in (("train", args.train_size), ("t10k", args.test_size)):
+        items, labels = fashion_mnist(name)
+        splits.append(Split(name, items, labels, np.sort(stratified_subset(labels, size, args.seed))))
+    train, test = splits
+    return train, test
+
+
+def lazy_backbone(args: argparse.Namespace) -> Embed:
+    """The backbone embedder, loaded on first use: a run whose embeddings are all cached never loads it."""
+    loaded: list[Embed] = []
+
+    def embed(batch: np.ndarray) -> np.ndarray:
+        if not loaded:
+            loaded.append(
+                backbone_embedder(args.backbone, backend=args.backend, threads=args.threads, batch_size=args.batch_size)
             )
-        return embedder[0](batch)
+        return loaded[0](batch)
 
-    def embeddings_for(split: str, items: np.ndarray, indices: np.ndarray, style: str) -> np.ndarray:
-        def compute(missing: np.ndarray) -> np.ndarray:
-            log.info("rendering (%s) and embedding %d %s items", style, len(missing), split)
-            return embed_images(
-                lambda pos: render_items(items, missing[pos], split=split, seed=args.seed, style=style),
-                len(missing),
-                embed,
-                batch_size=args.batch_size,
-            )
+    return embed
 
-        directory = cache_dir_for(args.cache, backbone_meta["version"], split, args.seed, style)
-        return cached_embeddings(directory, indices, compute)
 
-    t = time.perf_counter()
-    x_subset = np.empty((len(subset), EMBEDDING_DIM), np.float32)
+def split_embeddings(
+    args: argparse.Namespace, split: Split, indices: np.ndarray, style: str, embed: Embed, backbone_version: str
+) -> np.ndarray:
+    """Embeddings of split.items[indices] rendered in `style`: cached ones read, the others rendered and embedded."""
+
+    def compute(missing: np.ndarray) -> np.ndarray:
+        log.info("rendering (%s) and embedding %d %s items", style, len(missing), split.name)
+        return embed_images(
+            lambda pos: render_items(split.items, missing[pos], split=split.name, seed=args.seed, style=style),
+            len(missing),
+            embed,
+            batch_size=args.batch_size,
+        )
+
+    directory = cache_dir_for(args.cache, backbone_version, split.name, args.seed, style)
+    return cached_embeddings(directory, indices, compute)
+
+
+def embed_splits(
+    args: argparse.Namespace, train: Split, styles: np.ndarray, test: Split, embed: Embed, backbone_version: str
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(training embeddings, each in its assigned style; test embeddings per style, every style)."""
+    x_train = np.empty((len(train.indices), HEAD_CHANNELS), np.float32)
     for style in RENDERS:
-        if (styles == style).any():
-            x_subset[styles == style] = embeddings_for("train", train_items, subset[styles == style], style)
-    x_test = {style: embeddings_for("t10k", test_items, test_subset, style) for style in RENDERS}
-    timings["embed_s"] = round(time.perf_counter() - t, 1)
-    y_subset, y_test = train_labels[subset].astype(np.int64), test_labels[test_subset].astype(np.int64)
-    train_pos, val_pos = train_val_split(y_subset, args.val_fraction, args.seed)
+        chosen = styles == style
+        if chosen.any():
+            x_train[chosen] = split_embeddings(args, train, train.indices[chosen], style, embed, backbone_version)
+    x_test = {style: split_embeddings(args, test, test.indices, style, embed, backbone_version) for style in RENDERS}
+    return x_train, x_test
 
+
+def train_candidates(
+    args: argparse.Namespace,
+    x: np.ndarray,
+    y: np.ndarray,
+    train_pos: np.ndarray,
+    val_pos: np.ndarray,
+    x_test: dict[str, np.ndarray],
+    y_test: np.ndarray,
+    class_names: list[str],
+) -> tuple[dict, dict]:
+    """Each --heads kind trained: (kind -> model, kind -> validation and test accuracy per style + training info)."""
     heads, scores = {}, {}
     for kind in [k.strip() for k in args.heads.split(",") if k.strip()]:
         heads[kind], info = train_head(
             kind,
-            x_subset[train_pos],
-            y_subset[train_pos],
-            x_subset[val_pos],
-            y_subset[val_pos],
+            x[train_pos],
+            y[train_pos],
+            x[val_pos],
+            y[val_pos],
             num_classes=len(class_names),
             seed=args.seed,
             epochs=args.epochs,
             name=HEAD_NAME,
         )
         scores[kind] = {
-            "validation_accuracy": evaluate(predict(heads[kind], x_subset[val_pos]), y_subset[val_pos], class_names)["accuracy"],
+            "validation_accuracy": evaluate(predict(heads[kind], x[val_pos]), y[val_pos], class_names)["accuracy"],
             **{
-                f"test_accuracy_{s}": evaluate(predict(heads[kind], x), y_test, class_names)["accuracy"]
-                for s, x in x_test.items()
+                f"test_accuracy_{s}": evaluate(predict(heads[kind], xs), y_test, class_names)["accuracy"]
+                for s, xs in x_test.items()
             },
             **info,
         }
         log.info("%s head: %s", kind, scores[kind])
+    return heads, scores
+
+
+def evaluation_record(
+    args: argparse.Namespace,
+    *,
+    meta: dict | None,
+    chosen: str,
+    scores: dict,
+    backbone_meta: dict,
+    styles: np.ndarray,
+    train_pos: np.ndarray,
+    val_pos: np.ndarray,
+    test: Split,
+    tests: dict[str, dict],
+    validation: dict,
+    pipeline: dict | None,
+    timings: dict[str, float],
+) -> dict:
+    """reports/train-head/evaluation.json: the candidates, the chosen head, the gate, every evaluation."""
+    accuracy = tests[args.gate]["accuracy"]
+    passed = accuracy >= args.target
+    return {
+        "head": HEAD_NAME,
+        "head_version": meta["version"] if meta else None,
+        "head_type": chosen,
+        "head_choice": f"linear unless the MLP beats it on validation accuracy by more than {args.mlp_margin}",
+        "candidates": scores,
+        "input_normalisation": "none (raw embedding; standardisation is a layer of the head)",
+        "backbone": backbone_meta["name"],
+        "backbone_version": backbone_meta["version"],
+        "renders": {
+            "catalogue": "tinted object on an off-white backdrop, as model.datasets.product_photo + jobs.decode.prepare",
+            "plain": "inverted greyscale item on white (the usual Fashion-MNIST transfer setting)",
+            "train_plain_share": args.plain_share,
+        },
+        "sizes": {
+            "train": len(train_pos),
+            "validation": len(val_pos),
+            "test": len(test.indices),
+            "train_by_render": {style: int((styles[train_pos] == style).sum()) for style in RENDERS},
+        },
+        "seed": args.seed,
+        "gate": {"render": args.gate, "target_test_accuracy": args.target, "test_accuracy": accuracy, "passed": passed},
+        "passed": passed,
+        "test": tests[args.gate],
+        "test_by_render": {style: {"accuracy": r["accuracy"], "per_class": r["per_class"]} for style, r in tests.items()},
+        "validation": validation,
+        "product_photo_check": pipeline,
+        "timings": timings,
+    }
+
+
+def write_reports(reports: Path, record: dict, class_names: list[str]) -> None:
+    """evaluation.json and confusion_matrix.png (of the gate's test renders) under reports."""
+    reports.mkdir(parents=True, exist_ok=True)
+    (reports / "evaluation.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    gate = record["gate"]
+    plot_confusion(
+        np.array(record["test"]["confusion_matrix"]),
+        class_names,
+        reports / "confusion_matrix.png",
+        f"{HEAD_NAME} ({record['head_type']}), {record['sizes']['test']} {gate['render']} test renders: "
+        f"top-1 {gate['test_accuracy']:.2%}",
+    )
+
+
+def main(argv: list[str] | None = None, *, prepare: Prepare) -> int:
+    """The whole command (python -m jobs.train_category_head passes the job's decode as `prepare`)."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    # 1-2. render and embed (cached)
+    backbone_meta = read_backbone_meta(args.backbone)
+    class_names = list(FASHION_CLASSES)
+    train, test = load_splits(args)
+    styles = assign_styles(len(train.indices), args.plain_share, args.seed)
+    embed = lazy_backbone(args)
+    t = time.perf_counter()
+    x_train, x_test = embed_splits(args, train, styles, test, embed, backbone_meta["version"])
+    timings["embed_s"] = round(time.perf_counter() - t, 1)
+
+    # 3-4. split and train; the head chosen on validation
+    y_train, y_test = train.y, test.y
+    train_pos, val_pos = train_val_split(y_train, args.val_fraction, args.seed)
+    heads, scores = train_candidates(args, x_train, y_train, train_pos, val_pos, x_test, y_test, class_names)
     timings["train_s"] = round(sum(s["train_s"] for s in scores.values()), 1)
     chosen = choose_head({k: s["validation_accuracy"] for k, s in scores.items()}, args.mlp_margin)
     model = heads[chosen]
 
+    # 5. evaluate, then write the artifact (only when the gate passes) and the record
     tests = {style: evaluate(predict(model, x), y_test, class_names) for style, x in x_test.items()}
-    validation = evaluate(predict(model, x_subset[val_pos]), y_subset[val_pos], class_names)
+    validation = evaluate(predict(model, x_train[val_pos]), y_train[val_pos], class_names)
     t = time.perf_counter()
     pipeline = (
-        product_photo_check(model, embed, test_items, test_labels, args.pipeline_check, args.seed)
+        product_photo_check(model, embed, test.items, test.labels, args.pipeline_check, args.seed, prepare=prepare)
         if args.pipeline_check
         else None
     )
     timings["pipeline_check_s"] = round(time.perf_counter() - t, 1)
     accuracy = tests[args.gate]["accuracy"]
-    passed = accuracy >= args.target
     meta = None
-    if passed:
+    if accuracy >= args.target:
         meta = write_head_artifact(
             model,
             args.out,
@@ -427,43 +552,11 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
     timings["total_s"] = round(time.perf_counter() - started, 1)
-    record = {
-        "head": HEAD_NAME,
-        "head_version": meta["version"] if meta else None,
-        "head_type": chosen,
-        "head_choice": f"linear unless the MLP beats it on validation accuracy by more than {args.mlp_margin}",
-        "candidates": scores,
-        "input_normalisation": "none (raw embedding; standardisation is a layer of the head)",
-        "backbone": backbone_meta["name"],
-        "backbone_version": backbone_meta["version"],
-        "renders": {
-            "catalogue": "tinted object on an off-white backdrop, as jobs.sample_data.product_photo + jobs.decode.prepare",
-            "plain": "inverted greyscale item on white (the usual Fashion-MNIST transfer setting)",
-            "train_plain_share": args.plain_share,
-        },
-        "sizes": {
-            "train": len(train_pos),
-            "validation": len(val_pos),
-            "test": len(test_subset),
-            "train_by_render": {style: int((styles[train_pos] == style).sum()) for style in RENDERS},
-        },
-        "seed": args.seed,
-        "gate": {"render": args.gate, "target_test_accuracy": args.target, "test_accuracy": accuracy, "passed": passed},
-        "passed": passed,
-        "test": tests[args.gate],
-        "test_by_render": {style: {"accuracy": r["accuracy"], "per_class": r["per_class"]} for style, r in tests.items()},
-        "validation": validation,
-        "product_photo_check": pipeline,
-        "timings": timings,
-    }
-    args.reports.mkdir(parents=True, exist_ok=True)
-    (args.reports / "evaluation.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    plot_confusion(
-        np.array(tests[args.gate]["confusion_matrix"]),
-        class_names,
-        args.reports / "confusion_matrix.png",
-        f"{HEAD_NAME} ({chosen}), {len(test_subset)} {args.gate} test renders: top-1 {accuracy:.2%}",
+    record = evaluation_record(
+        args, meta=meta, chosen=chosen, scores=scores, backbone_meta=backbone_meta, styles=styles, train_pos=train_pos,
+        val_pos=val_pos, test=test, tests=tests, validation=validation, pipeline=pipeline, timings=timings,
     )
+    write_reports(args.reports, record, class_names)
     log.info(
         "test top-1 %s, validation %.4f, product photos %s; evaluation in %s (%.0f s in all)",
         {style: r["accuracy"] for style, r in tests.items()},
@@ -472,12 +565,8 @@ def main(argv: list[str] | None = None) -> int:
         args.reports,
         timings["total_s"],
     )
-    if not passed:
+    if meta is None:
         log.error("%s test accuracy %.4f is below the target %.2f: no artifact written", args.gate, accuracy, args.target)
         return 1
     log.info("wrote %s version %s to %s", meta["name"], meta["version"], args.out)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from jobs.decode import prepare
-from jobs.sample_data import FASHION_CLASSES, fashion_mnist, product_photo
 from model import head_training as ht
 from model import train_head as th
 from model.artifact import content_version, load_artifact
+from model.datasets import FASHION_CLASSES, fashion_mnist, product_photo
+from model.efficientnet_lite import HEAD_CHANNELS
 
 HEAD_DIR = Path(__file__).resolve().parent.parent / "model" / "artifacts" / "product_category"
 TFLITE_HEAD_DIR = HEAD_DIR.parent / "product_category_tflite"
@@ -106,7 +107,7 @@ def test_cached_embeddings_compute_only_what_is_missing(tmp_path):
 
     def compute(indices):
         calls.append(indices.tolist())
-        return np.repeat(indices[:, None].astype(np.float32), th.EMBEDDING_DIM, axis=1)
+        return np.repeat(indices[:, None].astype(np.float32), HEAD_CHANNELS, axis=1)
 
     first = th.cached_embeddings(tmp_path / "c", np.array([5, 1, 3]), compute, part_size=2)
     assert calls == [[5, 1], [3]]
@@ -120,8 +121,8 @@ def test_cached_embeddings_compute_only_what_is_missing(tmp_path):
 def fake_embeddings(labels: np.ndarray, seed: int = 0) -> np.ndarray:
     """Non-negative, 1280-d, one noisy cluster per class (like GAP features, but separable)."""
     rng = np.random.default_rng(seed)
-    centres = rng.uniform(0, 2, (10, th.EMBEDDING_DIM))
-    return (centres[labels] + rng.normal(0, 0.8, (len(labels), th.EMBEDDING_DIM))).clip(0, 6).astype(np.float32)
+    centres = rng.uniform(0, 2, (10, HEAD_CHANNELS))
+    return (centres[labels] + rng.normal(0, 0.8, (len(labels), HEAD_CHANNELS))).clip(0, 6).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -209,12 +210,12 @@ def test_main_writes_record_and_gates_on_target(tmp_path, monkeypatch):
     """The whole command on 120 + 40 items with a fake backbone (pixels as 'embeddings')."""
 
     def fake_backbone(*_args, **_kwargs):
-        return lambda batch: batch[:, ::7, ::7, :].reshape(len(batch), -1)[:, : th.EMBEDDING_DIM].astype(np.float32)
+        return lambda batch: batch[:, ::7, ::7, :].reshape(len(batch), -1)[:, :HEAD_CHANNELS].astype(np.float32)
 
     monkeypatch.setattr(th, "backbone_embedder", fake_backbone)
     common = ["--train-size", "120", "--test-size", "40", "--epochs", "3", "--pipeline-check", "4"]
     common += ["--cache", str(tmp_path / "cache"), "--reports", str(tmp_path / "reports"), "--out", str(tmp_path / "head")]
-    assert th.main([*common, "--target", "1.01"]) == 1
+    assert th.main([*common, "--target", "1.01"], prepare=prepare) == 1
     record = json.loads((tmp_path / "reports" / "evaluation.json").read_text())
     assert not record["passed"] and record["head_version"] is None and not (tmp_path / "head").exists()
     assert {k: record["sizes"][k] for k in ("train", "validation", "test")} == {"train": 108, "validation": 12, "test": 40}
@@ -224,7 +225,7 @@ def test_main_writes_record_and_gates_on_target(tmp_path, monkeypatch):
     assert len(record["test"]["confusion_matrix"]) == 10 and record["product_photo_check"]["count"] == 4
     assert (tmp_path / "reports" / "confusion_matrix.png").is_file()
 
-    assert th.main([*common, "--target", "0", "--heads", "linear"]) == 0  # second run: embeddings from the cache
+    assert th.main([*common, "--target", "0", "--heads", "linear"], prepare=prepare) == 0  # second run: embeddings from the cache
     record = json.loads((tmp_path / "reports" / "evaluation.json").read_text())
     meta = json.loads((tmp_path / "head" / "model.json").read_text())
     assert record["passed"] and record["head_version"] == meta["version"] and meta["head"] == "linear"

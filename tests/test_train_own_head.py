@@ -18,9 +18,10 @@ import pytest
 from jobs import train_head as jt
 from jobs.infer import load_bundle
 from jobs.manifest import stable_image_id
-from jobs.sample_data import FASHION_CLASSES, make_labelled_dataset
+from jobs.sample_data import make_labelled_dataset
 from model import head_training as ht
 from model.artifact import load_artifact
+from model.datasets import FASHION_CLASSES
 from model.runtime import build_model_runner
 
 REPO = Path(__file__).resolve().parent.parent

@@ -35,7 +35,7 @@ from infra_support import (
     terraform_binary,
 )
 
-from jobs.sample_data import skimage_data_dir
+from model.datasets import skimage_data_dir
 
 NAME = "tagger-ci"
 GLUE_DATABASE = "tagger_ci"  # NAME with underscores: Athena names allow no hyphen
