@@ -227,14 +227,3 @@ def _provenance(models: ModelBundle, run_id: str) -> list:
         F.current_timestamp().alias("processed_at"),
         F.lit(run_id).alias("run_id"),
     ]
-
-
-def output_schema(models: ModelBundle, settings: Settings) -> T.StructType:
-    """The output's schema for these models: the fixed columns plus each head's and the embedding."""
-    fields = list(OUTPUT_SCHEMA.fields)
-    extra = []
-    for name, _head in models.heads:
-        extra += [T.StructField(name, T.StringType()), T.StructField(f"{name}_score", T.FloatType())]
-    if settings.model.embedding:
-        extra += [T.StructField("embedding", T.ArrayType(T.FloatType())), T.StructField("embedding_norm", T.FloatType())]
-    return T.StructType(fields[:5] + extra + fields[5:])

@@ -1,8 +1,10 @@
 """One batch of URLs -> one row of results per URL: fetch, decode, preprocess, infer.
 
-Pure Python (no Spark): the pandas_udf in jobs/pipeline.py calls `tag_urls` per Arrow
-batch. Downloads and decodes run in a thread pool (I/O and Pillow release the GIL); the
-model then sees the good images as one batch. A row that fails at any stage gets status
+Pure Python (no Spark): per Arrow batch, the pandas_udf in jobs/pipeline.py starts the loads
+of its full-path rows (`start_loading`, a few batches ahead) and turns the batch into result
+rows with `tag_batch`. Downloads and decodes run in a thread pool (I/O and Pillow release the
+GIL); the model then sees the good images as one batch (`tag_loaded`); rows on the
+stored-embedding path go through the heads alone. A row that fails at any stage gets status
 "error" and a message naming the stage; it never fails the batch.
 """
 
@@ -72,18 +74,12 @@ def start_loading(urls: list[str], settings: Settings, pool: Executor) -> list[F
     return [pool.submit(load_image, url, settings) for url in urls]
 
 
-def tag_urls(urls: list[str], tagger: Tagger, settings: Settings, pool: Executor, timings: Counter) -> pd.DataFrame:
-    """Tag a batch of URLs; returns RESULT_COLUMNS, one row per URL, in input order.
-
-    `timings` accumulates seconds per stage (fetch and decode summed over threads).
-    """
-    return pd.DataFrame(tag_loaded(start_loading(urls, settings, pool), tagger, timings), columns=RESULT_COLUMNS)
-
-
 def tag_batch(batch: pd.DataFrame, full: np.ndarray, futures: list[Future], tagger: Tagger | None, heads: list[Head],
               timings: Counter) -> pd.DataFrame:
     """One Arrow batch: full rows (their loads in `futures`) through the backbone and heads,
-    stored-embedding rows through the heads they need alone. RESULT_COLUMNS, in input order."""
+    stored-embedding rows through the heads they need alone. RESULT_COLUMNS, in input order.
+
+    `timings` accumulates seconds per stage (fetch and decode summed over threads)."""
     rows: list = [None] * len(batch)
     if full.any():
         for i, row in zip(np.flatnonzero(full), tag_loaded(futures, tagger, timings), strict=True):

@@ -6,7 +6,7 @@ import pytest
 from jobs.config import ConfigError, load_settings
 from jobs.infer import load_bundle
 from jobs.manifest import with_image_ids
-from jobs.pipeline import output_schema, tag_dataframe
+from jobs.pipeline import tag_dataframe
 from model.artifact import ArtifactError, save_keras_artifact
 
 
@@ -66,8 +66,15 @@ def test_one_pass_writes_tags_category_and_embedding(spark, model_dir, head_dir,
     bundle = load_bundle(settings.model.uri, settings.model.heads)
     manifest = with_image_ids(spark.createDataFrame([(photos["coffee"].as_uri(),), ("file:///missing.jpg",)], "url string"))
     out = tag_dataframe(manifest, bundle, settings, run_id="r")
-    assert out.schema == output_schema(bundle, settings)
-    assert out.columns[:8] == ["image_id", "url", "status", "error", "tags", "category", "category_score", "embedding"]
+    # The output schema (README): the fixed columns, each head's pair, the embedding, provenance.
+    assert [(f.name, f.dataType.simpleString(), f.nullable) for f in out.schema] == [
+        ("image_id", "string", True), ("url", "string", True), ("status", "string", True), ("error", "string", True),
+        ("tags", "array<struct<label:string,score:float>>", True),
+        ("category", "string", True), ("category_score", "float", True),
+        ("embedding", "array<float>", True), ("embedding_norm", "float", True),
+        ("path", "string", False), ("model_name", "string", False), ("model_version", "string", False),
+        ("models", "map<string,string>", False), ("processed_at", "timestamp", False), ("run_id", "string", False),
+    ]
     rows = {r.url.rsplit("/", 1)[-1]: r for r in out.collect()}
     coffee, missing = rows["coffee.png"], rows["missing.jpg"]
     assert coffee.tags[0].label == "espresso"

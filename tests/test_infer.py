@@ -2,11 +2,13 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from jobs.config import load_settings
 from jobs.infer import Head, ModelBundle, Tagger, tagger_for_worker, top_k, worker_model_loads
-from jobs.tagging import STATUS_ERROR, STATUS_OK, tag_urls
+from jobs.pipeline import PATH_FULL
+from jobs.tagging import STATUS_ERROR, STATUS_OK, start_loading, tag_batch
 from tests import image_factory as f
 
 
@@ -68,7 +70,14 @@ def test_heads_run_on_the_backbone_embedding_in_the_same_pass():
     assert len(predictions[0].embedding) == 3 and np.linalg.norm(predictions[0].embedding) == pytest.approx(1.0)
 
 
-def test_tag_urls_one_row_per_url_with_stage_errors(tmp_path):
+def tag_full_batch(urls, tagger, settings, pool, timings) -> pd.DataFrame:
+    """What the UDF (jobs/pipeline.py) does with an Arrow batch whose rows all take the full path."""
+    batch = pd.DataFrame({"url": urls, "path": PATH_FULL})
+    full = (batch["path"] == PATH_FULL).to_numpy()
+    return tag_batch(batch, full, start_loading(batch["url"][full].tolist(), settings, pool), tagger, tagger.heads, timings)
+
+
+def test_a_batch_gives_one_row_per_url_with_stage_errors(tmp_path):
     settings = load_settings(overrides=["decode.image_size=16", "decode.resize_shorter=16"])
     good = tmp_path / "good.jpg"
     good.write_bytes(f.jpeg())
@@ -78,7 +87,7 @@ def test_tag_urls_one_row_per_url_with_stage_errors(tmp_path):
     tagger = Tagger(FakeModel(), ["a", "b", "c", "d"], top_k=3, batch_size=8)
     timings = Counter()
     with ThreadPoolExecutor(4) as pool:
-        out = tag_urls(urls, tagger, settings, pool, timings)
+        out = tag_full_batch(urls, tagger, settings, pool, timings)
     assert out["status"].tolist() == [STATUS_OK, STATUS_ERROR, STATUS_ERROR, STATUS_OK]
     assert out["error"][1].startswith("fetch: file not found")
     assert out["error"][2].startswith("decode: not an image: the body is HTML")
@@ -96,7 +105,7 @@ def test_inference_failure_marks_rows_not_task(tmp_path):
         raise MemoryError("out of memory")
 
     with ThreadPoolExecutor(2) as pool:
-        out = tag_urls([good.as_uri()], Tagger(broken, ["a"], 1, 4), settings, pool, Counter())
+        out = tag_full_batch([good.as_uri()], Tagger(broken, ["a"], 1, 4), settings, pool, Counter())
     assert out["status"].tolist() == [STATUS_ERROR]
     assert out["error"][0] == "infer: MemoryError: out of memory"
 

@@ -79,46 +79,38 @@ def expected_step_args(
     return args
 
 
-def hive_type(data_type: Any) -> str:
-    """The Hive (Glue/Athena) type of a Spark SQL type: string, float, array<...>, map<k,v>, struct<n:t,...>.
-
-    Spark's simpleString already is the Hive spelling for every type the
-    output uses; spelled out here so that a mismatch names the column.
-    """
-    from pyspark.sql import types as T
-
-    if isinstance(data_type, T.ArrayType):
-        return f"array<{hive_type(data_type.elementType)}>"
-    if isinstance(data_type, T.MapType):
-        return f"map<{hive_type(data_type.keyType)},{hive_type(data_type.valueType)}>"
-    if isinstance(data_type, T.StructType):
-        return "struct<" + ",".join(f"{f.name}:{hive_type(f.dataType)}" for f in data_type.fields) + ">"
-    simple = {T.StringType: "string", T.FloatType: "float", T.DoubleType: "double", T.TimestampType: "timestamp"}
-    for spark_type, name in simple.items():
-        if isinstance(data_type, spark_type):
-            return name
-    raise AssertionError(f"no Hive type for {data_type!r} in this helper: extend it")
+# The output's columns (README "Output schema") in Hive types: those before a profile's head and
+# embedding columns, and those after them.
+LEADING_COLUMNS = [
+    ("image_id", "string"),
+    ("url", "string"),
+    ("status", "string"),
+    ("error", "string"),
+    ("tags", "array<struct<label:string,score:float>>"),
+]
+TRAILING_COLUMNS = [
+    ("path", "string"),
+    ("model_name", "string"),
+    ("model_version", "string"),
+    ("models", "map<string,string>"),
+    ("processed_at", "timestamp"),
+    ("run_id", "string"),
+]
 
 
 def job_output_columns(profile_path: Path) -> list[tuple[str, str]]:
-    """(name, Hive type) of every column, in order, that the job writes for this profile.
+    """(name, Hive type) of every column, in order, that the job must write for this profile.
 
-    ``jobs.pipeline.output_schema`` of the profile's real models is the schema
-    the job's writer produces (tests/test_heads.py asserts tag_dataframe's
-    schema equals it). Relative model URIs resolve against the repository root.
+    Written out from the profile (its heads, model.embedding), independently of the job's code:
+    the test compares the Parquet files the real job wrote (run_job_locally) and the Glue
+    table's columns with it.
     """
     from jobs.config import load_settings
-    from jobs.infer import load_bundle
-    from jobs.pipeline import output_schema
 
     settings = load_settings(profile_path)
-
-    def local(uri: str) -> str:
-        return uri if "://" in uri or uri.startswith("/") else str(REPO / uri)
-
-    heads = [{**head, "uri": local(head["uri"])} for head in settings.model.heads]
-    bundle = load_bundle(local(settings.model.uri), heads)
-    return [(f.name, hive_type(f.dataType)) for f in output_schema(bundle, settings).fields]
+    heads = [column for head in settings.model.heads for column in ((head["name"], "string"), (f"{head['name']}_score", "float"))]
+    embedding = [("embedding", "array<float>"), ("embedding_norm", "float")] if settings.model.embedding else []
+    return [*LEADING_COLUMNS, *heads, *embedding, *TRAILING_COLUMNS]
 
 
 def arrow_hive_type(data_type: Any) -> str:

@@ -214,7 +214,7 @@ def test_deploy_submit_destroy_cluster_redeploy_destroy_all(aws_env: dict[str, s
 
     # The Glue table over the stable output prefix: the columns (names and Hive
     # types, in order) are those of the Parquet files the job wrote for
-    # conf/emr.yaml, and those of the job's output_schema for it.
+    # conf/emr.yaml, and those job_output_columns writes out for it.
     location = f"s3://{buckets['data']}/outputs/emr/tags/"
     assert first["glue_table"] == {"database": GLUE_DATABASE, "table": "tags", "location": location, "heads": ["category"]}
     expected_columns = real_output.result(timeout=MAKE_TIMEOUT_S)
