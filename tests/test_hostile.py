@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from jobs.config import load_settings
+from jobs.infer import ModelBundle
 from jobs.manifest import with_image_ids
 from jobs.pipeline import tag_dataframe
 from tests import image_factory as f
@@ -93,7 +94,7 @@ def test_every_hostile_input_gives_one_row(spark, artifact, hostile_manifest):
         "fetch.allowed_networks=[127.0.0.0/8]", "fetch.read_timeout_s=1", "fetch.max_attempts=2",
         "fetch.backoff_initial_s=0.05", "fetch.backoff_max_s=0.1",
     ])
-    rows = tag_dataframe(manifest.repartition(3), artifact, settings).collect()
+    rows = tag_dataframe(manifest.repartition(3), ModelBundle(artifact), settings).collect()
     assert sorted(r.image_id for r in rows) == sorted(cases)  # exactly one row each
     for row in rows:
         expected = cases[row.image_id][1]

@@ -7,6 +7,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.config import load_settings
+from jobs.infer import ModelBundle
 from jobs.ledger import OutputStore, RunState
 from jobs.run import AccountingError, JobArgs, Run
 from model.artifact import ModelArtifact
@@ -21,7 +22,7 @@ def write_manifest(path, rows):
 
 def run_job(spark, artifact, manifest, output, *, incremental=False, overrides=()):
     settings = load_settings(overrides=["spark.partitions=2", "inference.batch_size=8", *overrides])
-    job = Run(spark, settings, artifact, JobArgs(manifest, str(output), incremental=incremental))
+    job = Run(spark, settings, ModelBundle(artifact), JobArgs(manifest, str(output), incremental=incremental))
     return job.execute()
 
 
@@ -102,7 +103,7 @@ def test_accounting_mismatch_fails_clearly(spark, artifact, images, tmp_path):
     out = tmp_path / "out"
     manifest = write_manifest(tmp_path / "m.csv", [("a", images["coffee"])])
     result = run_job(spark, artifact, manifest, out)
-    job = Run(spark, load_settings(), artifact, JobArgs(manifest, str(out)))
+    job = Run(spark, load_settings(), ModelBundle(artifact), JobArgs(manifest, str(out)))
     state = RunState(run_id=result["run_id"], chunks=1, counts={"rows_in": 2, "unique": 2, "after_ledger": 2})
     with pytest.raises(AccountingError, match=r"accounting mismatch: rows in 2 != ok 1 \+ error 0 \+ skipped 0"):
         job._account(state)

@@ -7,6 +7,7 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from jobs.config import load_settings
+from jobs.infer import ModelBundle
 from jobs.manifest import ManifestError, read_manifest, stable_image_id, with_image_ids
 from jobs.pipeline import OUTPUT_SCHEMA, StageTimes, tag_dataframe
 
@@ -59,7 +60,7 @@ def test_tag_dataframe_one_row_per_input_and_model_once_per_worker(spark, artifa
     manifest = with_image_ids(spark.createDataFrame(rows, "url string, image_id string")).repartition(6)
     settings = load_settings(overrides=["inference.batch_size=4", "model.embedding=false"])
     times = spark.sparkContext.accumulator(Counter(), StageTimes())
-    out = tag_dataframe(manifest, artifact, settings, times, run_id="run-1")
+    out = tag_dataframe(manifest, ModelBundle(artifact), settings, times, run_id="run-1")
     assert out.schema == OUTPUT_SCHEMA
     rows = {r.image_id: r for r in out.collect()}
     assert len(rows) == len(urls)
