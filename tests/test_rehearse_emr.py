@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "infra" / "scripts"))
+from infra.scripts import rehearse_emr
+from tests.infra.infra_support import expected_step_args
 
-import rehearse_emr  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_the_step_runs_unchanged_but_for_the_cluster_manager():
-    step = ["spark-submit", "--master", "yarn", "--deploy-mode", "client", "/opt/image-tagger/jobs/tag_images.py",
-            "--manifest", "m.csv", "--output", "out", "--profile", "/opt/image-tagger/conf/emr.yaml"]
+    step = expected_step_args(manifest="m.csv", output="out", profile="emr", backbone="s3://art/models/efficientnet_lite0")
     command = rehearse_emr.step_command(step, Path("/spark"), "spark://127.0.0.1:7077")
     assert command == ["/spark/bin/spark-submit", "--master", "spark://127.0.0.1:7077", *step[3:]]
     with pytest.raises(rehearse_emr.RehearsalError, match="expected spark-submit --master yarn"):

@@ -42,9 +42,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger("emr_ctl")
+T = TypeVar("T")
 
 STEP_OK = "COMPLETED"
 STEP_FAILED = frozenset({"CANCELLED", "FAILED", "INTERRUPTED"})
@@ -276,6 +277,35 @@ def submit_step(client: Any, cluster_id: str, step: dict[str, Any]) -> str:
     return response["StepIds"][0]
 
 
+def poll_until(
+    probe: Callable[[], T],
+    done: Callable[[T, float], bool],
+    *,
+    poll_s: float,
+    timeout_s: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[T, bool]:
+    """Call ``probe()`` every ``poll_s`` seconds until ``done(result, seconds elapsed)`` is true.
+
+    Returns the last result and whether it was done: ``(result, False)`` once
+    ``timeout_s`` seconds have passed. Never sleeps past the deadline; ``done``
+    is where a caller reports progress.
+    """
+    if poll_s <= 0 or timeout_s <= 0:
+        raise ValueError("poll_s and timeout_s must be positive")
+    start = clock()
+    while True:
+        result = probe()
+        elapsed = clock() - start
+        if done(result, elapsed):
+            return result, True
+        remaining = timeout_s - elapsed
+        if remaining <= 0:
+            return result, False
+        sleep(min(poll_s, remaining))
+
+
 def wait_for_step(
     client: Any,
     cluster_id: str,
@@ -292,20 +322,23 @@ def wait_for_step(
     Returns the step description once it is COMPLETED, CANCELLED, FAILED or
     INTERRUPTED. Raises :class:`WaitTimeout` after ``timeout_s`` seconds.
     """
-    if poll_s <= 0 or timeout_s <= 0:
-        raise ValueError("poll_s and timeout_s must be positive")
-    start = clock()
-    while True:
-        step = client.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"]
+
+    def ended(step: dict[str, Any], elapsed: float) -> bool:
         state = step["Status"]["State"]
-        elapsed = clock() - start
         echo(f"[{elapsed:6.0f}s] step {step_id} {state}")
-        if state == STEP_OK or state in STEP_FAILED:
-            return step
-        remaining = timeout_s - elapsed
-        if remaining <= 0:
-            raise WaitTimeout(f"step {step_id} still {state} after {timeout_s:.0f}s")
-        sleep(min(poll_s, remaining))
+        return state == STEP_OK or state in STEP_FAILED
+
+    step, done = poll_until(
+        lambda: client.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"],
+        ended,
+        poll_s=poll_s,
+        timeout_s=timeout_s,
+        clock=clock,
+        sleep=sleep,
+    )
+    if not done:
+        raise WaitTimeout(f"step {step_id} still {step['Status']['State']} after {timeout_s:.0f}s")
+    return step
 
 
 def ensure_task_capacity(
@@ -326,24 +359,24 @@ def ensure_task_capacity(
     on-demand task group. Returns the number of on-demand nodes requested
     (0 when spot delivered everything).
     """
-    if poll_s <= 0 or timeout_s <= 0:
-        raise ValueError("poll_s and timeout_s must be positive")
-    start = clock()
-    while True:
+
+    def task_groups() -> dict[str, dict[str, Any]]:
         groups = {g["Id"]: g for g in _instance_groups(client, cluster_id)}
         if spot_group_id not in groups or on_demand_group_id not in groups:
             raise CtlError(f"task instance groups {spot_group_id}, {on_demand_group_id} not in {cluster_id}")
+        return groups
+
+    def spot_delivered(groups: dict[str, dict[str, Any]], elapsed: float) -> bool:
         spot = groups[spot_group_id]
         wanted, running = spot["RequestedInstanceCount"], spot["RunningInstanceCount"]
-        elapsed = clock() - start
         echo(f"[{elapsed:6.0f}s] spot task group {spot_group_id}: {running}/{wanted} running")
-        if running >= wanted:
-            return 0
-        remaining = timeout_s - elapsed
-        if remaining <= 0:
-            break
-        sleep(min(poll_s, remaining))
-    shortfall = wanted - running
+        return running >= wanted
+
+    groups, delivered = poll_until(task_groups, spot_delivered, poll_s=poll_s, timeout_s=timeout_s, clock=clock, sleep=sleep)
+    if delivered:
+        return 0
+    spot = groups[spot_group_id]
+    shortfall = spot["RequestedInstanceCount"] - spot["RunningInstanceCount"]
     on_demand = groups[on_demand_group_id]
     target = max(on_demand["RequestedInstanceCount"], shortfall)
     if target > on_demand["RequestedInstanceCount"]:

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "infra" / "scripts"))
-
-from emulator import running_emulator
-from infra_support import REGION
+from tests.infra.emulator import running_emulator
+from tests.infra.infra_support import REGION
 
 
 def pytest_configure(config: pytest.Config) -> None:

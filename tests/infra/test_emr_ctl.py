@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import emr_ctl
-import package
 import pytest
 import yaml
-from infra_support import REPO, expected_step_args
 from moto import mock_aws
 
+from infra.scripts import emr_ctl, package
 from jobs.config import load_settings
+from tests.infra.infra_support import REPO, expected_step_args
 
 BACKBONE = "model/artifacts/efficientnet_lite0_tflite"
 HEAD = "model/artifacts/product_category_tflite"
@@ -232,6 +231,21 @@ def test_athena_hint_names_the_table_and_the_first_head() -> None:
 def test_facts_carry_the_glue_table() -> None:
     outputs = {"cluster_id": "j-1", "region": "r", "bucket_names": {"data": "d"}, "glue_table": GLUE}
     assert emr_ctl.facts_from_outputs(outputs).glue_table == GLUE
+
+
+def test_poll_until_stops_when_done_or_at_the_deadline() -> None:
+    clock, seen = FakeClock(), []
+    answers = iter([1, 2, 3, 4])
+
+    def done(value: int, elapsed: float) -> bool:
+        seen.append((value, elapsed))
+        return value == 3
+
+    assert emr_ctl.poll_until(lambda: next(answers), done, poll_s=5, timeout_s=60, clock=clock, sleep=clock.sleep) == (3, True)
+    assert seen == [(1, 0), (2, 5), (3, 10)] and clock.sleeps == [5, 5]
+    clock = FakeClock()
+    result = emr_ctl.poll_until(lambda: "x", lambda *_: False, poll_s=4, timeout_s=10, clock=clock, sleep=clock.sleep)
+    assert result == ("x", False) and clock.sleeps == [4, 4, 2]
 
 
 def test_wait_for_step_polls_with_sleep_until_completed() -> None:

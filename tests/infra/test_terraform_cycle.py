@@ -25,7 +25,9 @@ import boto3
 import pytest
 import yaml
 from botocore.exceptions import ClientError
-from infra_support import (
+
+from model.datasets import skimage_data_dir
+from tests.infra.infra_support import (
     REGION,
     REPO,
     expected_step_args,
@@ -34,8 +36,6 @@ from infra_support import (
     run_job_locally,
     terraform_binary,
 )
-
-from model.datasets import skimage_data_dir
 
 NAME = "tagger-ci"
 GLUE_DATABASE = "tagger_ci"  # NAME with underscores: Athena names allow no hyphen
