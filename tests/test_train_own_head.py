@@ -394,6 +394,6 @@ def test_train_own_head_end_to_end(tmp_path, model_dir):
     assert load_bundle(str(tflite_backbone), [keras_head]).heads[0][1].version == record["head_version"]
     # The head scores the job's own embeddings as the evaluation did: the output is still there.
     job = jt.read_job_output(record["embedding_job"]["output"])
-    run = build_model_runner(load_artifact(head["uri"]), batch_size=8)
+    model = build_model_runner(load_artifact(head["uri"]), batch_size=8)
     vectors = np.stack([v for k, v in job.embeddings.items() if not k.startswith(jt.OOD_PREFIX)][:8])
-    np.testing.assert_allclose(run(vectors)["probabilities"].sum(axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(model(vectors)["probabilities"].sum(axis=1), 1, atol=1e-5)

@@ -61,7 +61,7 @@ locals {
   ]...)
 
   # The output's columns, in the order the job writes them (jobs/pipeline.py
-  # output_schema), in Hive types for the Glue table (glue.tf). Keys the
+  # tag_dataframe), in Hive types for the Glue table (glue.tf). Keys the
   # profile leaves out take the job's defaults (jobs/config.py ModelSettings):
   # model.embedding true, model.heads one head named category (make submit
   # refuses a profile without model.heads; heads: [] means none).
