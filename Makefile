@@ -52,10 +52,15 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements.lock setu
 	@$(PY) -c 'import pyspark, tensorflow, PIL, boto3, pandas, pyarrow, chispa, moto' || { echo "error: dependencies failed to install"; exit 1; }
 	touch $@
 
-model: $(MODEL_DIR)/model.json ## Build the EfficientNet-Lite0 artifacts, Keras and TFLite (real ImageNet weights)
+model: $(MODEL_DIR)/model.json $(MODEL_DIR)_int8/model.json ## Build the EfficientNet-Lite0 artifacts: Keras, TFLite and int8 TFLite with its quality gates (real ImageNet weights)
 
 $(MODEL_DIR)/model.json: $(VENV)/.installed model/build.py model/checkpoint.py model/efficientnet_lite.py model/artifact.py model/imagenet_classes.txt
 	$(PY) -m model.build --out $(MODEL_DIR) --tflite-out $(MODEL_DIR)_tflite
+
+# The int8 twin, quantised from the float model; the gates (vs the float TFLite model, and the
+# category head on int8 embeddings) go into its model.json and reports/int8/quality.json.
+$(MODEL_DIR)_int8/model.json: $(MODEL_DIR)/model.json model/quantise.py tools/build_int8.py model/artifacts/product_category_tflite/model.json
+	$(PY) -m tools.build_int8 --src $(MODEL_DIR) --float-tflite $(MODEL_DIR)_tflite --out $(MODEL_DIR)_int8
 
 rehearsal-tools: $(AWS_CLI_VENV)/bin/aws $(WHEELHOUSE)/.complete ## The AWS CLI (.venv-aws) and the node wheelhouse (dist/wheelhouse) make rehearse-emr needs
 

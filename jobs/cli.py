@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from jobs.run import JobArgs, Run, metrics_record, render_summary
     from jobs.spark_keys import spark_version, unknown_keys
 
-    session_started = time.perf_counter()
+    session_started, session_at = time.perf_counter(), time.time()
     spark = build_spark(settings)
     session_s = time.perf_counter() - session_started
     jvm = spark.sparkContext._jvm
@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
                         spark_version(jvm), ", ".join(unknown))
         job = Run(spark, settings, models, JobArgs(args.manifest, args.output, args.manifest_format, args.incremental,
                                                      args.profile))
+        job.marks["session_at"] = session_at
         result = job.execute()
         record = metrics_record(job, result, main_started=main_started, session_s=session_s, jvm_started=jvm_started)
         if args.metrics_out:

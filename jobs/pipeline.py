@@ -57,7 +57,8 @@ OUTPUT_SCHEMA = T.StructType(
 
 
 class StageTimes(AccumulatorParam):
-    """Merges per-task timings on the driver: keys ending in _min/_max keep the extreme, others add up."""
+    """Merges per-task timings on the driver: keys ending in _min/_max keep the extreme, lists (the
+    per-task timeline) concatenate, others add up."""
 
     def zero(self, value):
         return Counter()
@@ -68,6 +69,8 @@ class StageTimes(AccumulatorParam):
                 value1[key] = min(value1[key], value)
             elif key.endswith("_max") and key in value1:
                 value1[key] = max(value1[key], value)
+            elif isinstance(value, list):
+                value1[key] = [*value1.get(key, []), *value]
             else:
                 value1[key] += value
         return value1
@@ -110,6 +113,16 @@ def require_filesystems(spark: SparkSession, uris: dict[str, str]) -> None:
             ) from None
 
 
+def process_started_at() -> float | None:
+    """Wall-clock time this process started (Linux /proc, 10 ms resolution); None where unknown."""
+    try:
+        start_ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+        uptime_s = float(open("/proc/uptime").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.time() - (uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
 def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed: bool = True):
     """The vectorised UDF: batches of (url, path, embedding, embedding_norm, needed) -> RESULT_TYPE.
 
@@ -125,7 +138,11 @@ def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed:
         from jobs.tagging import STATUS_OK, start_loading, tag_batch
 
         timings: Counter = Counter(tasks=1)
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), time.time()
+        timings["task_start_at_min"] = started_at
+        worker_started = process_started_at()
+        if worker_started is not None:
+            timings["worker_start_at_min"] = worker_started
         loads_before = worker_model_loads()
         models = models_bc.value
         batch_size, threads = settings.inference.batch_size, settings.inference.threads
@@ -137,7 +154,7 @@ def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed:
         load_s = time.perf_counter() - started
         timings.update(model_load_s=load_s, model_builds=worker_model_loads() - loads_before)
         timings["model_load_s_max"] = load_s
-        timings["ready_at_min"] = time.time()  # wall clock: comparable across processes
+        ready_at = timings["ready_at_min"] = time.time()  # wall clock: comparable across processes
         prefetch = settings.fetch.prefetch_batches
         with ThreadPoolExecutor(settings.fetch.threads, thread_name_prefix="fetch") as pool:
             # Batches in flight: downloads and decodes of the next `prefetch` batches run in
@@ -158,11 +175,15 @@ def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed:
                 result = tag_batch(*in_flight.popleft(), tagger, heads, timings)
                 ok = int((result["status"] == STATUS_OK).sum())  # for the driver's progress lines
                 timings.update(rows_ok=ok, rows_error=len(result) - ok)
+                timings.setdefault("first_batch_at_min", time.time())
                 waited = time.perf_counter()
                 yield result  # ... and here, Spark taking the output (Arrow, Parquet write)
                 timings["spark_io_s"] += time.perf_counter() - waited
-        timings["end_at_max"] = time.time()
+        ended_at = timings["end_at_max"] = time.time()
         timings["task_s"] += time.perf_counter() - started
+        # One entry per task, so a report can draw the timeline and see a tail.
+        timings["task_timeline"] = [{"start": started_at, "ready": ready_at, "end": ended_at,
+                                     "images": int(timings["images"]), "worker": os.getpid()}]
         stage_times.add(timings)
 
     # Non-deterministic: Spark must run it exactly once per row, never re-evaluate it per column.

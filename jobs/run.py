@@ -108,6 +108,7 @@ class Run:
         self.store = OutputStore(spark, args.output)
         self.stage_times = spark.sparkContext.accumulator(Counter(), StageTimes())
         self.phases: Counter = Counter()
+        self.marks: dict[str, float] = {}  # wall-clock moments of the start-up, for its breakdown
         self.listing = None  # what a listed manifest (prefix, inventory, folder) saw and skipped
         # Progress lines during the run, from the accumulator and Spark's status tracker.
         self.progress = ProgressReporter(accumulator_counts(self.stage_times), interval_s=settings.progress.interval_s,
@@ -128,6 +129,7 @@ class Run:
 
     def _write(self, pending: DataFrame, run_id: str, backbone_needed: bool = True) -> None:
         started = time.perf_counter()
+        self.marks.setdefault("tagging_submitted_at", time.time())
         tagged = tag_dataframe(pending, self.models, self.settings, self.stage_times, run_id, backbone_needed=backbone_needed)
         tagged.write.mode("append").parquet(self.args.output)
         ended = time.time()
@@ -138,6 +140,7 @@ class Run:
     def execute(self) -> dict:
         # The manifest first: a bad or empty one exits 2 before a fresh run replaces any output.
         started = time.perf_counter()
+        self.marks["execute_at"] = time.time()
         manifest, self.listing = open_manifest(self.spark, self.args.manifest, self.args.manifest_format,
                                                self.settings.manifest)
         state, resumed = self._start_or_resume()
@@ -263,6 +266,30 @@ class Run:
 PROGRESS_KEYS = ("images_done", "ok", "error", "images_per_s")
 
 
+def startup_breakdown(marks: dict[str, float], times: dict, jvm_started: float) -> dict[str, float | None]:
+    """JVM start to the first ready model (and its first batch), in consecutive segments (seconds).
+
+    marks: the driver's moments (main_at, session_at, execute_at, tagging_submitted_at); times: the
+    tasks' merged timings (worker_start_at_min, task_start_at_min, ready_at_min, first_batch_at_min).
+    A segment is None when a moment is missing (no task ran, or no /proc for the worker's start).
+    """
+    moments = [
+        ("driver_start_s", jvm_started),  # spark-submit's JVM until the Python driver runs
+        ("driver_setup_s", marks.get("main_at")),  # profile, models read (until the session starts)
+        ("session_s", marks.get("session_at")),  # SparkSession / SparkContext
+        ("manifest_and_plan_s", marks.get("execute_at")),  # manifest opened, output state, ledger, plan
+        ("shuffle_and_schedule_s", marks.get("tagging_submitted_at")),  # the dedup shuffle stage, then tasks sent
+        ("python_worker_imports_s", times.get("worker_start_at_min")),  # a Python worker forked until the UDF runs
+        ("model_load_s", times.get("task_start_at_min")),  # models built from the broadcast
+        ("first_batch_s", times.get("ready_at_min")),  # the first batch fetched, decoded, inferred
+    ]
+    ends = [m for _, m in moments[1:]] + [times.get("first_batch_at_min")]
+    return {
+        name: (round(end - start, 3) if start is not None and end is not None else None)
+        for (name, start), end in zip(moments, ends, strict=True)
+    }
+
+
 def metrics_record(run: Run, result: dict, *, main_started: float, session_s: float, jvm_started: float) -> dict:
     """The run's metrics: counts, start-up apart from steady tagging, time per stage."""
     ended = time.time()
@@ -296,7 +323,13 @@ def metrics_record(run: Run, result: dict, *, main_started: float, session_s: fl
             "session_s": session_s,
             "first_model_ready_s": ready - jvm_started,
             "model_load_s_max": times.get("model_load_s_max", 0.0),
+            "breakdown": startup_breakdown({"main_at": main_started, **run.marks}, times, jvm_started),
         },
+        # Each task's start, model ready, end (s from the JVM's start), images and Python worker.
+        "task_timeline": [
+            {**{k: round(t[k] - jvm_started, 3) for k in ("start", "ready", "end")}, "images": t["images"], "worker": t["worker"]}
+            for t in sorted(times.get("task_timeline", []), key=lambda t: t["start"])
+        ],
         "startup_s": ready - jvm_started,
         "steady_s": steady_s,
         "images_per_s": result["rows_in"] / wall_s if wall_s else 0.0,

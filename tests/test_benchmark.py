@@ -16,6 +16,7 @@ from jobs.benchmark.records import (
     KIND_CEILING,
     KIND_JOB,
     KIND_REFERENCE,
+    KIND_SCALING,
     RecordError,
     check,
     read_records,
@@ -408,3 +409,103 @@ def test_bench_heads_arithmetic(tmp_path):
     assert rates(record, 100)["rows_per_s_work"] == 10.0 and rates(record, 100)["rows_per_s_udf"] == 12.5
     stored = {**record, "paths": {"full": 0, "stored_embedding": 100}, "stored_embedding_s": 0.5}
     assert rates(stored, 100)["rows_per_s_udf"] == 200.0
+
+
+# --- iteration 07, scaling, start-up, timeline, sizes (jobs/benchmark/findings.py) ---------------
+INT8_QUALITY = {
+    "profile": "07-int8",
+    "model_version": "feedbeef0001",
+    "measured": {"images": 1006, "top1_agreement_confident": 0.99, "top1_in_top5": 0.999, "top1_agreement": 0.88,
+                 "real_photos_top1_kept": 1.0, "embedding_cosine_median": 0.993, "embedding_cosine_p1": 0.98},
+    "head_accuracy": {"float": 0.87, "int8": 0.865, "items": 2000},
+    "gates": [{"gate": "top1_agreement_confident", "value": 0.99, "threshold": 0.97, "passed": True}],
+    "adopted": True,
+}
+
+
+@pytest.fixture
+def full_bench_dir(bench_dir) -> Path:
+    """bench_dir plus 06/07 runs, the best profile's 1-core run and ceiling, a task timeline and int8 quality."""
+    tflite = {"model": {"uri": "model/artifacts/efficientnet_lite0_tflite"}}
+    int8 = {"model": {"uri": "model/artifacts/efficientnet_lite0_int8"}}
+    write_record(bench_dir / "06-f.json", {**job_record("06-f", e2e=25.0, steady=40.0), "settings": tflite})
+    best = {**job_record("07-int8", e2e=30.0, steady=64.0, startup=7.5), "settings": int8}
+    best["startup"]["breakdown"] = {"driver_start_s": 2.0, "session_s": 2.5, "model_load_s": 0.2, "first_batch_s": 0.4}
+    best["task_timeline"] = [
+        {"start": 7.0, "ready": 7.5, "end": 9.0, "images": 100, "worker": 11},
+        {"start": 7.1, "ready": 7.6, "end": 10.0, "images": 100, "worker": 12},
+        {"start": 9.0, "ready": 9.0, "end": 10.5, "images": 100, "worker": 11},
+    ]
+    write_record(bench_dir / "07-int8.json", best)
+    one_core = {**job_record("07-int8-1core", kind=KIND_SCALING, steady=40.0), "settings": int8,
+                "profile_path": "conf/07-int8.yaml", "local_cores": 1, "master": "local[1]"}
+    write_record(bench_dir / "07-int8-1core.json", one_core)
+    for cores, value in ((2, 70.0), (1, 42.0)):
+        ceiling = {**ceiling_record(value), "model_uri": "model/artifacts/efficientnet_lite0_int8", "cores": cores,
+                   "name": f"ceiling-int8-{cores}"}
+        write_record(bench_dir / f"ceiling-int8-{cores}.json", ceiling)
+    index = json.loads((bench_dir / "bench.json").read_text())
+    (bench_dir / "bench.json").write_text(json.dumps({**index, "int8": INT8_QUALITY, "ended_at": "x"}))
+    return bench_dir
+
+
+def test_summary_has_int8_scaling_and_the_ceiling_of_the_same_cores(full_bench_dir, prices):
+    summary = report.build_summary(report.load_bench(full_bench_dir), prices)
+    int8 = summary["int8"]
+    assert int8["adopted"] is True and int8["top1_agreement_confident"] == 0.99
+    assert int8["steady_speedup_vs_06"] == pytest.approx(64.0 / 40.0)
+    scaling = summary["scaling"]
+    assert scaling["cores_1_steady_images_per_s"] == 40.0 and scaling["cores_2_steady_images_per_s"] == 64.0
+    assert scaling["linearity"] == pytest.approx(64.0 / 80.0)
+    assert scaling["ceiling_1_core"] == 42.0 and scaling["ceiling_2_cores"] == 70.0
+    assert summary["best_profile"] == "07-int8"
+    assert summary["ceiling_images_per_s"] == 70.0  # the 2-core ceiling of the best run's model, not the 1-core one
+    assert "07-int8" in summary["profiles"] and summary["profiles"]["07-int8-1core"]["kind"] == KIND_SCALING
+    timeline = summary["timeline"]
+    assert timeline["tasks"] == 3 and timeline["workers"] == 2
+    assert timeline["tail_idle_s_max"] == pytest.approx(0.5)  # worker 12 ends at 10.0, the last task at 10.5
+    assert [row["images"] for row in summary["sizes"]] == [200]
+
+
+def test_targets_include_startup_and_the_int8_speedup(full_bench_dir):
+    targets = {t["target"]: t for t in report.evaluate_targets(report.load_bench(full_bench_dir))}
+    startup = next(t for name, t in targets.items() if name.startswith("start-up (JVM"))
+    assert startup["passed"] and "7.5 s" in startup["detail"]
+    speedup = next(t for name, t in targets.items() if "int8" in name)
+    assert speedup["passed"] and "1.60x" in speedup["detail"]
+
+
+def test_report_shows_gates_scaling_startup_and_timeline(full_bench_dir, prices, tmp_path):
+    out = tmp_path / "latest"
+    report.write_report(report.load_bench(full_bench_dir), prices, out)
+    text = (out / "README.md").read_text()
+    assert "## Iteration 07: int8 backbone" in text and "| top1_agreement_confident | 0.9900 | >= 0.97 | pass |" in text
+    assert "**Adopted**" in text
+    assert "2 cores give **1.60x** the rate of 1: 80% of linear" in text
+    assert "| driver_start | 2.00 |" in text
+    assert (out / "timeline.png").stat().st_size > 1000 and "](timeline.png)" in text
+
+
+def test_sizes_table_takes_the_newest_bench_of_each_size(full_bench_dir, prices):
+    other = full_bench_dir.parent / "20260102T000000Z"
+    other.mkdir()
+    write_record(other / "05-e.json", job_record("05-e", steady=27.0))
+    write_record(other / "ceiling-efficientnet_lite0.json", ceiling_record(30.0))
+    index = json.loads((full_bench_dir / "bench.json").read_text())
+    (other / "bench.json").write_text(json.dumps({**index, "images": 500, "bench_id": "20260102T000000Z"}))
+    rows = {row["images"]: row for row in report.build_summary(report.load_bench(full_bench_dir), prices)["sizes"]}
+    assert rows[500]["of_ceiling"] == pytest.approx(0.9) and rows[500]["profile"] == "05-e"
+    assert rows[200]["profile"] == "07-int8" and rows[200]["of_ceiling"] == pytest.approx(64.0 / 70.0)
+
+
+def test_an_int8_iteration_whose_gates_failed_is_not_the_best(full_bench_dir, prices, tmp_path):
+    index = json.loads((full_bench_dir / "bench.json").read_text())
+    failed = {**INT8_QUALITY, "adopted": False}
+    (full_bench_dir / "bench.json").write_text(json.dumps({**index, "int8": failed}))
+    bench = report.load_bench(full_bench_dir)
+    summary = report.build_summary(bench, prices)
+    assert summary["best_profile"] == "06-f" and summary["int8"]["adopted"] is False
+    assert summary["ceiling_images_per_s"] is None  # no tflite ceiling in this synthetic bench: not int8's
+    report.write_report(bench, prices, tmp_path / "latest")
+    text = (tmp_path / "latest" / "README.md").read_text()
+    assert "07-int8 (gates failed: not adopted)" in text and "**Not adopted**" in text

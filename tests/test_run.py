@@ -128,3 +128,40 @@ def test_a_bad_manifest_fails_before_the_output_is_replaced(spark, artifact, ima
     with pytest.raises(ManifestError, match="no 'url' column"):
         run_job(spark, artifact, str(tmp_path / "bad.csv"), out)
     assert [r["image_id"] for r in output_rows(spark, out)] == ["a"]  # the earlier output is intact
+
+
+def test_stage_times_merge_extremes_sums_and_timelines():
+    from collections import Counter
+
+    from jobs.pipeline import StageTimes
+
+    merged = StageTimes().addInPlace(
+        Counter(images=3, ready_at_min=5.0, end_at_max=9.0, task_timeline=[{"start": 1}]),
+        Counter(images=4, ready_at_min=4.0, end_at_max=8.0, task_timeline=[{"start": 2}]),
+    )
+    assert merged == Counter(images=7, ready_at_min=4.0, end_at_max=9.0, task_timeline=[{"start": 1}, {"start": 2}])
+    assert StageTimes().addInPlace(Counter(), Counter(task_timeline=[{"start": 3}]))["task_timeline"] == [{"start": 3}]
+
+
+def test_process_start_is_before_now():
+    import time
+
+    from jobs.pipeline import process_started_at
+
+    started = process_started_at()
+    assert started is not None and 0 < time.time() - started < 3600  # this pytest process, started minutes ago
+
+
+def test_startup_breakdown_segments_add_up_to_the_first_batch():
+    from jobs.run import startup_breakdown
+
+    marks = {"main_at": 102.0, "session_at": 102.5, "execute_at": 105.0, "tagging_submitted_at": 106.0}
+    times = {"worker_start_at_min": 107.5, "task_start_at_min": 108.0, "ready_at_min": 108.25, "first_batch_at_min": 109.0}
+    segments = startup_breakdown(marks, times, jvm_started=100.0)
+    assert segments == {
+        "driver_start_s": 2.0, "driver_setup_s": 0.5, "session_s": 2.5, "manifest_and_plan_s": 1.0,
+        "shuffle_and_schedule_s": 1.5, "python_worker_imports_s": 0.5, "model_load_s": 0.25, "first_batch_s": 0.75,
+    }  # fmt: skip
+    assert sum(v for k, v in segments.items() if k != "first_batch_s") == times["ready_at_min"] - 100.0
+    without_proc = startup_breakdown(marks, {k: v for k, v in times.items() if k != "worker_start_at_min"}, 100.0)
+    assert without_proc["shuffle_and_schedule_s"] is None and without_proc["python_worker_imports_s"] is None

@@ -78,4 +78,9 @@ def test_tag_dataframe_one_row_per_input_and_model_once_per_worker(spark, artifa
     # Six tasks ran on two Python workers: the model was built at most once per worker.
     assert times.value["tasks"] == 6
     assert 1 <= times.value["model_builds"] <= 2
+    # One timeline entry per task, in wall-clock order within each, images summing to the tagged ones.
+    timeline = times.value["task_timeline"]
+    assert len(timeline) == 6 and sum(t["images"] for t in timeline) == times.value["images"]
+    assert all(t["start"] <= t["ready"] <= t["end"] for t in timeline) and len({t["worker"] for t in timeline}) <= 2
+    assert times.value["worker_start_at_min"] <= times.value["task_start_at_min"] <= times.value["ready_at_min"]
     assert out.where(F.col("processed_at").isNull()).count() == 0

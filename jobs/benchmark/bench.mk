@@ -3,6 +3,7 @@
 #
 #   make bench                      IMAGES=2000 seeded JPEGs, ceiling, every conf/NN-*.yaml, predict_batch_udf
 #   make bench IMAGES=500 PROFILES='conf/01-baseline.yaml conf/05-model-optimisation.yaml'
+#   make bench-large                IMAGES=10000, the default profile only: start-up amortised (opt-in, not in CI)
 #   make report                     reports/latest/ from the newest reports/runs/<bench_id>/
 IMAGES ?= 2000
 PROFILES ?=
@@ -11,11 +12,18 @@ BENCH_FLAGS ?=
 BENCH_STRICT ?=
 BENCH_PY ?= $(or $(PY),.venv/bin/python)
 
-.PHONY: bench report sweep bench-heads
+LARGE_IMAGES ?= 10000
+LARGE_PROFILES ?= conf/06-one-pass-heads.yaml
+
+.PHONY: bench report sweep bench-heads bench-large
 
 bench: ## Benchmark: seeded data set, single-process ceiling, every conf/NN-*.yaml + predict_batch_udf on local[2] (IMAGES=2000, PROFILES=...)
 	$(BENCH_PY) -m jobs.benchmark.runner --images $(IMAGES) --cores $(BENCH_CORES) \
 	  $(if $(strip $(PROFILES)),--profiles $(PROFILES)) $(BENCH_FLAGS)
+
+bench-large: ## One end-to-end run at LARGE_IMAGES=10000 of LARGE_PROFILES (start-up amortised), with its ceiling; make report shows it beside IMAGES
+	$(BENCH_PY) -m jobs.benchmark.runner --images $(LARGE_IMAGES) --cores $(BENCH_CORES) --profiles $(LARGE_PROFILES) \
+	  --no-reference --no-scaling --label large $(BENCH_FLAGS)
 
 report: ## Report of the newest bench run: reports/latest/README.md, PNG plots, summary.json (BENCH_STRICT=1 fails on a missed target)
 	$(BENCH_PY) -m jobs.benchmark.report $(if $(BENCH_STRICT),--strict)

@@ -23,6 +23,7 @@ RECORD_VERSION = 1
 KIND_JOB = "job"  # the project's Spark job, one per profile
 KIND_REFERENCE = "reference"  # the predict_batch_udf reference
 KIND_CEILING = "ceiling"  # single-process ceiling
+KIND_SCALING = "scaling"  # the best profile again on fewer cores: how throughput scales with cores
 
 JOB_KEYS = (
     "run_id",
@@ -102,8 +103,8 @@ def run_record_problems(record: dict) -> list[str]:
         if key not in record:
             problems.append(f"missing runner key {key!r}")
     kind = record.get("kind")
-    if kind not in (KIND_JOB, KIND_REFERENCE):
-        problems.append(f"kind={kind!r}: expected {KIND_JOB!r} or {KIND_REFERENCE!r}")
+    if kind not in (KIND_JOB, KIND_REFERENCE, KIND_SCALING):
+        problems.append(f"kind={kind!r}: expected {KIND_JOB!r}, {KIND_SCALING!r} or {KIND_REFERENCE!r}")
     if record.get("status") != "ok":
         # A failed run keeps the runner's keys and an error message; the job's keys may be absent.
         if record.get("status") != "failed" or not record.get("failure"):

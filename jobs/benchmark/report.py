@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from jobs.benchmark import cost
+from jobs.benchmark import cost, findings
 from jobs.benchmark.records import KIND_JOB, KIND_REFERENCE, read_records
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +35,8 @@ ONE_OFF_STAGES = ("read_manifest_s", "write_s", "model_load_s")  # once per run 
 
 
 def latest_bench(runs_dir: Path) -> Path:
-    benches = sorted(p.parent for p in runs_dir.glob("*/bench.json"))
+    """The newest bench run that is not a labelled side bench (make bench-large)."""
+    benches = sorted(p.parent for p in runs_dir.glob("*/bench.json") if not json.loads(p.read_text()).get("label"))
     if not benches:
         raise SystemExit(f"error: no bench runs under {runs_dir}: run `make bench` first")
     return benches[-1]
@@ -73,24 +74,26 @@ def ok_runs(runs: list[dict], kind: str) -> list[dict]:
     return [r for r in runs if r["kind"] == kind and r["status"] == "ok"]
 
 
-def pick(runs: list[dict]) -> dict:
-    """baseline (first job profile), best (highest end-to-end images/s), reference."""
-    jobs = ok_runs(runs, KIND_JOB)
-    refs = ok_runs(runs, KIND_REFERENCE)
+def pick(bench: dict) -> dict:
+    """baseline (first job profile), best (highest end-to-end images/s of the profiles that may ship:
+    not an int8 iteration whose quality gates failed), reference."""
+    jobs = ok_runs(bench["runs"], KIND_JOB)
+    refs = ok_runs(bench["runs"], KIND_REFERENCE)
+    shippable = [r for r in jobs if r["name"] not in findings.not_adopted(bench["index"])]
     return {
         "baseline": jobs[0] if jobs else None,
-        "best": max(jobs, key=lambda r: r["images_per_s"]) if jobs else None,
+        "best": max(shippable, key=lambda r: r["images_per_s"]) if shippable else None,
         "reference": refs[0] if refs else None,
     }
 
 
 def ceiling_for(run: dict | None, ceilings: list[dict]) -> dict | None:
-    """The ceiling measured with the same model artifact as run."""
+    """The ceiling measured with the same model artifact and the same number of cores as run."""
     if not ceilings:
         return None
     if run is not None:
         uri = run.get("settings", {}).get("model", {}).get("uri")
-        same = [c for c in ceilings if c["model_uri"] == uri]
+        same = [c for c in ceilings if c["model_uri"] == uri and c["cores"] == cores_of(run)]
         if same:
             return same[0]
     return ceilings[0] if len(ceilings) == 1 else None
@@ -118,7 +121,7 @@ def gpu_rate(runs: list[dict]) -> float | None:
 
 def evaluate_targets(bench: dict) -> list[dict]:
     """The issue's targets, each with pass/fail and the numbers behind it."""
-    chosen = pick(bench["runs"])
+    chosen = pick(bench)
     best, ref = chosen["best"], chosen["reference"]
     ceiling = ceiling_for(best, bench["ceilings"])
     targets = []
@@ -153,6 +156,19 @@ def evaluate_targets(bench: dict) -> list[dict]:
             "passed": best["startup_s"] is not None,
             "detail": f"{best['name']}: {best['startup_s']:.1f} s to the first ready model (driver up after "
             f"{s['jvm_to_driver_s']:.1f} s, session {s['session_s']:.1f} s, slowest model build {s['model_load_s_max']:.1f} s)",
+        })  # fmt: skip
+        targets.append({
+            "target": f"start-up (JVM start to the first ready model) <= {findings.STARTUP_TARGET_S:.0f} s",
+            "passed": best["startup_s"] <= findings.STARTUP_TARGET_S,
+            "detail": f"{best['name']}: {best['startup_s']:.1f} s",
+        })  # fmt: skip
+    int8 = findings.int8_block(bench["index"].get("int8"), bench["runs"])
+    if int8 and int8["steady_speedup_vs_06"] is not None:
+        targets.append({
+            "target": f"iteration 07 (int8) steady images/s >= {findings.INT8_SPEEDUP_TARGET}x iteration 06",
+            "passed": int8["steady_speedup_vs_06"] >= findings.INT8_SPEEDUP_TARGET,
+            "detail": f"{int8['steady_speedup_vs_06']:.2f}x; "
+            + ("gates all passed (adopted)" if int8["adopted"] else "a gate failed"),
         })  # fmt: skip
     failed = [r["name"] for r in bench["runs"] if r["status"] != "ok"]
     if failed:
@@ -249,7 +265,7 @@ def iteration_notes(runs: list[dict]) -> list[str]:
 
 def build_summary(bench: dict, prices: cost.PriceTable) -> dict:
     """reports/latest/summary.json."""
-    chosen = pick(bench["runs"])
+    chosen = pick(bench)
     baseline, best = chosen["baseline"], chosen["best"]
     ceiling = ceiling_for(best, bench["ceilings"])
     profiles = {}
@@ -309,7 +325,20 @@ def build_summary(bench: dict, prices: cost.PriceTable) -> dict:
             "region": prices.region,
         },
         "projection_300m_24h": projection,
+        "int8": findings.int8_block(bench["index"].get("int8"), bench["runs"]),
+        "scaling": findings.scaling_block(bench["runs"], bench["ceilings"]),
+        "startup_breakdown": (best or {}).get("startup", {}).get("breakdown"),
+        "timeline": findings.timeline_summary(best),
+        "sizes": bench_sizes(bench),
     }
+
+
+def bench_sizes(bench: dict) -> list[dict]:
+    """This bench's best run against its ceiling, and the newest bench of every other IMAGES beside it."""
+    others = [load_bench(d) for images, d in findings.latest_by_size(bench["dir"].parent).items()
+              if images != bench["index"]["images"]]  # fmt: skip
+    rows = [findings.size_row(b["index"], b["runs"], b["ceilings"]) for b in (bench, *others)]
+    return [row for row in rows if row]
 
 
 # --- rendering ---------------------------------------------------------------------------
@@ -344,7 +373,7 @@ def make_plots(bench: dict, summary: dict, out: Path) -> list[str]:
     for ceiling in bench["ceilings"]:
         c, model = ceiling["ceiling_images_per_s"], Path(ceiling["model_uri"].rstrip("/")).name
         colour = "tab:red" if ceiling["model_uri"] == best_uri else "tab:purple"
-        ax.axhline(c, color=colour, linestyle="--", label=f"single-process ceiling, {model}: {c:.1f}")
+        ax.axhline(c, color=colour, linestyle="--", label=f"single-process ceiling, {model}, {ceiling['cores']} core(s): {c:.1f}")
         if ceiling["model_uri"] == best_uri:
             ax.axhline(STEADY_TARGET * c, color=colour, linestyle=":", label=f"{STEADY_TARGET:.0%} of it (target)")
     tops = [r["steady_images_per_s"] for r in runs] + [c["ceiling_images_per_s"] for c in bench["ceilings"]]
@@ -430,6 +459,7 @@ def make_plots(bench: dict, summary: dict, out: Path) -> list[str]:
         plt.close(fig)
         files.append("cost.png")
     files += plot_progress(runs, out, plt)
+    files += findings.plot_timeline(pick(bench)["best"], out, plt)
     return files
 
 
@@ -473,7 +503,7 @@ def plot_progress(runs: list[dict], out: Path, plt) -> list[str]:
 
 def render_markdown(bench: dict, summary: dict, prices: cost.PriceTable, plots: list[str]) -> str:
     index = bench["index"]
-    chosen = pick(bench["runs"])
+    chosen = pick(bench)
     best, ref, baseline = chosen["best"], chosen["reference"], chosen["baseline"]
     ceiling = ceiling_for(best, bench["ceilings"])
     ds = index["dataset"]
@@ -509,6 +539,7 @@ def render_markdown(bench: dict, summary: dict, prices: cost.PriceTable, plots: 
             lines.append(f"| {run['name']} | FAILED | | | | | | {run['peak_memory_mb']:.0f} | | | |")
             continue
         label = " (best)" if best and run["name"] == best["name"] else " (reference)" if run["kind"] == KIND_REFERENCE else ""
+        label += " (gates failed: not adopted)" if run["name"] in findings.not_adopted(index) else ""
         lines.append(
             f"| {run['name']}{label} | {run['images_per_s']:.1f} | "
             f"{run['steady_images_per_s']:.1f} | {_fmt(p['speedup_vs_baseline'], '.2f')}x | {run['startup_s']:.1f} | "
@@ -579,6 +610,10 @@ def render_markdown(bench: dict, summary: dict, prices: cost.PriceTable, plots: 
             "model_load are summed over tasks; read_manifest and write are the driver's.",
             "",
         ]
+        lines += findings.startup_lines(best)
+    lines += findings.int8_lines(summary["int8"])
+    lines += findings.scaling_lines(summary["scaling"])
+    lines += findings.sizes_lines(summary["sizes"], STEADY_TARGET)
     lines += plot_lines(plots)
     lines += cost_section(summary, prices, best)
     records = bench["dir"].relative_to(REPO) if bench["dir"].is_relative_to(REPO) else bench["dir"]
@@ -593,6 +628,7 @@ def plot_lines(plots: list[str]) -> list[str]:
         "stages.png": "Stage breakdown and wall time",
         "cost.png": "Cost per million images",
         "progress.png": "Images done and images/s over each run, from its progress lines",
+        "timeline.png": "Per-task timeline of the best run (a tail shows as idle workers at the end)",
     }
     lines = ["## Plots", ""]
     for name in plots:
@@ -610,7 +646,11 @@ def cost_section(summary: dict, prices: cost.PriceTable, best: dict | None) -> l
         "",
         f"Projection from the **steady per-core throughput measured here**: {best['name']} ran "
         f"{best['steady_images_per_s']:.1f} images/s steady on {cores_of(best)} cores = **{per_core:.2f} images/s per core**. "
-        "One instance = that rate x its vCPUs (assumes throughput linear in cores and an EMR vCPU as fast as one here; "
+        "One instance = that rate x its vCPUs ("
+        + (f"measured here: {summary['scaling']['cores']} cores give {summary['scaling']['linearity']:.0%} of linear "
+           "scaling from 1, already inside this per-core rate; linear from there to the instance's vCPUs is assumed, "
+           if summary.get("scaling") else "assumes throughput linear in cores, ")
+        + "and an EMR vCPU as fast as one here; "
         "YARN and OS overhead, S3 latency, EBS and data transfer not included). The 300-million-image run uses the "
         f"nodes needed to finish in 24 hours plus one on-demand {prices.master} master "
         f"(${master.on_demand_usd_h:.3f} + ${master.emr_usd_h:.3f} EMR per hour).",

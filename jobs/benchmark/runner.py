@@ -35,7 +35,8 @@ from pathlib import Path
 import psutil
 
 from jobs.benchmark.dataset import dataset_stats, make_bench_dataset
-from jobs.benchmark.records import KIND_JOB, KIND_REFERENCE, RECORD_VERSION, write_record
+from jobs.benchmark.findings import not_adopted
+from jobs.benchmark.records import KIND_JOB, KIND_REFERENCE, KIND_SCALING, RECORD_VERSION, write_record
 from jobs.benchmark.reference_predict_batch import REFERENCE_NAME
 from jobs.config import load_settings
 from jobs.spark_args import spark_submit_args
@@ -238,19 +239,22 @@ class Bench:
         self.commit = git_commit()
         self.master = f"local[{args.cores}]"
         # Progress every 2 s: runs of a minute or two give the report's images/s-over-time plot enough points.
-        self.overrides = [f"spark.master={self.master}", "progress.interval_s=2", *args.overrides]
+        self.run_overrides = ["progress.interval_s=2", *args.overrides]  # every Spark run's, beside its master
+        self.overrides = [f"spark.master={self.master}", *self.run_overrides]
         self.env = spark_env()
         self.spark_submit = str(Path(sys.executable).absolute().parent / "spark-submit")
 
-    def submit(self, name: str, kind: str, script: str, profile: Path, manifest: Path) -> dict:
-        settings = load_settings(profile, self.overrides)
+    def submit(self, name: str, kind: str, script: str, profile: Path, manifest: Path, cores: int | None = None) -> dict:
+        cores = cores or self.args.cores
+        overrides = [f"spark.master=local[{cores}]", *self.run_overrides]
+        settings = load_settings(profile, overrides)
         output = self.args.out_dir / name
         metrics = self.args.out_dir / f"{name}.metrics.json"
         metrics.unlink(missing_ok=True)
         cmd = [
             self.spark_submit, *spark_submit_args(settings), script,
             "--manifest", str(manifest), "--output", str(output), "--profile", str(profile),
-            *[arg for text in self.overrides for arg in ("--set", text)],
+            *[arg for text in overrides for arg in ("--set", text)],
             "--metrics-out", str(metrics),
         ]  # fmt: skip
         print(f"[bench] {name}: {shlex.join(cmd[1:])}", flush=True)
@@ -270,8 +274,8 @@ class Bench:
             "memory_samples": outcome["memory_samples"],
             "bench_wall_s": outcome["wall_s"],
             "exit_code": outcome["exit_code"],
-            "local_cores": self.args.cores,
-            "master": self.master,
+            "local_cores": cores,
+            "master": f"local[{cores}]",
             "accelerator": os.environ.get("BENCH_ACCELERATOR", "cpu"),
             "load_avg_before": load_before[0],
             "command": cmd,
@@ -289,13 +293,14 @@ class Bench:
         print(f"[bench] {name}: {summary_line(record)}", flush=True)
         return record
 
-    def ceiling(self, profile: Path, manifest: Path) -> dict:
+    def ceiling(self, profile: Path, manifest: Path, cores: int | None = None) -> dict:
+        cores = cores or self.args.cores
         settings = load_settings(profile, self.overrides)
-        name = f"ceiling-{Path(settings.model.uri.rstrip('/')).name}"
+        name = f"ceiling-{Path(settings.model.uri.rstrip('/')).name}" + (f"-{cores}core" if cores != self.args.cores else "")
         print(f"[bench] {name}: single-process ceiling with {profile}'s model and settings", flush=True)
         cmd = [
             sys.executable, "-m", "jobs.benchmark.ceiling", "--manifest", str(manifest), "--profile", str(profile),
-            "--out", str(self.runs_dir / f"{name}.json"), "--bench-id", self.bench_id, "--cores", str(self.args.cores),
+            "--out", str(self.runs_dir / f"{name}.json"), "--bench-id", self.bench_id, "--cores", str(cores),
             "--infer-images", str(min(self.args.images, 512)), "--pipeline-images", str(min(self.args.images, 1000)),
             "--name", name, *[arg for text in self.args.overrides for arg in ("--set", text)],
         ]  # fmt: skip
@@ -303,12 +308,23 @@ class Bench:
         record = json.loads((self.runs_dir / f"{name}.json").read_text())
         print(
             f"[bench] {name}: decode {record['decode']['images_per_s_per_core']:.1f}/s per core, "
-            f"infer {record['infer']['all_cores']['images_per_s']:.1f}/s on {self.args.cores} cores "
+            f"infer {record['infer']['all_cores']['images_per_s']:.1f}/s on {cores} core(s) "
             f"({record['infer']['one_thread']['images_per_s']:.1f}/s per one-thread process), "
             f"ceiling {record['ceiling_images_per_s']:.1f} images/s ({record['combined']['plan']})",
             flush=True,
         )
         return record
+
+
+def int8_quality(profiles: list[Path], overrides: list[str]) -> dict | None:
+    """The quality gates recorded in the model.json of the first profile whose backbone is int8."""
+    for profile in profiles:
+        meta_path = Path(load_settings(profile, overrides).model.uri) / "model.json"
+        if meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+            if "quality" in meta:
+                return {"profile": profile_name(profile), "model_version": meta["version"], **meta["quality"]}
+    return None
 
 
 def summary_line(record: dict) -> str:
@@ -344,7 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=20240)
     parser.add_argument("--profiles", nargs="*", help="profile paths (default: conf/NN-*.yaml sorted)")
-    parser.add_argument("--reference-profile", type=Path, help="settings of the predict_batch_udf run (default: first profile)")
+    parser.add_argument(
+        "--reference-profile", type=Path,
+        help="settings of the predict_batch_udf run (default: the baseline, the first conf/NN-*.yaml, whatever --profiles)",
+    )
+    parser.add_argument("--label", help="mark a side bench (e.g. large): make report then takes the newest unlabelled one")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the best profile's 1-core run and 1-core ceiling")
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--no-ceiling", action="store_true")
     parser.add_argument("--cores", type=int, default=2, help="Spark runs use local[N]; the ceiling is pinned to N cores")
@@ -358,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.images < 1:
         parser.error("--images must be >= 1")
     profiles = discover_profiles(args.conf_dir, args.profiles)
+    # The reference runs the baseline's settings and model, whichever subset of profiles runs.
+    reference_profile = args.reference_profile or discover_profiles(args.conf_dir)[0]
     bench = Bench(args)
     started = time.time()
     print(f"[bench] {bench.bench_id}: {args.images} images, profiles {', '.join(map(profile_name, profiles))}", flush=True)
@@ -379,7 +402,9 @@ def main(argv: list[str] | None = None) -> int:
         "manifest": str(manifest),
         "dataset": stats,
         "profiles": [str(p) for p in profiles],
-        "reference_profile": None if args.no_reference else str(args.reference_profile or profiles[0]),
+        "label": args.label,
+        "reference_profile": None if args.no_reference else str(reference_profile),
+        "int8": int8_quality(profiles, bench.overrides),
         "cores": args.cores,
         "master": bench.master,
         "overrides": bench.overrides,
@@ -395,13 +420,17 @@ def main(argv: list[str] | None = None) -> int:
             by_model[load_settings(profile, bench.overrides).model.uri] = profile
         for profile in by_model.values():
             bench.ceiling(profile, manifest)
-    for profile in profiles:
-        bench.submit(profile_name(profile), KIND_JOB, "jobs/tag_images.py", profile, manifest)
+    records = [bench.submit(profile_name(p), KIND_JOB, "jobs/tag_images.py", p, manifest) for p in profiles]
+    shippable = [r for r in records if r["status"] == "ok" and r["name"] not in not_adopted(index)]
+    best = max(shippable, key=lambda r: r["steady_images_per_s"], default=None)
+    if best and args.cores > 1 and not args.no_scaling:
+        # The cost model multiplies a per-core rate by an instance's cores: measure 1 core against args.cores.
+        best_profile = Path(best["profile_path"])
+        bench.submit(f"{best['name']}-1core", KIND_SCALING, "jobs/tag_images.py", best_profile, manifest, cores=1)
+        if not args.no_ceiling:
+            bench.ceiling(best_profile, manifest, cores=1)
     if not args.no_reference:
-        bench.submit(
-            REFERENCE_NAME, KIND_REFERENCE, "jobs/benchmark/reference_predict_batch.py", args.reference_profile or profiles[0],
-            manifest,
-        )  # fmt: skip
+        bench.submit(REFERENCE_NAME, KIND_REFERENCE, "jobs/benchmark/reference_predict_batch.py", reference_profile, manifest)
 
     index.update(ended_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), bench_s=time.time() - started)
     (bench.runs_dir / "bench.json").write_text(json.dumps(index, indent=2) + "\n")
