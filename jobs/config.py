@@ -46,6 +46,9 @@ class SparkSettings:
     # True: accounting counts are observed during the tagging pass and the dedup reuses the
     # repartition shuffle. False: the straightforward way, separate count actions and shuffles.
     single_pass: bool = True
+    # True: while the driver reads the manifest and plans, one task per core starts the Python
+    # workers and builds their models (with spark.python.worker.reuse the tagging tasks reuse them).
+    warm_up: bool = True
     conf: dict = field(default_factory=dict)  # spark-defaults: name -> string value
 
 

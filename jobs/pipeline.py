@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -12,13 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 from pyspark.accumulators import AccumulatorParam
+from pyspark.broadcast import Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.config import ConfigError, Settings
 from jobs.infer import ModelBundle
-from model.artifact import ModelArtifact
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,59 @@ def process_started_at() -> float | None:
     return time.time() - (uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"))
 
 
+class WarmUp(threading.Thread):
+    """Starts the Python workers and builds their models while the driver reads the manifest and plans.
+
+    One task per core in a background job: each forks a Python worker (or reuses an idle one), imports
+    what the tagging UDF imports and builds the models from the broadcast, so that with
+    spark.python.worker.reuse the first tagging tasks find them ready. Best effort: a failure is
+    logged and the tagging tasks then do the same work themselves (and report any error per row).
+    `workers`: what each warm-up task saw (pid, process start, models ready), wall clock.
+    """
+
+    def __init__(self, spark: SparkSession, models_bc: Broadcast, settings: Settings):
+        super().__init__(name="warm-up", daemon=True)
+        self.spark, self.models_bc, self.settings = spark, models_bc, settings
+        self.started_at: float | None = None
+        self.workers: list[dict] = []
+
+    def run(self) -> None:
+        self.started_at = time.time()
+        sc = self.spark.sparkContext
+        sc.setJobDescription("warm up the Python workers")
+        try:
+            cores = sc.defaultParallelism
+            # A pandas UDF like the tagging one: Spark keeps separate worker pools per kind of Python
+            # runner, and only SQL's Arrow runner hands its workers on to the tagging tasks.
+            warm = F.pandas_udf(warm_batches(self.models_bc, self.settings), "string")
+            rows = self.spark.range(0, cores, 1, cores).select(warm("id").alias("worker")).collect()
+            self.workers = [json.loads(row.worker) for row in rows]
+        except Exception as exc:  # best effort: the tagging tasks build the models themselves
+            log.warning("warming up the Python workers failed (the tagging tasks start them instead): %s", exc)
+
+
+def warm_batches(models_bc: Broadcast, settings: Settings):
+    """The warm-up UDF: per task, the worker's models built; answers what it saw, as JSON."""
+
+    def warm(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        answer = json.dumps(warm_worker(models_bc, settings))
+        for batch in batches:
+            yield pd.Series([answer] * len(batch))
+
+    return warm
+
+
+def warm_worker(models_bc: Broadcast, settings: Settings) -> dict:
+    """In a Python worker: the UDF's imports and its models, built once for this process."""
+    import jobs.tagging  # noqa: F401  (the UDF's imports, done now)
+    from jobs.infer import tagger_for_worker
+
+    started = process_started_at()
+    tagger_for_worker(models_bc.value, top_k=settings.model.top_k, batch_size=settings.inference.batch_size,
+                      threads=settings.inference.threads, embedding=settings.model.embedding)
+    return {"worker": os.getpid(), "process_started_at": started, "ready_at": time.time()}
+
+
 def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed: bool = True):
     """The vectorised UDF: batches of (url, path, embedding, embedding_norm, needed) -> RESULT_TYPE.
 
@@ -156,6 +211,7 @@ def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed:
         timings["model_load_s_max"] = load_s
         ready_at = timings["ready_at_min"] = time.time()  # wall clock: comparable across processes
         prefetch = settings.fetch.prefetch_batches
+        first_input_at = first_output_at = None
         with ThreadPoolExecutor(settings.fetch.threads, thread_name_prefix="fetch") as pool:
             # Batches in flight: downloads and decodes of the next `prefetch` batches run in
             # the pool while the model works on the oldest one.
@@ -164,6 +220,7 @@ def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed:
             while True:
                 waited = time.perf_counter()
                 batch = next(batch_iter, None)  # time spent here is Spark reading and shipping input
+                first_input_at = first_input_at or time.time()
                 timings["spark_io_s"] += time.perf_counter() - waited
                 if batch is not None:
                     full = (batch["path"] == PATH_FULL).to_numpy()
@@ -175,14 +232,16 @@ def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed:
                 result = tag_batch(*in_flight.popleft(), tagger, heads, timings)
                 ok = int((result["status"] == STATUS_OK).sum())  # for the driver's progress lines
                 timings.update(rows_ok=ok, rows_error=len(result) - ok)
-                timings.setdefault("first_batch_at_min", time.time())
+                first_output_at = first_output_at or time.time()
+                timings.setdefault("first_batch_at_min", first_output_at)
                 waited = time.perf_counter()
                 yield result  # ... and here, Spark taking the output (Arrow, Parquet write)
                 timings["spark_io_s"] += time.perf_counter() - waited
         ended_at = timings["end_at_max"] = time.time()
         timings["task_s"] += time.perf_counter() - started
         # One entry per task, so a report can draw the timeline and see a tail.
-        timings["task_timeline"] = [{"start": started_at, "ready": ready_at, "end": ended_at,
+        timings["task_timeline"] = [{"start": started_at, "ready": ready_at, "first_input": first_input_at or ended_at,
+                                     "first_output": first_output_at or ended_at, "end": ended_at,
                                      "images": int(timings["images"]), "worker": os.getpid()}]
         stage_times.add(timings)
 
@@ -191,17 +250,17 @@ def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed:
 
 
 def tag_dataframe(
-    pending: DataFrame, models: ModelBundle | ModelArtifact, settings: Settings, stage_times=None, run_id: str = "adhoc",
-    *, backbone_needed: bool = True,
+    pending: DataFrame, models: ModelBundle, settings: Settings, stage_times=None, run_id: str = "adhoc",
+    *, backbone_needed: bool = True, models_bc: Broadcast | None = None,
 ) -> DataFrame:
     """(image_id, url) -> the output schema, one row per input row, every model in one pass.
 
     Rows may also carry a plan (path, needed heads, the stored embedding and its norm, see
-    jobs.ledger.plan_paths); without one every row takes the full path.
+    jobs.ledger.plan_paths); without one every row takes the full path. models_bc: the models
+    already broadcast (by warm_up_workers), else they are broadcast here.
     """
-    models = models if isinstance(models, ModelBundle) else ModelBundle(models)
     spark = pending.sparkSession
-    models_bc = spark.sparkContext.broadcast(models)
+    models_bc = models_bc or spark.sparkContext.broadcast(models)
     stage_times = stage_times or spark.sparkContext.accumulator(Counter(), StageTimes())
     tag_udf = make_tag_udf(models_bc, settings, stage_times, backbone_needed=backbone_needed)
     plan = {

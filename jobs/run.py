@@ -36,9 +36,8 @@ from jobs.ledger import (
     stored_embeddings,
 )
 from jobs.manifest import open_manifest
-from jobs.pipeline import PATH_STORED_EMBEDDING, StageTimes, tag_dataframe
+from jobs.pipeline import PATH_STORED_EMBEDDING, StageTimes, WarmUp, tag_dataframe
 from jobs.progress import ProgressReporter, accumulator_counts, stage_tasks
-from model.artifact import ModelArtifact
 
 log = logging.getLogger(__name__)
 STAGING = "_image_tagger/staging"
@@ -101,8 +100,7 @@ def plan_pending(manifest: DataFrame, ledger: DataFrame | None, *, models: Model
 class Run:
     """Drives one run; keeps the timings that end up in the metrics record."""
 
-    def __init__(self, spark: SparkSession, settings: Settings, models: ModelBundle | ModelArtifact, args: JobArgs):
-        models = models if isinstance(models, ModelBundle) else ModelBundle(models)
+    def __init__(self, spark: SparkSession, settings: Settings, models: ModelBundle, args: JobArgs):
         self.spark, self.settings, self.models, self.args = spark, settings, models, args
         self.artifact = models.backbone
         self.store = OutputStore(spark, args.output)
@@ -115,6 +113,25 @@ class Run:
                                          tasks=stage_tasks(spark.sparkContext))
         model_set = "+".join(models.versions().values()) + f"|embedding={settings.model.embedding}|floors={models.min_scores}"
         self.key = run_key(args.manifest, args.output, model_set, args.incremental)
+
+    def _warm_up(self) -> WarmUp | None:
+        """Python workers started and their models built while the driver plans (needs worker reuse)."""
+        reuse = str(self.settings.spark.conf.get("spark.python.worker.reuse", "true")).lower() == "true"
+        if not (self.settings.spark.warm_up and reuse):
+            return None
+        warm_up = WarmUp(self.spark, self.models_bc, self.settings)
+        warm_up.start()
+        return warm_up
+
+    def _record_warm_up(self, warm_up: WarmUp) -> None:
+        warm_up.join(timeout=60)
+        if not warm_up.workers:
+            return
+        self.marks["warm_up_at"] = warm_up.started_at
+        self.marks["warm_ready_at"] = max(w["ready_at"] for w in warm_up.workers)
+        starts = [w["ready_at"] - w["process_started_at"] for w in warm_up.workers if w["process_started_at"]]
+        if starts:  # a fresh worker: fork, imports, models; a reused one: its age
+            self.marks["warm_worker_start_s"] = round(max(starts), 3)
 
     def _start_or_resume(self) -> tuple[RunState, bool]:
         state = self.store.read_state(self.key)
@@ -130,7 +147,8 @@ class Run:
     def _write(self, pending: DataFrame, run_id: str, backbone_needed: bool = True) -> None:
         started = time.perf_counter()
         self.marks.setdefault("tagging_submitted_at", time.time())
-        tagged = tag_dataframe(pending, self.models, self.settings, self.stage_times, run_id, backbone_needed=backbone_needed)
+        tagged = tag_dataframe(pending, self.models, self.settings, self.stage_times, run_id, backbone_needed=backbone_needed,
+                               models_bc=self.models_bc)
         tagged.write.mode("append").parquet(self.args.output)
         ended = time.time()
         self.phases["tag_and_write_s"] += time.perf_counter() - started
@@ -141,6 +159,8 @@ class Run:
         # The manifest first: a bad or empty one exits 2 before a fresh run replaces any output.
         started = time.perf_counter()
         self.marks["execute_at"] = time.time()
+        self.models_bc = self.spark.sparkContext.broadcast(self.models)
+        warm_up = self._warm_up()
         manifest, self.listing = open_manifest(self.spark, self.args.manifest, self.args.manifest_format,
                                                self.settings.manifest)
         state, resumed = self._start_or_resume()
@@ -192,6 +212,8 @@ class Run:
                     self.progress.report(f"chunk {len(state.done_chunks)}/{state.chunks} committed")
                 self.store.delete(STAGING, state.run_id)
 
+        if warm_up is not None:
+            self._record_warm_up(warm_up)
         counts = self._account(state)
         state.status = "done"
         self.store.write_state(self.key, state)
@@ -267,27 +289,35 @@ PROGRESS_KEYS = ("images_done", "ok", "error", "images_per_s")
 
 
 def startup_breakdown(marks: dict[str, float], times: dict, jvm_started: float) -> dict[str, float | None]:
-    """JVM start to the first ready model (and its first batch), in consecutive segments (seconds).
+    """JVM start to the first ready model, in consecutive segments (seconds; they sum to it), then
+    the first batch, and the Python workers' own start, which overlaps those segments.
 
-    marks: the driver's moments (main_at, session_at, execute_at, tagging_submitted_at); times: the
-    tasks' merged timings (worker_start_at_min, task_start_at_min, ready_at_min, first_batch_at_min).
-    A segment is None when a moment is missing (no task ran, or no /proc for the worker's start).
+    marks: the driver's moments (main_at, session_at, execute_at, tagging_submitted_at, and with a
+    warm-up warm_up_at, warm_ready_at, warm_worker_start_s); times: the tasks' merged timings
+    (worker_start_at_min, task_start_at_min, ready_at_min, first_batch_at_min). A value is None
+    when a moment is missing (no task ran, no /proc).
     """
     moments = [
         ("driver_start_s", jvm_started),  # spark-submit's JVM until the Python driver runs
         ("driver_setup_s", marks.get("main_at")),  # profile, models read (until the session starts)
         ("session_s", marks.get("session_at")),  # SparkSession / SparkContext
-        ("manifest_and_plan_s", marks.get("execute_at")),  # manifest opened, output state, ledger, plan
-        ("shuffle_and_schedule_s", marks.get("tagging_submitted_at")),  # the dedup shuffle stage, then tasks sent
-        ("python_worker_imports_s", times.get("worker_start_at_min")),  # a Python worker forked until the UDF runs
-        ("model_load_s", times.get("task_start_at_min")),  # models built from the broadcast
+        ("manifest_and_plan_s", marks.get("execute_at")),  # manifest opened (the SQL engine's first use), state, plan
+        ("shuffle_and_schedule_s", marks.get("tagging_submitted_at")),  # the dedup shuffle stage, tasks sent
+        ("model_load_s", times.get("task_start_at_min")),  # the first tagging task until its models are built
         ("first_batch_s", times.get("ready_at_min")),  # the first batch fetched, decoded, inferred
     ]
     ends = [m for _, m in moments[1:]] + [times.get("first_batch_at_min")]
-    return {
-        name: (round(end - start, 3) if start is not None and end is not None else None)
-        for (name, start), end in zip(moments, ends, strict=True)
-    }
+    segments = {name: _span(start, end) for (name, start), end in zip(moments, ends, strict=True)}
+    if "warm_up_at" in marks:  # workers forked, imports and models done beside manifest_and_plan
+        segments["warm_up_s"] = _span(marks["warm_up_at"], marks.get("warm_ready_at"))
+        segments["python_worker_start_s"] = marks.get("warm_worker_start_s")
+    else:  # a worker forked until its first tagging task runs (imports): inside shuffle_and_schedule
+        segments["python_worker_start_s"] = _span(times.get("worker_start_at_min"), times.get("task_start_at_min"))
+    return segments
+
+
+def _span(start: float | None, end: float | None) -> float | None:
+    return round(end - start, 3) if start is not None and end is not None else None
 
 
 def metrics_record(run: Run, result: dict, *, main_started: float, session_s: float, jvm_started: float) -> dict:
@@ -327,7 +357,8 @@ def metrics_record(run: Run, result: dict, *, main_started: float, session_s: fl
         },
         # Each task's start, model ready, end (s from the JVM's start), images and Python worker.
         "task_timeline": [
-            {**{k: round(t[k] - jvm_started, 3) for k in ("start", "ready", "end")}, "images": t["images"], "worker": t["worker"]}
+            {**{k: round(t[k] - jvm_started, 3) for k in ("start", "ready", "first_input", "first_output", "end")},
+             "images": t["images"], "worker": t["worker"]}
             for t in sorted(times.get("task_timeline", []), key=lambda t: t["start"])
         ],
         "startup_s": ready - jvm_started,

@@ -152,7 +152,7 @@ def test_process_start_is_before_now():
     assert started is not None and 0 < time.time() - started < 3600  # this pytest process, started minutes ago
 
 
-def test_startup_breakdown_segments_add_up_to_the_first_batch():
+def test_startup_breakdown_segments_add_up_to_the_first_ready_model():
     from jobs.run import startup_breakdown
 
     marks = {"main_at": 102.0, "session_at": 102.5, "execute_at": 105.0, "tagging_submitted_at": 106.0}
@@ -160,8 +160,41 @@ def test_startup_breakdown_segments_add_up_to_the_first_batch():
     segments = startup_breakdown(marks, times, jvm_started=100.0)
     assert segments == {
         "driver_start_s": 2.0, "driver_setup_s": 0.5, "session_s": 2.5, "manifest_and_plan_s": 1.0,
-        "shuffle_and_schedule_s": 1.5, "python_worker_imports_s": 0.5, "model_load_s": 0.25, "first_batch_s": 0.75,
+        "shuffle_and_schedule_s": 2.0, "model_load_s": 0.25, "first_batch_s": 0.75, "python_worker_start_s": 0.5,
     }  # fmt: skip
-    assert sum(v for k, v in segments.items() if k != "first_batch_s") == times["ready_at_min"] - 100.0
+    on_path = sum(v for k, v in segments.items() if k not in ("first_batch_s", "python_worker_start_s"))
+    assert on_path == times["ready_at_min"] - 100.0
     without_proc = startup_breakdown(marks, {k: v for k, v in times.items() if k != "worker_start_at_min"}, 100.0)
-    assert without_proc["shuffle_and_schedule_s"] is None and without_proc["python_worker_imports_s"] is None
+    assert without_proc["python_worker_start_s"] is None and without_proc["model_load_s"] == 0.25
+    # Warmed up: the workers started beside manifest_and_plan; their own start is the warm-up's.
+    warm = startup_breakdown({**marks, "warm_up_at": 105.0, "warm_ready_at": 106.5, "warm_worker_start_s": 1.2}, times, 100.0)
+    assert warm["warm_up_s"] == 1.5 and warm["python_worker_start_s"] == 1.2
+
+
+def test_warm_up_builds_the_models_the_tagging_tasks_then_find(artifact):
+    import os
+    from types import SimpleNamespace
+
+    from jobs.infer import tagger_for_worker, worker_model_loads
+    from jobs.pipeline import warm_worker
+
+    settings = load_settings(overrides=["model.top_k=4", "inference.batch_size=2", "model.embedding=false"])
+    models = ModelBundle(artifact)
+    answer = warm_worker(SimpleNamespace(value=models), settings)  # what each warm-up task runs
+    assert answer["worker"] == os.getpid() and answer["ready_at"] >= answer["process_started_at"]
+    builds = worker_model_loads()
+    tagger = tagger_for_worker(models, top_k=4, batch_size=2, threads=settings.inference.threads, embedding=False)
+    assert worker_model_loads() == builds and tagger.top_k == 4  # found, not built again
+
+
+def test_warm_up_job_reports_one_python_worker_per_core(spark, artifact):
+    import os
+
+    from jobs.pipeline import WarmUp
+
+    settings = load_settings(overrides=["inference.batch_size=2", "model.embedding=false"])
+    warm_up = WarmUp(spark, spark.sparkContext.broadcast(ModelBundle(artifact)), settings)
+    warm_up.start()
+    warm_up.join(timeout=120)
+    assert len(warm_up.workers) == spark.sparkContext.defaultParallelism == 2
+    assert all(w["worker"] != os.getpid() and w["ready_at"] >= warm_up.started_at for w in warm_up.workers)

@@ -19,10 +19,14 @@ STARTUP_SEGMENTS = {
     "driver_start_s": "spark-submit's JVM until the Python driver runs",
     "driver_setup_s": "profile read, models read (driver)",
     "session_s": "SparkSession and SparkContext",
-    "manifest_and_plan_s": "manifest opened, output state, ledger, plan",
-    "shuffle_and_schedule_s": "the dedup shuffle stage, tasks sent, first Python worker forked",
-    "python_worker_imports_s": "worker imports and the UDF unpickled",
-    "model_load_s": "models built from the broadcast",
+    "manifest_and_plan_s": "manifest opened (the SQL engine's first use), output state, ledger, plan",
+    "shuffle_and_schedule_s": "the dedup shuffle stage, tasks sent (and without warm-up: Python workers forked, imports)",
+    "model_load_s": "the first tagging task until its models are ready (built, or found built by the warm-up)",
+}
+# Beside the sum: the Python workers' own start, which overlaps the segments above.
+OVERLAPPING_SEGMENTS = {
+    "warm_up_s": "warm-up job (spark.warm_up): workers forked, imports, models built, beside manifest_and_plan",
+    "python_worker_start_s": "one Python worker: fork, imports (and with warm-up: its models)",
 }
 
 
@@ -175,11 +179,14 @@ def startup_lines(run: dict | None) -> list[str]:
     ]
     for key, what in STARTUP_SEGMENTS.items():
         lines.append(f"| {key[:-2]} | {_num(breakdown.get(key), '.2f')} | {what} |")
-    lines += [
+    lines.append(
         f"| (then) first_batch | {_num(breakdown.get('first_batch_s'), '.2f')} | the first batch fetched, decoded, "
-        "inferred (steady time) |",
-        "",
-    ]
+        "inferred (steady time) |"
+    )
+    for key, what in OVERLAPPING_SEGMENTS.items():
+        if breakdown.get(key) is not None:
+            lines.append(f"| (overlapping) {key[:-2]} | {breakdown[key]:.2f} | {what} |")
+    lines.append("")
     return lines
 
 
