@@ -3,7 +3,7 @@
 #
 #   make bench                      IMAGES=2000 seeded JPEGs, ceiling, every conf/NN-*.yaml, predict_batch_udf
 #   make bench IMAGES=500 PROFILES='conf/01-baseline.yaml conf/05-model-optimisation.yaml'
-#   make bench-large                IMAGES=10000, the default profile only: start-up amortised (opt-in, not in CI)
+#   make bench-large                IMAGES=10000, LARGE_PROFILES (conf/08) only: start-up amortised (opt-in, not in CI)
 #   make report                     reports/latest/ from the newest reports/runs/<bench_id>/
 IMAGES ?= 2000
 PROFILES ?=
@@ -13,7 +13,7 @@ BENCH_STRICT ?=
 BENCH_PY ?= $(or $(PY),.venv/bin/python)
 
 LARGE_IMAGES ?= 10000
-LARGE_PROFILES ?= conf/06-one-pass-heads.yaml
+LARGE_PROFILES ?= conf/08-warm-start.yaml
 
 .PHONY: bench report sweep bench-heads bench-large
 
