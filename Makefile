@@ -91,7 +91,7 @@ lint: ## ruff: lint and format check
 	$(VENV)/bin/ruff check .
 
 run-local: ## Tag real photos + generated product photos on Spark local mode; summary on stdout
-	@manifest=$$($(PY) -m jobs.sample_data --demo --out data/local --images $(LOCAL_IMAGES)) && \
+	@manifest=$$($(PY) -m tools.sample_data --demo --out data/local --images $(LOCAL_IMAGES)) && \
 	  mapfile -t spark_args < <($(PY) -m jobs.spark_args --profile $(PROFILE)) && \
 	  time $(SPARK_SUBMIT) "$${spark_args[@]}" jobs/tag_images.py \
 	    --manifest $$manifest --output out/local --profile $(PROFILE)
@@ -103,5 +103,5 @@ clean: ## Remove generated data and outputs (keeps .venv and the model)
 	rm -rf data out reports/latest spark-warehouse metastore_db
 
 include infra/infra.mk
-include jobs/benchmark/bench.mk
-include model/head.mk
+include tools/benchmark/bench.mk
+include tools/head.mk

@@ -9,7 +9,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from model.datasets import skimage_data_dir
+from tools.datasets import skimage_data_dir
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_DIR = REPO / "model" / "artifacts" / "efficientnet_lite0"

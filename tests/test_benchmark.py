@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from jobs.benchmark import cost, report
-from jobs.benchmark.ceiling import combine
-from jobs.benchmark.dataset import MAX_BYTES, MIN_BYTES, encode_in_range
-from jobs.benchmark.records import (
+from tools.benchmark import cost, report
+from tools.benchmark.ceiling import combine
+from tools.benchmark.dataset import MAX_BYTES, MIN_BYTES, encode_in_range
+from tools.benchmark.records import (
     KIND_CEILING,
     KIND_JOB,
     KIND_REFERENCE,
@@ -23,7 +23,7 @@ from jobs.benchmark.records import (
     run_record_problems,
     write_record,
 )
-from jobs.benchmark.runner import discover_profiles
+from tools.benchmark.runner import discover_profiles
 
 REPO = Path(__file__).resolve().parent.parent
 PRICES = """
@@ -349,7 +349,7 @@ def test_jpeg_sizes_land_in_range():
     import numpy as np
     from PIL import Image
 
-    from jobs.sample_data import fashion_mnist, product_photo
+    from tools.sample_data import fashion_mnist, product_photo
 
     rng = np.random.default_rng(3)
     items, _ = fashion_mnist("t10k")
@@ -364,7 +364,7 @@ def test_tree_memory_sees_a_child_process_and_its_role():
     import subprocess
     import sys
 
-    from jobs.benchmark.runner import TreeMemory
+    from tools.benchmark.runner import TreeMemory
 
     code = (
         "import time; block = bytearray(80 * 2**20); [block.__setitem__(i, 1) for i in range(0, len(block), 4096)]; time.sleep(1)"
@@ -380,7 +380,7 @@ def test_tree_memory_sees_a_child_process_and_its_role():
 
 
 def test_last_error_line_of_a_log(tmp_path):
-    from jobs.benchmark.runner import last_error
+    from tools.benchmark.runner import last_error
 
     log = tmp_path / "run.log"
     log.write_text(
@@ -394,7 +394,7 @@ def test_bench_heads_arithmetic(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from jobs.benchmark.heads_only import embedding_storage, rates
+    from tools.benchmark.heads_only import embedding_storage, rates
 
     vectors = [[float(i % 7)] * 1280 for i in range(50)]
     table = pa.table({"image_id": [str(i) for i in range(50)], "embedding": pa.array(vectors, pa.list_(pa.float32())),
@@ -411,7 +411,7 @@ def test_bench_heads_arithmetic(tmp_path):
     assert rates(stored, 100)["rows_per_s_udf"] == 200.0
 
 
-# --- iteration 07, scaling, start-up, timeline, sizes (jobs/benchmark/findings.py) ---------------
+# --- iteration 07, scaling, start-up, timeline, sizes (tools/benchmark/findings.py) ---------------
 INT8_QUALITY = {
     "profile": "07-int8",
     "model_version": "feedbeef0001",

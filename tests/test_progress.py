@@ -165,9 +165,9 @@ def test_chunked_run_prints_progress_and_records_the_series(spark, artifact, pho
 def test_report_plots_the_progress_series_and_copes_without_one(tmp_path):
     import json
 
-    from jobs.benchmark import cost, report
-    from jobs.benchmark.records import write_record
     from tests.test_benchmark import PRICES, job_record
+    from tools.benchmark import cost, report
+    from tools.benchmark.records import write_record
 
     bench = tmp_path / "runs" / "20260101T000000Z"
     with_series = job_record("02-b")

@@ -115,8 +115,8 @@ def test_int8_tags_a_real_photo_as_float_does(int8_meta):
 
     from jobs.decode import resize_and_crop
     from model.artifact import load_artifact
-    from model.datasets import skimage_data_dir
     from model.runtime import build_model_runner
+    from tools.datasets import skimage_data_dir
 
     image = resize_and_crop(Image.open(skimage_data_dir() / "coffee.png").convert("RGB"), resize_shorter=256, image_size=224)
     answers = {}

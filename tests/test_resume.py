@@ -13,8 +13,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from jobs.config import load_settings
-from jobs.sample_data import make_dataset
 from jobs.spark_args import spark_submit_args
+from tools.sample_data import make_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"

@@ -1,10 +1,10 @@
-"""Sample datasets (jobs/sample_data.py): seeded, and every argument is honoured."""
+"""Sample datasets (tools/sample_data.py): seeded, and every argument is honoured."""
 
 import csv
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from jobs import sample_data
+from tools import sample_data
 
 
 def product_bytes(manifest: Path) -> list[bytes]:

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from jobs.decode import prepare
-from model import head_training as ht
-from model import train_head as th
 from model.artifact import content_version, load_artifact
-from model.datasets import FASHION_CLASSES, fashion_mnist, product_photo
 from model.efficientnet_lite import HEAD_CHANNELS
+from tools import category_head as th
+from tools import head_training as ht
+from tools.datasets import FASHION_CLASSES, fashion_mnist, product_photo
 
 HEAD_DIR = Path(__file__).resolve().parent.parent / "model" / "artifacts" / "product_category"
 TFLITE_HEAD_DIR = HEAD_DIR.parent / "product_category_tflite"

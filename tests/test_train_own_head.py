@@ -1,4 +1,4 @@
-"""A head on your own labelled images (jobs/train_head.py, model/head_training.py).
+"""A head on your own labelled images (tools/train_head.py, tools/head_training.py).
 
 Rules and calibration on small arrays; the command with the job replaced by a fake output (no
 Spark); and one end-to-end run: generated product photos + a broken URL, the real job
@@ -15,14 +15,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import train_head as jt
 from jobs.infer import load_bundle
 from jobs.manifest import stable_image_id
-from jobs.sample_data import make_labelled_dataset
-from model import head_training as ht
 from model.artifact import load_artifact
-from model.datasets import FASHION_CLASSES
 from model.runtime import build_model_runner
+from tools import head_training as ht
+from tools import train_head as jt
+from tools.datasets import FASHION_CLASSES
+from tools.sample_data import make_labelled_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,7 @@
 
 Steps (all seeded, so a rebuild gives the same bytes and the same version):
 1. representative set: REPRESENTATIVE_IMAGES generated product photos and views of the real
-   photos (jobs.sample_data, seed REPRESENTATIVE_SEED), JPEG-encoded and prepared by the job's own
+   photos (tools.sample_data, seed REPRESENTATIVE_SEED), JPEG-encoded and prepared by the job's own
    decode (jobs.decode.prepare), so the activation ranges are those of production inputs;
 2. quantise (model.quantise): full-integer post-training quantisation, the layers that int8
    would hurt most kept float;
@@ -34,11 +34,11 @@ from PIL import Image
 
 from jobs.config import DecodeSettings
 from jobs.decode import prepare
-from jobs.sample_data import sample_images
 from model import quantise
 from model.artifact import ModelArtifact, load_artifact, save_tflite_artifact
-from model.datasets import real_photo_paths
 from model.runtime import build_model_runner
+from tools.datasets import real_photo_paths
+from tools.sample_data import sample_images
 
 SRC = Path("model/artifacts/efficientnet_lite0")
 FLOAT_TFLITE = Path("model/artifacts/efficientnet_lite0_tflite")
@@ -47,7 +47,7 @@ HEAD = Path("model/artifacts/product_category_tflite")
 REPORT = Path("reports/int8/quality.json")
 REPRESENTATIVE_IMAGES, REPRESENTATIVE_SEED, REPRESENTATIVE_PHOTO_SHARE = 400, 31, 0.3
 GATE_IMAGES, GATE_SEED, GATE_PHOTO_SHARE = 1000, 1111, 0.15
-HEAD_TEST_ITEMS, HEAD_TEST_SEED = 2000, 7  # model/train_head.py renders its test items with seed 7
+HEAD_TEST_ITEMS, HEAD_TEST_SEED = 2000, 7  # tools/category_head.py renders its test items with seed 7
 JPEG_QUALITY = 90
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,8 @@ def head_accuracy(head_dir: Path, float_backbone, int8_backbone) -> dict | None:
     if not (head_dir / "model.json").is_file():
         log.warning("no head at %s: the head gate is skipped", head_dir)
         return None
-    from model.datasets import fashion_mnist
-    from model.train_head import render_items
+    from tools.category_head import render_items
+    from tools.datasets import fashion_mnist
 
     items, labels = fashion_mnist("t10k")
     indices = np.arange(HEAD_TEST_ITEMS)

@@ -348,7 +348,7 @@ class Rehearsal:
 
 def write_manifest(work: Path, images: int, s3, bucket: str) -> tuple[Path, set[str]]:
     """Seeded product photos in the emulated data bucket, plus two bad rows; a local CSV manifest."""
-    from jobs.sample_data import make_dataset
+    from tools.sample_data import make_dataset
 
     local = make_dataset(work / "images", images, seed=11)
     with local.open() as f:

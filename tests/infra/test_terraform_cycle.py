@@ -26,7 +26,6 @@ import pytest
 import yaml
 from botocore.exceptions import ClientError
 
-from model.datasets import skimage_data_dir
 from tests.infra.infra_support import (
     REGION,
     REPO,
@@ -36,6 +35,7 @@ from tests.infra.infra_support import (
     run_job_locally,
     terraform_binary,
 )
+from tools.datasets import skimage_data_dir
 
 NAME = "tagger-ci"
 GLUE_DATABASE = "tagger_ci"  # NAME with underscores: Athena names allow no hyphen

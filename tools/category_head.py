@@ -1,13 +1,13 @@
 """Product-category head: a classifier on the frozen EfficientNet-Lite0 embedding.
 
-    python -m jobs.train_category_head [--train-size N] [--cache DIR] [--out DIR] [--reports DIR]   (make train-head)
+    python -m tools.train_category_head [--train-size N] [--cache DIR] [--out DIR] [--reports DIR]   (make train-head)
 
 Transfer learning, last layer first: the backbone stays frozen; only a small head on its
 1280-d embedding (global average pool, raw: not L2-normalised) is trained. Steps, each a
 small function:
 
 1. render: each 28x28 item becomes a 224x224 backbone input in one of two styles (RENDERS):
-   "catalogue", the crop the job would feed the backbone for a model.datasets.product_photo
+   "catalogue", the crop the job would feed the backbone for a tools.datasets.product_photo
    (`render_item`, a 224-pixel shortcut of product_photo + jobs.decode.prepare), or "plain",
    the inverted greyscale item on white (`render_plain`). Training mixes both (--plain-share):
    a head trained on plain renders alone gets 28% of catalogue renders right, one trained on
@@ -23,11 +23,11 @@ small function:
 5. evaluate + write: reports/train-head/evaluation.json, confusion_matrix.png, and the versioned
    artifact model/artifacts/product_category (written only when the test target is met; the
    exit status is 1 otherwise). With --pipeline-check N, N generated product photos also run
-   the job's own path (JPEG, the job's decode, backbone, head): the command passes the job's
-   decode in (`main(..., prepare=jobs.decode.prepare)`), since model/ never imports jobs/.
+   the job's own path (JPEG, the job's decode, backbone, head): the command
+   (tools/train_category_head.py) passes the job's decode in (`main(..., prepare=jobs.decode.prepare)`).
 
-Steps 3-5 use the building blocks in model/head_training.py, which the own-data path
-(`make train-head LABELS=... NAME=...`, jobs/train_head.py) shares.
+Steps 3-5 use the building blocks in tools/head_training.py, which the own-data path
+(`make train-head LABELS=... NAME=...`, tools/train_head.py) shares.
 """
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from model import head_training
-from model.datasets import FASHION_CLASSES, fashion_mnist, product_photo
 from model.efficientnet_lite import HEAD_CHANNELS
-from model.head_training import (
+from tools import head_training
+from tools.datasets import FASHION_CLASSES, fashion_mnist, product_photo
+from tools.head_training import (
     choose_head,
     evaluate,
     plot_confusion,
@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 
 Embed = Callable[[np.ndarray], np.ndarray]
 # The job's decode, jobs.decode.prepare: (image bytes, *, max_pixels, resize_shorter, image_size) -> uint8 (H, W, 3).
-# Passed in by the command (jobs/train_category_head.py): model/ never imports jobs/.
+# Passed in by the command (tools/train_category_head.py).
 Prepare = Callable[..., np.ndarray]
 # The product-category head's artifact: raw (not L2-normalised) embedding in.
 write_head_artifact = functools.partial(head_training.write_head_artifact, name=HEAD_NAME, input_normalisation="none")
@@ -87,7 +87,7 @@ def render_item(
     """A 28x28 Fashion-MNIST item as the backbone input the job would make of its product photo.
 
     Why render and not just invert-and-upscale: at run time the head sees embeddings of
-    catalogue photos (model.datasets.product_photo: a tinted object on an off-white, unevenly
+    catalogue photos (tools.datasets.product_photo: a tinted object on an off-white, unevenly
     lit backdrop with a soft shadow and sensor noise, 600-1000 px), resized to 256 on the
     shorter side and centre-cropped to 224 by jobs.decode.prepare. A black-background,
     white-object upscale is a different input for an ImageNet backbone (different embedding
@@ -169,7 +169,7 @@ def render_plain(
     return np.repeat(canvas[..., None], 3, axis=2)
 
 
-# Render styles: "catalogue" is what the job sees for model.datasets product photos (tinted
+# Render styles: "catalogue" is what the job sees for tools.datasets product photos (tinted
 # object, off-white backdrop); "plain" is the classic inverted-greyscale transfer benchmark.
 RENDERS = {"catalogue": render_item, "plain": render_plain}
 
@@ -288,7 +288,7 @@ def cached_embeddings(
 
 
 # --------------------------------------------------------------------------------------------
-# 3-5. split, train, evaluate: model/head_training.py; the check on the job's own path
+# 3-5. split, train, evaluate: tools/head_training.py; the check on the job's own path
 # --------------------------------------------------------------------------------------------
 def product_photo_check(
     model, embed: Embed, items: np.ndarray, labels: np.ndarray, count: int, seed: int, *, prepare: Prepare
@@ -466,7 +466,7 @@ def evaluation_record(
         "backbone": backbone_meta["name"],
         "backbone_version": backbone_meta["version"],
         "renders": {
-            "catalogue": "tinted object on an off-white backdrop, as model.datasets.product_photo + jobs.decode.prepare",
+            "catalogue": "tinted object on an off-white backdrop, as tools.datasets.product_photo + jobs.decode.prepare",
             "plain": "inverted greyscale item on white (the usual Fashion-MNIST transfer setting)",
             "train_plain_share": args.plain_share,
         },
@@ -502,7 +502,7 @@ def write_reports(reports: Path, record: dict, class_names: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None, *, prepare: Prepare) -> int:
-    """The whole command (python -m jobs.train_category_head passes the job's decode as `prepare`)."""
+    """The whole command (python -m tools.train_category_head passes the job's decode as `prepare`)."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     started = time.perf_counter()
@@ -548,7 +548,7 @@ def main(argv: list[str] | None = None, *, prepare: Prepare) -> int:
             extra={
                 "test_accuracy": {style: record["accuracy"] for style, record in tests.items()},
                 "trained_on": f"Fashion-MNIST train split, {len(train_pos)} items rendered as catalogue or plain photos "
-                "(model/train_head.py)",
+                "(tools/category_head.py)",
             },
         )
     timings["total_s"] = round(time.perf_counter() - started, 1)

@@ -17,7 +17,7 @@ Stage timings it can measure honestly are accumulated inside the UDFs: fetch and
 (summed over rows), infer and model load (summed over predict calls / workers). Spark's
 transport and the Parquet write cannot be separated from the lazy pipeline: null.
 
-    spark-submit jobs/benchmark/reference_predict_batch.py --manifest M --output O --profile P --metrics-out R
+    spark-submit tools/benchmark/reference_predict_batch.py --manifest M --output O --profile P --metrics-out R
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Train a head on your own labelled images: labels -> the tagging job's embeddings -> a head.
 
-    python -m jobs.train_head --labels URI --name NAME [--profile P] [--set key=value ...]
+    python -m tools.train_head --labels URI --name NAME [--profile P] [--set key=value ...]
     make train-head LABELS=URI NAME=NAME [PROFILE=conf/local.yaml] [TRAIN_HEAD_ARGS='--set fetch.threads=8']
 
 URI: a CSV or Parquet file with columns `url` and `label` (and optionally `image_id`), local or
@@ -10,12 +10,12 @@ becomes a file:// url labelled with the subfolder's name). Steps:
 1. labels: read and check them; rows without a url or label, and repeats of an image_id (the
    first row is kept), are dropped and counted;
 2. embed: write a manifest (image_id, url) with the labelled images plus the out-of-domain
-   photos (model.datasets.real_photo_paths, image_id `_ood_:<file>`), and run the real job,
+   photos (tools.datasets.real_photo_paths, image_id `_ood_:<file>`), and run the real job,
    `spark-submit jobs/tag_images.py --set model.heads=[] --set model.embedding=true`, with the
    profile's spark-submit options: the cluster does the embedding, so a million images is no
    harder than a thousand. Rows with status error (fetch/decode failures) are counted as
    dropped, with examples, and left out;
-3. train (model/head_training.py): refuse a single class or a class with fewer than 5 usable
+3. train (tools/head_training.py): refuse a single class or a class with fewer than 5 usable
    images (naming it); stratified train/validation/test split; linear and MLP heads chosen on
    validation; temperature scaling baked in; test accuracy, per-class precision/recall,
    ECE before/after, a recommended min_score, the out-of-domain check;
@@ -55,12 +55,12 @@ from jobs.config import IMAGE_EXTENSIONS, RESERVED_COLUMNS, ConfigError, load_se
 from jobs.manifest import stable_image_id
 from jobs.spark_args import spark_submit_args
 from model.artifact import ArtifactError
-from model.head_training import MIN_EXAMPLES_PER_CLASS, LabelError, check_classes
+from tools.head_training import MIN_EXAMPLES_PER_CLASS, LabelError, check_classes
 
 log = logging.getLogger(__name__)
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
-JOB_SCRIPT = Path(__file__).resolve().parent / "tag_images.py"
+JOB_SCRIPT = Path(__file__).resolve().parents[1] / "jobs" / "tag_images.py"
 IMAGE_SUFFIXES = tuple(IMAGE_EXTENSIONS)
 OOD_PREFIX = "_ood_:"
 # Artifact names that hold the shipped models: a head trained here must not overwrite them.
@@ -197,7 +197,7 @@ def read_labels(uri: str) -> Labels:
 # --------------------------------------------------------------------------------------------
 def out_of_domain_photos() -> dict[str, str]:
     """image_id -> file:// url of the shipped real photos (none when scikit-image is not installed)."""
-    from model.datasets import real_photo_paths
+    from tools.datasets import real_photo_paths
 
     try:
         return {f"{OOD_PREFIX}{p.name}": p.resolve().as_uri() for p in real_photo_paths() if p.is_file()}
@@ -353,7 +353,7 @@ def train_and_write(args: argparse.Namespace, x: np.ndarray, names: list[str], c
                     ood: dict[str, np.ndarray], ood_failed: dict[str, str], job_info: dict) -> dict:
     """Train, calibrate and evaluate the head; write both artifacts and the confusion matrix; return the record."""
     from model.convert import convert
-    from model.head_training import plot_confusion, train_own_head, write_head_artifact
+    from tools.head_training import plot_confusion, train_own_head, write_head_artifact
 
     head = train_own_head(
         x, names, name=args.name, seed=args.seed, kinds=[k.strip() for k in args.heads.split(",") if k.strip()],
@@ -369,7 +369,7 @@ def train_and_write(args: argparse.Namespace, x: np.ndarray, names: list[str], c
         head.model, keras_dir, name=args.name, class_names=head.class_names, backbone_meta=backbone, head_kind=head.kind,
         input_normalisation="l2",
         extra={
-            "trained_on": f"{args.labels}: {record['split']['train']} images (jobs/train_head.py)",
+            "trained_on": f"{args.labels}: {record['split']['train']} images (tools/train_head.py)",
             "test_accuracy": record["test_accuracy"],
             "temperature": record["calibration"]["temperature"],
             "recommended_min_score": record["recommended_min_score"],

@@ -18,7 +18,7 @@ the Spark runs get (TensorFlow fixes its thread pools once per process):
 - pipeline: for reference, one real process doing both at once (C decode threads feeding
   inference on all cores); what a plain single-process script achieves.
 
-    python -m jobs.benchmark.ceiling --manifest data/bench/.../manifest.csv --profile conf/05-....yaml --out c.json
+    python -m tools.benchmark.ceiling --manifest data/bench/.../manifest.csv --profile conf/05-....yaml --out c.json
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.benchmark.records import KIND_CEILING, RECORD_VERSION, write_record
 from jobs.config import Settings, load_settings
 from jobs.decode import prepare
 from jobs.fetch import fetch
+from tools.benchmark.records import KIND_CEILING, RECORD_VERSION, write_record
 
 
 def read_urls(manifest: Path) -> list[str]:
@@ -137,7 +137,7 @@ def combine(decode_per_core: float, infer_all: float, infer_one: float, cores: i
 def _part_command(part: str, args: argparse.Namespace, threads: int, cpu: int | None) -> list[str]:
     limit = args.infer_images if part == "infer" else args.pipeline_images if part == "pipeline" else 0
     return [
-        sys.executable, "-m", "jobs.benchmark.ceiling", "--part", part, "--manifest", str(args.manifest),
+        sys.executable, "-m", "tools.benchmark.ceiling", "--part", part, "--manifest", str(args.manifest),
         "--profile", str(args.profile), "--cores", str(args.cores), "--threads", str(threads), "--limit", str(limit),
         *(["--cpu", str(cpu)] if cpu is not None else []),
         *[arg for text in args.overrides for arg in ("--set", text)],

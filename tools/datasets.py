@@ -2,11 +2,11 @@
 
 - Fashion-MNIST (Debian package dataset-fashion-mnist): 28x28 greyscale items in ten classes,
   read from its gzipped IDX files; `product_photo` makes a catalogue-style photo of an item
-  (model/train_head.py renders the same geometry straight at the backbone's input size);
+  (tools/category_head.py renders the same geometry straight at the backbone's input size);
 - real photos from the scikit-image wheel (coffee, chelsea the cat, a rocket, ...), found
   without importing scikit-image: the out-of-domain check of a trained head.
 
-The sample datasets built from them (manifests of JPEGs for the job) are jobs/sample_data.py's.
+The sample datasets built from them (manifests of JPEGs for the job) are tools/sample_data.py's.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`make bench-heads`: a head added to a tagged catalogue, full pass against heads on stored embeddings.
 
-    python -m jobs.benchmark.heads_only --images 2000
+    python -m tools.benchmark.heads_only --images 2000
 
 On the bench data set (the seeded JPEGs of `make bench`), in one run of this script:
 1. the full pass: the default profile (TFLite backbone, the category head, the embedding),
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from jobs.benchmark.dataset import make_bench_dataset
-from jobs.benchmark.runner import REPO, spark_env
 from jobs.config import load_settings
 from jobs.spark_args import spark_submit_args
+from tools.benchmark.dataset import make_bench_dataset
+from tools.benchmark.runner import REPO, spark_env
 
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 HEADS = "[{name: category, uri: model/artifacts/product_category_tflite}"

@@ -1,9 +1,9 @@
 """Heads on the frozen backbone's embedding: split, train, choose, calibrate, evaluate, write.
 
 The building blocks behind both `make train-head` paths: the Fashion-MNIST product-category head
-(model/train_head.py) and a head on your own labelled images (jobs/train_head.py, which gets the
+(tools/category_head.py) and a head on your own labelled images (tools/train_head.py, which gets the
 embeddings from the tagging job). Nothing here reads images or knows where embeddings came
-from: arrays in, a Keras model and plain dicts out (model/ never imports jobs/).
+from: arrays in, a Keras model and plain dicts out.
 
 Own-data rules (train_own_head):
 - classes: at least two, each with at least MIN_EXAMPLES_PER_CLASS usable images (one for

@@ -1,6 +1,6 @@
 """The measurement behind conf/03-spark-parameters.yaml: one setting varied at a time.
 
-    python -m jobs.benchmark.sweep [--images 500]     (make sweep)
+    python -m tools.benchmark.sweep [--images 500]     (make sweep)
 
 Each point is a `make bench` run of the 03 profile with one override, recorded under
 reports/sweeps/<sweep_id>/; the table goes to reports/sweeps/<sweep_id>/sweep.md and
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.benchmark import runner
+from tools.benchmark import runner
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = "conf/03-spark-parameters.yaml"

@@ -1,9 +1,9 @@
 """`make bench`: data set, single-process ceiling, one Spark run per profile, the reference.
 
-    python -m jobs.benchmark.runner --images 2000 [--profiles "conf/01-baseline.yaml ..."]
+    python -m tools.benchmark.runner --images 2000 [--profiles "conf/01-baseline.yaml ..."]
 
 1. Builds (once, cached) the seeded benchmark images: data/bench/<images>-s<seed>/.
-2. Measures the single-process ceiling (jobs/benchmark/ceiling.py) for each model artifact
+2. Measures the single-process ceiling (tools/benchmark/ceiling.py) for each model artifact
    the profiles use, with the settings of the last profile that uses it.
 3. spark-submits the real job (jobs/tag_images.py) once per profile - conf/[0-9][0-9]-*.yaml
    sorted, or the ones given - on local[<cores>], then the predict_batch_udf reference with
@@ -34,12 +34,12 @@ from pathlib import Path
 
 import psutil
 
-from jobs.benchmark.dataset import dataset_stats, make_bench_dataset
-from jobs.benchmark.findings import not_adopted
-from jobs.benchmark.records import KIND_JOB, KIND_REFERENCE, KIND_SCALING, RECORD_VERSION, write_record
-from jobs.benchmark.reference_predict_batch import REFERENCE_NAME
 from jobs.config import load_settings
 from jobs.spark_args import spark_submit_args
+from tools.benchmark.dataset import dataset_stats, make_bench_dataset
+from tools.benchmark.findings import not_adopted
+from tools.benchmark.records import KIND_JOB, KIND_REFERENCE, KIND_SCALING, RECORD_VERSION, write_record
+from tools.benchmark.reference_predict_batch import REFERENCE_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE_GLOB = "[0-9][0-9]-*.yaml"
@@ -299,7 +299,7 @@ class Bench:
         name = f"ceiling-{Path(settings.model.uri.rstrip('/')).name}" + (f"-{cores}core" if cores != self.args.cores else "")
         print(f"[bench] {name}: single-process ceiling with {profile}'s model and settings", flush=True)
         cmd = [
-            sys.executable, "-m", "jobs.benchmark.ceiling", "--manifest", str(manifest), "--profile", str(profile),
+            sys.executable, "-m", "tools.benchmark.ceiling", "--manifest", str(manifest), "--profile", str(profile),
             "--out", str(self.runs_dir / f"{name}.json"), "--bench-id", self.bench_id, "--cores", str(cores),
             "--infer-images", str(min(self.args.images, 512)), "--pipeline-images", str(min(self.args.images, 1000)),
             "--name", name, *[arg for text in self.args.overrides for arg in ("--set", text)],
@@ -430,11 +430,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_ceiling:
             bench.ceiling(best_profile, manifest, cores=1)
     if not args.no_reference:
-        bench.submit(REFERENCE_NAME, KIND_REFERENCE, "jobs/benchmark/reference_predict_batch.py", reference_profile, manifest)
+        bench.submit(REFERENCE_NAME, KIND_REFERENCE, "tools/benchmark/reference_predict_batch.py", reference_profile, manifest)
 
     index.update(ended_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), bench_s=time.time() - started)
     (bench.runs_dir / "bench.json").write_text(json.dumps(index, indent=2) + "\n")
-    from jobs.benchmark.report import print_targets
+    from tools.benchmark.report import print_targets
 
     print_targets(bench.runs_dir)
     print(f"[bench] records in {bench.runs_dir}; `make report` writes reports/latest/", flush=True)

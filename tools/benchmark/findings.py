@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from jobs.benchmark.records import KIND_CEILING, KIND_JOB, KIND_SCALING
+from tools.benchmark.records import KIND_CEILING, KIND_JOB, KIND_SCALING
 
 INT8_SPEEDUP_TARGET = 1.5  # iteration 07's steady images/s over 06's, same bench run
 STARTUP_TARGET_S = 8.0  # JVM start to the first ready model

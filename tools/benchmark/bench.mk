@@ -1,5 +1,5 @@
-# Benchmark targets; the main Makefile does `include jobs/benchmark/bench.mk`.
-# Standalone: make -f jobs/benchmark/bench.mk bench IMAGES=200
+# Benchmark targets; the main Makefile does `include tools/benchmark/bench.mk`.
+# Standalone: make -f tools/benchmark/bench.mk bench IMAGES=200
 #
 #   make bench                      IMAGES=2000 seeded JPEGs, ceiling, every conf/NN-*.yaml, predict_batch_udf
 #   make bench IMAGES=500 PROFILES='conf/01-baseline.yaml conf/05-model-optimisation.yaml'
@@ -18,18 +18,18 @@ LARGE_PROFILES ?= conf/08-warm-start.yaml
 .PHONY: bench report sweep bench-heads bench-large
 
 bench: ## Benchmark: seeded data set, single-process ceiling, every conf/NN-*.yaml + predict_batch_udf on local[2] (IMAGES=2000, PROFILES=...)
-	$(BENCH_PY) -m jobs.benchmark.runner --images $(IMAGES) --cores $(BENCH_CORES) \
+	$(BENCH_PY) -m tools.benchmark.runner --images $(IMAGES) --cores $(BENCH_CORES) \
 	  $(if $(strip $(PROFILES)),--profiles $(PROFILES)) $(BENCH_FLAGS)
 
 bench-large: ## One end-to-end run at LARGE_IMAGES=10000 of LARGE_PROFILES (start-up amortised), with its ceiling; make report shows it beside IMAGES
-	$(BENCH_PY) -m jobs.benchmark.runner --images $(LARGE_IMAGES) --cores $(BENCH_CORES) --profiles $(LARGE_PROFILES) \
+	$(BENCH_PY) -m tools.benchmark.runner --images $(LARGE_IMAGES) --cores $(BENCH_CORES) --profiles $(LARGE_PROFILES) \
 	  --no-reference --no-scaling --label large $(BENCH_FLAGS)
 
 report: ## Report of the newest bench run: reports/latest/README.md, PNG plots, summary.json (BENCH_STRICT=1 fails on a missed target)
-	$(BENCH_PY) -m jobs.benchmark.report $(if $(BENCH_STRICT),--strict)
+	$(BENCH_PY) -m tools.benchmark.report $(if $(BENCH_STRICT),--strict)
 
 sweep: ## Measure the 03 profile's Spark parameters one at a time (IMAGES=500); table in reports/sweep.md
-	$(BENCH_PY) -m jobs.benchmark.sweep --images $(or $(SWEEP_IMAGES),500)
+	$(BENCH_PY) -m tools.benchmark.sweep --images $(or $(SWEEP_IMAGES),500)
 
 bench-heads: ## A head added to a tagged catalogue: full pass vs heads on stored embeddings, same run (IMAGES=2000); reports/heads-only.json
-	$(BENCH_PY) -m jobs.benchmark.heads_only --images $(IMAGES) --cores $(BENCH_CORES)
+	$(BENCH_PY) -m tools.benchmark.heads_only --images $(IMAGES) --cores $(BENCH_CORES)

@@ -1,11 +1,11 @@
 """The benchmark's images: fixed, seeded, realistic product photos as JPEG files, cached.
 
-Built from the same sources as jobs/sample_data.py (Fashion-MNIST items staged as
+Built from the same sources as tools/sample_data.py (Fashion-MNIST items staged as
 catalogue photos, plus real photos from the scikit-image wheel), with one difference:
 each file's JPEG quality is chosen so that its size lands in 50-200 KB, around a seeded
 target size, as on a shop's catalogue (the plain sample data spreads from ~25 to ~230 KB).
 
-    python -m jobs.benchmark.dataset --out data/bench --images 500
+    python -m tools.benchmark.dataset --out data/bench --images 500
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jobs.sample_data import sample_images
+from tools.sample_data import sample_images
 
 MIN_BYTES = 50_000
 MAX_BYTES = 200_000

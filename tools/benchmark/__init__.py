@@ -7,5 +7,11 @@ Modules:
     reference_predict_batch   the straightforward `predict_batch_udf` job (the reference)
     records    the run-record format and its validation
     cost       EMR cost per million images, nodes for 300M in 24 h (conf/prices.yaml)
+    findings   what a bench run says beyond its table: int8, core scaling, start-up, sizes
     report     reports/latest/: README.md, PNG plots, summary.json
+    sweep      the 03 profile's Spark parameters, one at a time (make sweep: reports/sweep.md)
+    heads_only a head added to a tagged catalogue: full pass vs heads on stored embeddings (make bench-heads)
+    bench.mk   the make targets (bench, bench-large, report, sweep, bench-heads)
+
+A dev tool: it lives in tools/, outside the package that EMR nodes install.
 """

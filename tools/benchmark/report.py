@@ -1,6 +1,6 @@
 """`make report`: reports/latest/ from the newest bench run's records.
 
-    python -m jobs.benchmark.report [--runs-dir reports/runs] [--bench-id ID] [--out reports/latest]
+    python -m tools.benchmark.report [--runs-dir reports/runs] [--bench-id ID] [--out reports/latest]
 
 Writes README.md (tables, per-iteration notes with the numbers, targets, cost), PNG plots
 (throughput, speed-up, stage breakdown, cost) and summary.json. Everything comes from the
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from jobs.benchmark import cost, findings
-from jobs.benchmark.records import KIND_JOB, KIND_REFERENCE, read_records
+from tools.benchmark import cost, findings
+from tools.benchmark.records import KIND_JOB, KIND_REFERENCE, read_records
 
 REPO = Path(__file__).resolve().parents[2]
 STEADY_TARGET = 0.9  # best steady images/s >= 90% of the single-process ceiling

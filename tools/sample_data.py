@@ -4,12 +4,12 @@ Real photos come from the scikit-image wheel (coffee, chelsea the cat, a rocket,
 Product photos are generated from Fashion-MNIST (Debian package dataset-fashion-mnist):
 each 28x28 item is inverted onto a white background, tinted, enlarged to a 600-1000 px
 canvas with a soft shadow and sensor noise, and saved as JPEG, so sizes and decode cost
-resemble a shop's catalogue. Both sources and the photo generator are model/datasets.py's;
+resemble a shop's catalogue. Both sources and the photo generator are tools/datasets.py's;
 this module writes them out as datasets. Everything is seeded: same arguments, same files.
 
-    python -m jobs.sample_data --out data/sample --images 200
-    python -m jobs.sample_data --demo --out data/local --images 200 [--seed 7]  # make run-local's manifest
-    python -m jobs.sample_data --labelled --out data/labelled --images 300   # url,label for make train-head
+    python -m tools.sample_data --out data/sample --images 200
+    python -m tools.sample_data --demo --out data/local --images 200 [--seed 7]  # make run-local's manifest
+    python -m tools.sample_data --labelled --out data/labelled --images 300   # url,label for make train-head
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from model.datasets import (
+from tools.datasets import (
     FASHION_CLASSES,
     REAL_PHOTOS,
     fashion_mnist,
