@@ -22,7 +22,7 @@ export SPARK_CONF_DIR := $(abspath conf/spark)
 export TF_CPP_MIN_LOG_LEVEL := 2
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: help install check-prereqs system-packages model test test-all lint run-local lock clean rehearsal-tools rehearse-emr
+.PHONY: help install check-prereqs system-packages model test lint run-local lock clean rehearsal-tools rehearse-emr
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -81,14 +81,12 @@ $(WHEELHOUSE)/.complete: requirements.txt requirements.lock
 rehearse-emr: ## Rehearse EMR here: deploy to the AWS emulator, a 2-worker Spark cluster bootstrapped like EMR nodes, the submitted step, spot and driver loss
 	$(PY) infra/scripts/rehearse_emr.py $(REHEARSE_ARGS)
 
-test: ## Run the test suite (what CI runs)
-	$(PY) -m pytest -m "not heavy"
-
-test-all: ## Run every test, the heavy ones too
+test: ## Run the test suite, every test (what CI runs)
 	$(PY) -m pytest
 
-lint: ## ruff: lint and format check
+lint: ## ruff: lint (ruff check) and format check (ruff format --check)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 run-local: ## Tag real photos + generated product photos on Spark local mode; summary on stdout
 	@manifest=$$($(PY) -m tools.sample_data --demo --out data/local --images $(LOCAL_IMAGES)) && \
