@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     models = load_bundle(settings.model.uri, settings.model.heads)
     log.info("models %s", models.versions())
 
+    from jobs.metrics import jvm_started_at
     from jobs.pipeline import build_spark, require_filesystems
     from jobs.run import JobArgs, Run, metrics_record, render_summary
     from jobs.spark_keys import spark_version, unknown_keys
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     spark = build_spark(settings)
     session_s = time.perf_counter() - session_started
     jvm = spark.sparkContext._jvm
-    jvm_started = jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getStartTime() / 1000.0
+    jvm_started = jvm_started_at(spark)
     try:
         # Listed manifests (s3-prefix, s3-inventory, folder) go through boto3 / the local disk, not Hadoop.
         checked = {"--manifest": args.manifest} if spark_reads(args.manifest, args.manifest_format) else {}

@@ -13,14 +13,15 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
-from pyspark.accumulators import AccumulatorParam
 from pyspark.broadcast import Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from jobs import metrics as M
 from jobs.config import ConfigError, Settings
 from jobs.infer import ModelBundle
+from jobs.metrics import StageTimes
 
 log = logging.getLogger(__name__)
 
@@ -56,26 +57,6 @@ OUTPUT_SCHEMA = T.StructType(
         T.StructField("run_id", T.StringType(), False),
     ]
 )
-
-
-class StageTimes(AccumulatorParam):
-    """Merges per-task timings on the driver: keys ending in _min/_max keep the extreme, lists (the
-    per-task timeline) concatenate, others add up."""
-
-    def zero(self, value):
-        return Counter()
-
-    def addInPlace(self, value1, value2):
-        for key, value in value2.items():
-            if key.endswith("_min") and key in value1:
-                value1[key] = min(value1[key], value)
-            elif key.endswith("_max") and key in value1:
-                value1[key] = max(value1[key], value)
-            elif isinstance(value, list):
-                value1[key] = [*value1.get(key, []), *value]
-            else:
-                value1[key] += value
-        return value1
 
 
 def build_spark(settings: Settings) -> SparkSession:
@@ -192,12 +173,12 @@ def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed:
         from jobs.infer import heads_for_worker, tagger_for_worker, worker_model_loads
         from jobs.tagging import STATUS_OK, start_loading, tag_batch
 
-        timings: Counter = Counter(tasks=1)
+        timings: Counter = Counter({M.TASKS: 1})
         started, started_at = time.perf_counter(), time.time()
-        timings["task_start_at_min"] = started_at
+        timings[M.TASK_START_AT] = started_at
         worker_started = process_started_at()
         if worker_started is not None:
-            timings["worker_start_at_min"] = worker_started
+            timings[M.WORKER_START_AT] = worker_started
         loads_before = worker_model_loads()
         models = models_bc.value
         batch_size, threads = settings.inference.batch_size, settings.inference.threads
@@ -207,9 +188,9 @@ def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed:
                                        embedding=settings.model.embedding)
         heads = tagger.heads if tagger else heads_for_worker(models, batch_size=batch_size, threads=threads)
         load_s = time.perf_counter() - started
-        timings.update(model_load_s=load_s, model_builds=worker_model_loads() - loads_before)
-        timings["model_load_s_max"] = load_s
-        ready_at = timings["ready_at_min"] = time.time()  # wall clock: comparable across processes
+        timings.update({M.MODEL_LOAD_S: load_s, M.MODEL_BUILDS: worker_model_loads() - loads_before})
+        timings[M.MODEL_LOAD_S_MAX] = load_s
+        ready_at = timings[M.READY_AT] = time.time()  # wall clock: comparable across processes
         prefetch = settings.fetch.prefetch_batches
         first_input_at = first_output_at = None
         with ThreadPoolExecutor(settings.fetch.threads, thread_name_prefix="fetch") as pool:
@@ -221,7 +202,7 @@ def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed:
                 waited = time.perf_counter()
                 batch = next(batch_iter, None)  # time spent here is Spark reading and shipping input
                 first_input_at = first_input_at or time.time()
-                timings["spark_io_s"] += time.perf_counter() - waited
+                timings[M.SPARK_IO_S] += time.perf_counter() - waited
                 if batch is not None:
                     full = (batch["path"] == PATH_FULL).to_numpy()
                     in_flight.append((batch, full, start_loading(batch["url"][full].tolist(), settings, pool)))
@@ -231,18 +212,18 @@ def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed:
                     break
                 result = tag_batch(*in_flight.popleft(), tagger, heads, timings)
                 ok = int((result["status"] == STATUS_OK).sum())  # for the driver's progress lines
-                timings.update(rows_ok=ok, rows_error=len(result) - ok)
+                timings.update({M.ROWS_OK: ok, M.ROWS_ERROR: len(result) - ok})
                 first_output_at = first_output_at or time.time()
-                timings.setdefault("first_batch_at_min", first_output_at)
+                timings.setdefault(M.FIRST_BATCH_AT, first_output_at)
                 waited = time.perf_counter()
                 yield result  # ... and here, Spark taking the output (Arrow, Parquet write)
-                timings["spark_io_s"] += time.perf_counter() - waited
-        ended_at = timings["end_at_max"] = time.time()
-        timings["task_s"] += time.perf_counter() - started
+                timings[M.SPARK_IO_S] += time.perf_counter() - waited
+        ended_at = timings[M.END_AT] = time.time()
+        timings[M.TASK_S] += time.perf_counter() - started
         # One entry per task, so a report can draw the timeline and see a tail.
-        timings["task_timeline"] = [{"start": started_at, "ready": ready_at, "first_input": first_input_at or ended_at,
+        timings[M.TASK_TIMELINE] = [{"start": started_at, "ready": ready_at, "first_input": first_input_at or ended_at,
                                      "first_output": first_output_at or ended_at, "end": ended_at,
-                                     "images": int(timings["images"]), "worker": os.getpid()}]
+                                     "images": int(timings[M.IMAGES]), "worker": os.getpid()}]
         stage_times.add(timings)
 
     # Non-deterministic: Spark must run it exactly once per row, never re-evaluate it per column.

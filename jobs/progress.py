@@ -3,7 +3,7 @@
     progress  chunk 3/64 committed, 1200/5000 images (24%), ok 1190, error 10, 41.3 images/s, tasks 12/40, ETA 1m32s
 
 Everything comes from the running job's own counters, never from re-reading the output:
-- done / ok / error: the StageTimes accumulator (jobs.pipeline). Spark merges a task's
+- done / ok / error: the StageTimes accumulator (jobs.metrics). Spark merges a task's
   accumulator updates on the driver when the task ends, so these count finished tasks only.
 - tasks c/n: SparkContext.statusTracker(), the newest active stage of the running jobs (the
   tagging stage during the tagging pass); finer than the images when tasks are long.

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
+from jobs import metrics
 from jobs.config import Settings
 from jobs.infer import ModelBundle
 from jobs.ledger import (
@@ -36,7 +37,8 @@ from jobs.ledger import (
     stored_embeddings,
 )
 from jobs.manifest import open_manifest
-from jobs.pipeline import PATH_STORED_EMBEDDING, StageTimes, WarmUp, tag_dataframe
+from jobs.metrics import StageTimes, run_record
+from jobs.pipeline import PATH_STORED_EMBEDDING, WarmUp, tag_dataframe
 from jobs.progress import ProgressReporter, accumulator_counts, stage_tasks
 
 log = logging.getLogger(__name__)
@@ -153,7 +155,7 @@ class Run:
         ended = time.time()
         self.phases["tag_and_write_s"] += time.perf_counter() - started
         # Driver-side commit after the last task finished.
-        self.phases["write_s"] += max(0.0, ended - self.stage_times.value.get("end_at_max", ended))
+        self.phases["write_s"] += max(0.0, ended - self.stage_times.value.get(metrics.END_AT, ended))
 
     def execute(self) -> dict:
         # The manifest first: a bad or empty one exits 2 before a fresh run replaces any output.
@@ -303,16 +305,16 @@ def startup_breakdown(marks: dict[str, float], times: dict, jvm_started: float) 
         ("session_s", marks.get("session_at")),  # SparkSession / SparkContext
         ("manifest_and_plan_s", marks.get("execute_at")),  # manifest opened (the SQL engine's first use), state, plan
         ("shuffle_and_schedule_s", marks.get("tagging_submitted_at")),  # the dedup shuffle stage, tasks sent
-        ("model_load_s", times.get("task_start_at_min")),  # the first tagging task until its models are built
-        ("first_batch_s", times.get("ready_at_min")),  # the first batch fetched, decoded, inferred
+        ("model_load_s", times.get(metrics.TASK_START_AT)),  # the first tagging task until its models are built
+        ("first_batch_s", times.get(metrics.READY_AT)),  # the first batch fetched, decoded, inferred
     ]
-    ends = [m for _, m in moments[1:]] + [times.get("first_batch_at_min")]
+    ends = [m for _, m in moments[1:]] + [times.get(metrics.FIRST_BATCH_AT)]
     segments = {name: _span(start, end) for (name, start), end in zip(moments, ends, strict=True)}
     if "warm_up_at" in marks:  # workers forked, imports and models done beside manifest_and_plan
         segments["warm_up_s"] = _span(marks["warm_up_at"], marks.get("warm_ready_at"))
         segments["python_worker_start_s"] = marks.get("warm_worker_start_s")
     else:  # a worker forked until its first tagging task runs (imports): inside shuffle_and_schedule
-        segments["python_worker_start_s"] = _span(times.get("worker_start_at_min"), times.get("task_start_at_min"))
+        segments["python_worker_start_s"] = _span(times.get(metrics.WORKER_START_AT), times.get(metrics.TASK_START_AT))
     return segments
 
 
@@ -321,17 +323,22 @@ def _span(start: float | None, end: float | None) -> float | None:
 
 
 def metrics_record(run: Run, result: dict, *, main_started: float, session_s: float, jvm_started: float) -> dict:
-    """The run's metrics: counts, start-up apart from steady tagging, time per stage."""
-    ended = time.time()
+    """The run's metrics: counts, start-up apart from steady tagging, time per stage (jobs.metrics)."""
     times = dict(run.stage_times.value)
-    ready = times.get("ready_at_min", ended)
-    last_task = times.get("end_at_max", ended)
-    steady_s = max(last_task - ready, 1e-9)
-    wall_s = ended - jvm_started
+    timing = run_record(
+        times, jvm_started=jvm_started, main_started=main_started, session_s=session_s, rows_in=result["rows_in"],
+        driver_stages={
+            "read_manifest_s": run.phases["read_manifest_s"],
+            "write_s": run.phases["write_s"],
+            "stage_s": run.phases["stage_s"],  # plan (and stored embeddings) written to staging, chunked runs
+            "tag_and_write_s": run.phases["tag_and_write_s"],
+            "account_s": run.phases["account_s"],
+        },
+        breakdown=startup_breakdown({"main_at": main_started, **run.marks}, times, jvm_started),
+    )  # fmt: skip
     return {
         "run_id": result["run_id"],
         "record_id": uuid.uuid4().hex,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(jvm_started)),
         "profile": run.args.profile,
         "settings": run.settings.as_dict(),
         "manifest": run.args.manifest,
@@ -344,43 +351,10 @@ def metrics_record(run: Run, result: dict, *, main_started: float, session_s: fl
         **{k: result[k] for k in ("rows_in", "ok", "error", "skipped", "skipped_duplicates", "skipped_done")},
         # How the tagged rows were made: fetch + decode + backbone, or heads on a stored embedding.
         "paths": {"full": result["path_full"], "stored_embedding": result["path_stored_embedding"]},
-        "stored_embedding_s": times.get("stored_embedding_s", 0.0),
-        "tagged": int(times.get("images", 0)),
-        "wall_s": wall_s,
-        "driver_wall_s": ended - main_started,
-        "startup": {
-            "jvm_to_driver_s": main_started - jvm_started,
-            "session_s": session_s,
-            "first_model_ready_s": ready - jvm_started,
-            "model_load_s_max": times.get("model_load_s_max", 0.0),
-            "breakdown": startup_breakdown({"main_at": main_started, **run.marks}, times, jvm_started),
-        },
-        # Each task's start, model ready, end (s from the JVM's start), images and Python worker.
-        "task_timeline": [
-            {**{k: round(t[k] - jvm_started, 3) for k in ("start", "ready", "first_input", "first_output", "end")},
-             "images": t["images"], "worker": t["worker"]}
-            for t in sorted(times.get("task_timeline", []), key=lambda t: t["start"])
-        ],
-        "startup_s": ready - jvm_started,
-        "steady_s": steady_s,
-        "images_per_s": result["rows_in"] / wall_s if wall_s else 0.0,
-        "steady_images_per_s": times.get("images", 0) / steady_s,
-        "stages": {
-            "read_manifest_s": run.phases["read_manifest_s"],
-            "fetch_s": times.get("fetch_s", 0.0),
-            "decode_s": times.get("decode_s", 0.0),
-            "infer_s": times.get("infer_s", 0.0),
-            "write_s": run.phases["write_s"],
-            "spark_io_s": times.get("spark_io_s", 0.0),
-            "model_load_s": times.get("model_load_s", 0.0),
-            "stage_s": run.phases["stage_s"],  # plan (and stored embeddings) written to staging, chunked runs
-            "tag_and_write_s": run.phases["tag_and_write_s"],
-            "account_s": run.phases["account_s"],
-        },
+        "stored_embedding_s": times.get(metrics.STORED_EMBEDDING_S, 0.0),
+        **timing,
         # A listed manifest: keys seen, images kept, not images, not current (inventory).
         "manifest_listing": asdict(run.listing) if run.listing else None,
-        "tasks": int(times.get("tasks", 0)),
-        "model_builds": int(times.get("model_builds", 0)),
         # The progress lines' time series; t_s counts from the JVM's start, like startup.first_model_ready_s.
         "progress": [{"t_s": round(p["at"] - jvm_started, 3), **{k: p[k] for k in PROGRESS_KEYS}}
                      for p in run.progress.points],

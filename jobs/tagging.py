@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from jobs import metrics as M
 from jobs.config import Settings
 from jobs.decode import DecodeError, prepare
 from jobs.fetch import FetchError, fetch
@@ -101,8 +102,8 @@ def stored_embedding_rows(batch: pd.DataFrame, heads: list[Head], timings: Count
     unit = np.stack(batch["embedding"].to_numpy()).astype(np.float32)
     norms = pd.to_numeric(batch["embedding_norm"]).to_numpy(dtype=np.float32, na_value=np.nan)
     answers = heads_on_stored(heads, unit, norms, [set(needed) for needed in batch["needed"]])
-    timings["stored_embedding_rows"] += len(batch)
-    timings["stored_embedding_s"] += time.perf_counter() - started
+    timings[M.STORED_EMBEDDING_ROWS] += len(batch)
+    timings[M.STORED_EMBEDDING_S] += time.perf_counter() - started
     missing = (None, None)
     return [
         (STATUS_OK, None, None, None, None, None, [answer.get(head.name, missing)[0] for head in heads],
@@ -115,9 +116,9 @@ def tag_loaded(futures: list[Future], tagger: Tagger, timings: Counter) -> list[
     """Wait for a batch's loads, run the model on the good images, build the result rows."""
     waited = time.perf_counter()
     loaded = [future.result() for future in futures]
-    timings["load_wait_s"] += time.perf_counter() - waited  # the model idling for input
-    timings["fetch_s"] += sum(item.fetch_s for item in loaded)
-    timings["decode_s"] += sum(item.decode_s for item in loaded)
+    timings[M.LOAD_WAIT_S] += time.perf_counter() - waited  # the model idling for input
+    timings[M.FETCH_S] += sum(item.fetch_s for item in loaded)
+    timings[M.DECODE_S] += sum(item.decode_s for item in loaded)
     good = [i for i, item in enumerate(loaded) if item.image is not None]
     predictions: dict[int, Prediction] = {}
     infer_error = None
@@ -128,8 +129,8 @@ def tag_loaded(futures: list[Future], tagger: Tagger, timings: Counter) -> list[
             predictions = dict(zip(good, batch, strict=True))
         except Exception as exc:  # e.g. out of memory: the rows say so, the task lives on
             infer_error = f"infer: {type(exc).__name__}: {exc}"
-        timings["infer_s"] += time.perf_counter() - started
-    timings["images"] += len(loaded)
+        timings[M.INFER_S] += time.perf_counter() - started
+    timings[M.IMAGES] += len(loaded)
     rows = []
     for i, item in enumerate(loaded):
         if i in predictions:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.benchmark import cost, report
+from tools.benchmark import analysis, cost, report
 from tools.benchmark.ceiling import combine
 from tools.benchmark.dataset import MAX_BYTES, MIN_BYTES, encode_in_range
 from tools.benchmark.records import (
@@ -289,7 +289,7 @@ def test_combined_ceiling_by_hand():
 
 
 def test_summary_keys_and_values(bench_dir, prices):
-    summary = report.build_summary(report.load_bench(bench_dir), prices)
+    summary = analysis.build_summary(analysis.load_bench(bench_dir), prices)
     assert summary["ceiling_images_per_s"] == 32.0
     assert summary["best_profile"] == "02-b" and summary["baseline_profile"] == "01-a"
     ref = [name for name in summary["profiles"] if "predict_batch" in name]
@@ -304,22 +304,22 @@ def test_summary_keys_and_values(bench_dir, prices):
 
 
 def test_targets_pass_and_fail_on_the_numbers(bench_dir, prices):
-    bench = report.load_bench(bench_dir)
-    targets = report.evaluate_targets(bench)
+    bench = analysis.load_bench(bench_dir)
+    targets = analysis.evaluate_targets(bench)
     # best 02-b: steady 30 vs ceiling 32 = 94% -> pass; 20 / 8 = 2.5x reference -> pass; 1500 MB -> pass
     assert all(t["passed"] for t in targets), targets
     assert "= 94%" in targets[0]["detail"] and "= 2.50x" in targets[1]["detail"]
     slow = copy.deepcopy(bench)
     slow["ceilings"][0]["ceiling_images_per_s"] = 40.0  # 30 / 40 = 75%
-    assert not report.evaluate_targets(slow)[0]["passed"]
+    assert not analysis.evaluate_targets(slow)[0]["passed"]
     fat = copy.deepcopy(bench)
     next(r for r in fat["runs"] if r["name"] == "02-b")["peak_memory_mb"] = 5000.0
-    assert not next(t for t in report.evaluate_targets(fat) if "memory" in t["target"])["passed"]
+    assert not next(t for t in analysis.evaluate_targets(fat) if "memory" in t["target"])["passed"]
 
 
 def test_report_renders_markdown_plots_and_summary(bench_dir, prices, tmp_path):
     out = tmp_path / "latest"
-    summary = report.write_report(report.load_bench(bench_dir), prices, out)
+    summary = report.write_report(analysis.load_bench(bench_dir), prices, out)
     text = (out / "README.md").read_text()
     for png in ("throughput.png", "speedup.png", "stages.png", "cost.png"):
         assert (out / png).stat().st_size > 1000
@@ -450,7 +450,7 @@ def full_bench_dir(bench_dir) -> Path:
 
 
 def test_summary_has_int8_scaling_and_the_ceiling_of_the_same_cores(full_bench_dir, prices):
-    summary = report.build_summary(report.load_bench(full_bench_dir), prices)
+    summary = analysis.build_summary(analysis.load_bench(full_bench_dir), prices)
     int8 = summary["int8"]
     assert int8["adopted"] is True and int8["top1_agreement_confident"] == 0.99
     assert int8["steady_speedup_vs_06"] == pytest.approx(64.0 / 40.0)
@@ -468,7 +468,7 @@ def test_summary_has_int8_scaling_and_the_ceiling_of_the_same_cores(full_bench_d
 
 
 def test_targets_include_startup_and_the_int8_speedup(full_bench_dir):
-    targets = {t["target"]: t for t in report.evaluate_targets(report.load_bench(full_bench_dir))}
+    targets = {t["target"]: t for t in analysis.evaluate_targets(analysis.load_bench(full_bench_dir))}
     startup = next(t for name, t in targets.items() if name.startswith("start-up (JVM"))
     assert startup["passed"] and "7.5 s" in startup["detail"]
     speedup = next(t for name, t in targets.items() if "int8" in name)
@@ -477,7 +477,7 @@ def test_targets_include_startup_and_the_int8_speedup(full_bench_dir):
 
 def test_report_shows_gates_scaling_startup_and_timeline(full_bench_dir, prices, tmp_path):
     out = tmp_path / "latest"
-    report.write_report(report.load_bench(full_bench_dir), prices, out)
+    report.write_report(analysis.load_bench(full_bench_dir), prices, out)
     text = (out / "README.md").read_text()
     assert "## Iteration 07: int8 backbone" in text and "| top1_agreement_confident | 0.9900 | >= 0.97 | pass |" in text
     assert "**Adopted**" in text
@@ -493,7 +493,7 @@ def test_sizes_table_takes_the_newest_bench_of_each_size(full_bench_dir, prices)
     write_record(other / "ceiling-efficientnet_lite0.json", ceiling_record(30.0))
     index = json.loads((full_bench_dir / "bench.json").read_text())
     (other / "bench.json").write_text(json.dumps({**index, "images": 500, "bench_id": "20260102T000000Z"}))
-    rows = {row["images"]: row for row in report.build_summary(report.load_bench(full_bench_dir), prices)["sizes"]}
+    rows = {row["images"]: row for row in analysis.build_summary(analysis.load_bench(full_bench_dir), prices)["sizes"]}
     assert rows[500]["of_ceiling"] == pytest.approx(0.9) and rows[500]["profile"] == "05-e"
     assert rows[200]["profile"] == "07-int8" and rows[200]["of_ceiling"] == pytest.approx(64.0 / 70.0)
 
@@ -502,8 +502,8 @@ def test_an_int8_iteration_whose_gates_failed_is_not_the_best(full_bench_dir, pr
     index = json.loads((full_bench_dir / "bench.json").read_text())
     failed = {**INT8_QUALITY, "adopted": False}
     (full_bench_dir / "bench.json").write_text(json.dumps({**index, "int8": failed}))
-    bench = report.load_bench(full_bench_dir)
-    summary = report.build_summary(bench, prices)
+    bench = analysis.load_bench(full_bench_dir)
+    summary = analysis.build_summary(bench, prices)
     assert summary["best_profile"] == "06-f" and summary["int8"]["adopted"] is False
     assert summary["ceiling_images_per_s"] is None  # no tflite ceiling in this synthetic bench: not int8's
     report.write_report(bench, prices, tmp_path / "latest")

@@ -166,7 +166,7 @@ def test_report_plots_the_progress_series_and_copes_without_one(tmp_path):
     import json
 
     from tests.test_benchmark import PRICES, job_record
-    from tools.benchmark import cost, report
+    from tools.benchmark import analysis, cost, plots, report
     from tools.benchmark.records import write_record
 
     bench = tmp_path / "runs" / "20260101T000000Z"
@@ -185,12 +185,12 @@ def test_report_plots_the_progress_series_and_copes_without_one(tmp_path):
     }))
     (tmp_path / "prices.yaml").write_text(PRICES)
     prices = cost.load_prices(tmp_path / "prices.yaml")
-    assert report.progress_rates(with_series["progress"])[1:] == [(10.0, 30.0), (12.0, 30.0), (14.7, pytest.approx(80 / 2.7))]
+    assert plots.progress_rates(with_series["progress"])[1:] == [(10.0, 30.0), (12.0, 30.0), (14.7, pytest.approx(80 / 2.7))]
 
     out = tmp_path / "latest"
-    report.write_report(report.load_bench(bench), prices, out)
+    report.write_report(analysis.load_bench(bench), prices, out)
     assert (out / "progress.png").stat().st_size > 1000 and "](progress.png)" in (out / "README.md").read_text()
 
     (bench / "02-b.json").unlink()  # no run with a series: no plot, the rest of the report as before
-    report.write_report(report.load_bench(bench), prices, out)
+    report.write_report(analysis.load_bench(bench), prices, out)
     assert not (out / "progress.png").exists() and (out / "stages.png").is_file()

@@ -133,7 +133,7 @@ def test_a_bad_manifest_fails_before_the_output_is_replaced(spark, artifact, ima
 def test_stage_times_merge_extremes_sums_and_timelines():
     from collections import Counter
 
-    from jobs.pipeline import StageTimes
+    from jobs.metrics import StageTimes
 
     merged = StageTimes().addInPlace(
         Counter(images=3, ready_at_min=5.0, end_at_max=9.0, task_timeline=[{"start": 1}]),

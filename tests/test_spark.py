@@ -9,7 +9,8 @@ from pyspark.sql import functions as F
 from jobs.config import load_settings
 from jobs.infer import ModelBundle
 from jobs.manifest import ManifestError, read_manifest, stable_image_id, with_image_ids
-from jobs.pipeline import OUTPUT_SCHEMA, StageTimes, tag_dataframe
+from jobs.metrics import StageTimes
+from jobs.pipeline import OUTPUT_SCHEMA, tag_dataframe
 
 pytestmark = pytest.mark.spark
 

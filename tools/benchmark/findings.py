@@ -72,49 +72,6 @@ def int8_block(quality: dict | None, runs: list[dict]) -> dict | None:
     }
 
 
-def int8_lines(block: dict | None) -> list[str]:
-    if block is None:
-        return []
-    lines = [
-        f"## Iteration 07: int8 backbone ({block['profile']}, version {block['model_version']})",
-        "",
-        f"Quality gates against the float TFLite model on {block['images']} images (seeded product photos and views "
-        "of real photos, plus the original real photos), measured when `make model` built the artifact "
-        "(`reports/int8/quality.json`):",
-        "",
-        "| gate | measured | threshold | result |",
-        "|---|---|---|---|",
-    ]
-    for gate in block["gates"]:
-        below = gate["gate"] == "head_accuracy_drop"
-        lines.append(
-            f"| {gate['gate']} | {gate['value']:.4f} | {'<=' if below else '>='} {gate['threshold']:.2f} | "
-            f"{'pass' if gate['passed'] else '**FAIL**'} |"
-        )
-    head = block.get("head_accuracy")
-    lines += [
-        "",
-        f"Reported, not gated: top-1 agreement on every image {block['top1_agreement']:.1%}; embedding cosine 1st "
-        f"percentile {block['embedding_cosine_p1']:.4f}"
-        + (f"; category head accuracy {head['float']:.2%} on float embeddings, {head['int8']:.2%} on int8 "
-           f"({head['items']} Fashion-MNIST test renders)" if head else "")
-        + ".",
-        "",
-    ]  # fmt: skip
-    speedup = block["steady_speedup_vs_06"]
-    if speedup is not None:
-        verdict = "meets" if speedup >= block["speedup_target"] else "misses"
-        target = block["speedup_target"]
-        lines.append(f"Steady images/s of 07 over 06 in this run: **{speedup:.2f}x** ({verdict} the {target}x target).")
-    lines += [
-        "",
-        "**Adopted**: int8 passes every gate; `conf/emr.yaml` names it." if block["adopted"] else
-        "**Not adopted**: a gate failed, so the float model stays the default (`conf/emr.yaml`); 07 shows what int8 would give.",
-        "",
-    ]  # fmt: skip
-    return lines
-
-
 # --- scaling: 1 core against N -----------------------------------------------------------------
 def scaling_block(runs: list[dict], ceilings: list[dict]) -> dict | None:
     """summary.json's `scaling`: the best profile's steady rate on 1 core and on N, and the ceilings."""
@@ -142,52 +99,7 @@ def scaling_block(runs: list[dict], ceilings: list[dict]) -> dict | None:
     }
 
 
-def scaling_lines(block: dict | None) -> list[str]:
-    if block is None:
-        return []
-    n = block["cores"]
-    c1, cn = block.get("ceiling_1_core"), block.get(f"ceiling_{n}_cores")
-    return [
-        f"## Scaling: 1 core against {n} ({block['profile']})",
-        "",
-        "| cores | steady images/s | per core | ceiling | of ceiling |",
-        "|---|---|---|---|---|",
-        f"| 1 | {block['cores_1_steady_images_per_s']:.1f} | {block['cores_1_steady_images_per_s']:.1f} | "
-        f"{_num(c1)} | {_share(block['cores_1_steady_images_per_s'], c1)} |",
-        f"| {n} | {block[f'cores_{n}_steady_images_per_s']:.1f} | {block[f'cores_{n}_steady_images_per_s'] / n:.1f} | "
-        f"{_num(cn)} | {_share(block[f'cores_{n}_steady_images_per_s'], cn)} |",
-        "",
-        f"{n} cores give **{block['speedup']:.2f}x** the rate of 1: {block['linearity']:.0%} of linear. The cost "
-        f"projection below uses the per-core rate measured with all {n} cores busy, so this shortfall is already in it; "
-        f"beyond {n} cores (an instance's 16 vCPUs) linearity is assumed, not measured.",
-        "",
-    ]
-
-
 # --- start-up ----------------------------------------------------------------------------------
-def startup_lines(run: dict | None) -> list[str]:
-    breakdown = ((run or {}).get("startup") or {}).get("breakdown")
-    if not breakdown:
-        return []
-    total = run["startup_s"]
-    verdict = "meets" if total <= STARTUP_TARGET_S else "misses"
-    lines = [
-        f"### Start-up of {run['name']}: {total:.1f} s to the first ready model ({verdict} the {STARTUP_TARGET_S:.0f} s target)",
-        "",
-        "| segment | seconds | what |",
-        "|---|---|---|",
-    ]
-    for key, what in STARTUP_SEGMENTS.items():
-        lines.append(f"| {key[:-2]} | {_num(breakdown.get(key), '.2f')} | {what} |")
-    lines.append(
-        f"| (then) first_batch | {_num(breakdown.get('first_batch_s'), '.2f')} | the first batch fetched, decoded, "
-        "inferred (steady time) |"
-    )
-    for key, what in OVERLAPPING_SEGMENTS.items():
-        if breakdown.get(key) is not None:
-            lines.append(f"| (overlapping) {key[:-2]} | {breakdown[key]:.2f} | {what} |")
-    lines.append("")
-    return lines
 
 
 # --- task timeline -----------------------------------------------------------------------------
@@ -209,28 +121,6 @@ def timeline_summary(run: dict | None) -> dict | None:
         "tail_idle_s_max": max(idle_tail.values()),
         "worker_ready_spread_s": max(min(t["ready"] for t in ts) for ts in workers.values()) - ready,
     }
-
-
-def plot_timeline(run: dict | None, out: Path, plt) -> list[str]:
-    """timeline.png: one row per Python worker, a bar per task (model ready -> end), labelled with its images."""
-    tasks = (run or {}).get("task_timeline") or []
-    if not tasks:
-        return []
-    workers = sorted({t["worker"] for t in tasks})
-    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.6 * len(workers)))
-    for row, worker in enumerate(workers):
-        for t in (t for t in tasks if t["worker"] == worker):
-            ax.barh(row, t["ready"] - t["start"], left=t["start"], color="tab:grey", height=0.6)
-            ax.barh(row, t["end"] - t["ready"], left=t["ready"], color="tab:blue", height=0.6, edgecolor="white")
-            ax.text((t["ready"] + t["end"]) / 2, row, str(t["images"]), ha="center", va="center", fontsize=7, color="white")
-    ax.set_yticks(range(len(workers)), [f"worker {i + 1}" for i in range(len(workers))])
-    ax.set_xlabel("seconds since the JVM started (grey: task start to model ready; blue: tagging; label: images)")
-    ax.set_title(f"Task timeline of {run['name']}")
-    ax.set_xlim(left=0)
-    fig.tight_layout()
-    fig.savefig(out / "timeline.png", dpi=110)
-    plt.close(fig)
-    return ["timeline.png"]
 
 
 # --- other bench sizes -------------------------------------------------------------------------
@@ -265,30 +155,3 @@ def size_row(index: dict, runs: list[dict], ceilings: list[dict]) -> dict | None
     }
 
 
-def sizes_lines(rows: list[dict], target: float) -> list[str]:
-    if not rows:
-        return []
-    lines = [
-        "## Bench sizes: the best steady run of the newest bench at each IMAGES",
-        "",
-        "| images | bench | best run | steady images/s | ceiling | of ceiling | end-to-end images/s | start-up s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in sorted(rows, key=lambda r: r["images"]):
-        share = r["of_ceiling"]
-        mark = "" if share is None else " (pass)" if share >= target else " (**below target**)"
-        lines.append(
-            f"| {r['images']} | {r['bench_id']} | {r['profile']} | {r['steady_images_per_s']:.1f} | "
-            f"{_num(r['ceiling_images_per_s'])} | {_share(r['steady_images_per_s'], r['ceiling_images_per_s'])}{mark} | "
-            f"{r['images_per_s']:.1f} | {r['startup_s']:.1f} |"
-        )
-    lines += ["", f"Target: steady >= {target:.0%} of the same run's ceiling for the same model and cores.", ""]
-    return lines
-
-
-def _num(value, spec: str = ".1f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _share(value: float, of: float | None) -> str:
-    return "-" if not of else f"{value / of:.0%}"

@@ -18,6 +18,8 @@ import json
 import numbers
 from pathlib import Path
 
+from jobs.metrics import STARTUP_KEYS
+
 RECORD_VERSION = 1
 
 KIND_JOB = "job"  # the project's Spark job, one per profile
@@ -48,7 +50,7 @@ JOB_KEYS = (
     "tasks",
     "model_builds",
 )
-STARTUP_KEYS = ("jvm_to_driver_s", "session_s", "first_model_ready_s", "model_load_s_max")
+# Required of every record (jobs.metrics defines them; records from before load_wait_s and task_s still read).
 STAGE_KEYS = ("read_manifest_s", "fetch_s", "decode_s", "infer_s", "write_s", "spark_io_s", "model_load_s")
 RUNNER_KEYS = (
     "record_version",

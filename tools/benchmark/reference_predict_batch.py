@@ -45,7 +45,8 @@ REFERENCE_DEFAULTS = {"spark.sql.execution.arrow.maxRecordsPerBatch": "512"}
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402  (module level: pandas_udf resolves the pd.Series hints here)
 
-from jobs.pipeline import StageTimes as Timings  # noqa: E402  (the same timing sink as the job)
+from jobs import metrics as M  # noqa: E402  (the job's metrics contract)
+from jobs.metrics import StageTimes, jvm_started_at, run_record  # noqa: E402
 
 
 def build_udfs(model_path: str, class_names, *, image_size: int, resize_shorter: int, batch_size: int, top_k: int, timings):
@@ -78,7 +79,7 @@ def build_udfs(model_path: str, class_names, *, image_size: int, resize_shorter:
             out.append(np.asarray(img, dtype=np.float32).reshape(-1))
             fetch_s += fetched - started
             decode_s += time.perf_counter() - fetched
-        timings.add(Counter(fetch_s=fetch_s, decode_s=decode_s, images=len(urls)))
+        timings.add(Counter({M.FETCH_S: fetch_s, M.DECODE_S: decode_s, M.IMAGES: len(urls)}))
         return pd.Series(out)
 
     def make_predict_fn():
@@ -88,12 +89,12 @@ def build_udfs(model_path: str, class_names, *, image_size: int, resize_shorter:
 
         model = keras.saving.load_model(model_path, compile=False)
         load_s = time.perf_counter() - started
-        timings.add(Counter(model_load_s=load_s, model_load_s_max=load_s, model_builds=1, ready_at_min=time.time()))
+        timings.add(Counter({M.MODEL_LOAD_S: load_s, M.MODEL_LOAD_S_MAX: load_s, M.MODEL_BUILDS: 1, M.READY_AT: time.time()}))
 
         def predict(inputs: np.ndarray) -> np.ndarray:
             started = time.perf_counter()
             probabilities = model.predict(inputs, verbose=0)["probabilities"]
-            timings.add(Counter(infer_s=time.perf_counter() - started))
+            timings.add(Counter({M.INFER_S: time.perf_counter() - started}))
             return probabilities
 
         return predict
@@ -114,7 +115,7 @@ def build_udfs(model_path: str, class_names, *, image_size: int, resize_shorter:
         for row in probabilities:
             best = np.argsort(-np.asarray(row))[:top_k]
             out.append([{"label": names[i], "score": float(row[i])} for i in best])
-        timings.add(Counter(end_at_max=time.time()))
+        timings.add(Counter({M.END_AT: time.time()}))
         return pd.Series(out)
 
     return load_image, classify, top_labels
@@ -141,10 +142,9 @@ def run(args: argparse.Namespace) -> dict:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     session_s = time.perf_counter() - session_started
-    jvm = spark.sparkContext._jvm
-    jvm_started = jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getStartTime() / 1000.0
+    jvm_started = jvm_started_at(spark)
     try:
-        timings = spark.sparkContext.accumulator(Counter(), Timings())
+        timings = spark.sparkContext.accumulator(Counter(), StageTimes())
         started = time.perf_counter()
         df = spark.read.csv(args.manifest, header=True).select("image_id", "url")
         read_manifest_s = time.perf_counter() - started
@@ -180,12 +180,19 @@ def run(args: argparse.Namespace) -> dict:
         times = dict(timings.value)
     finally:
         spark.stop()
-    ready = times.get("ready_at_min", ended)
-    steady_s = max(times.get("end_at_max", ended) - ready, 1e-9)
-    wall_s = ended - jvm_started
+    timing = run_record(
+        times, jvm_started=jvm_started, main_started=main_started, session_s=session_s, rows_in=rows_in, ended=ended,
+        driver_stages={
+            "read_manifest_s": read_manifest_s,
+            "write_s": None,  # lazy: the write is the action that runs everything
+            "spark_io_s": None,  # not separable inside predict_batch_udf
+            "load_wait_s": None,  # no overlap of loading and inference to wait on
+            "task_s": None,
+            "tag_and_write_s": tag_and_write_s,
+        },
+    )  # fmt: skip
     return {
         "run_id": uuid.uuid4().hex[:12],
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(jvm_started)),
         "profile": args.profile,
         "settings": {
             **settings.as_dict(),
@@ -199,30 +206,8 @@ def run(args: argparse.Namespace) -> dict:
         "ok": ok,
         "error": rows_in - ok,
         "skipped": 0,
-        "wall_s": wall_s,
-        "driver_wall_s": ended - main_started,
-        "startup": {
-            "jvm_to_driver_s": main_started - jvm_started,
-            "session_s": session_s,
-            "first_model_ready_s": ready - jvm_started,
-            "model_load_s_max": times.get("model_load_s_max"),
-        },
-        "startup_s": ready - jvm_started,
-        "steady_s": steady_s,
-        "images_per_s": rows_in / wall_s,
-        "steady_images_per_s": times.get("images", 0) / steady_s,
-        "stages": {
-            "read_manifest_s": read_manifest_s,
-            "fetch_s": times.get("fetch_s"),
-            "decode_s": times.get("decode_s"),
-            "infer_s": times.get("infer_s"),
-            "write_s": None,  # lazy: the write is the action that runs everything
-            "spark_io_s": None,  # not separable inside predict_batch_udf
-            "model_load_s": times.get("model_load_s"),
-            "tag_and_write_s": tag_and_write_s,
-        },
+        **timing,
         "tasks": partitions,
-        "model_builds": int(times.get("model_builds", 0)),
     }
 
 

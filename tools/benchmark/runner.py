@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
 
     index.update(ended_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), bench_s=time.time() - started)
     (bench.runs_dir / "bench.json").write_text(json.dumps(index, indent=2) + "\n")
-    from tools.benchmark.report import print_targets
+    from tools.benchmark.analysis import print_targets
 
     print_targets(bench.runs_dir)
     print(f"[bench] records in {bench.runs_dir}; `make report` writes reports/latest/", flush=True)
