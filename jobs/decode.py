@@ -15,6 +15,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from jobs.config import DecodeSettings
+
 # We enforce our own pixel limit with a clear message; Pillow's global one would warn.
 Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -113,3 +115,11 @@ def prepare(data: bytes, *, max_pixels: int, resize_shorter: int, image_size: in
     """Bytes -> model input: decode (with JPEG draft at the resize target) then resize+crop."""
     img = decode_image(data, max_pixels=max_pixels, min_size=resize_shorter if draft else 0)
     return resize_and_crop(img, resize_shorter=resize_shorter, image_size=image_size)
+
+
+def prepare_with(data: bytes, decode: DecodeSettings) -> np.ndarray:
+    """prepare() with a profile's decode settings: the one place that spells them out."""
+    return prepare(
+        data, max_pixels=decode.max_pixels, resize_shorter=decode.resize_shorter, image_size=decode.image_size,
+        draft=decode.draft,
+    )  # fmt: skip

@@ -20,7 +20,7 @@ import pandas as pd
 
 from jobs import metrics as M
 from jobs.config import Settings
-from jobs.decode import DecodeError, prepare
+from jobs.decode import DecodeError, prepare_with
 from jobs.fetch import FetchError, fetch
 from jobs.infer import Head, Prediction, Tagger, heads_on_stored
 
@@ -55,13 +55,7 @@ def load_image(url: str, settings: Settings) -> Loaded:
         return Loaded(None, f"fetch: unexpected {type(exc).__name__}: {exc}", time.perf_counter() - started, 0.0)
     fetched = time.perf_counter()
     try:
-        image = prepare(
-            data,
-            max_pixels=settings.decode.max_pixels,
-            resize_shorter=settings.decode.resize_shorter,
-            image_size=settings.decode.image_size,
-            draft=settings.decode.draft,
-        )
+        image = prepare_with(data, settings.decode)
         error = None
     except DecodeError as exc:
         image, error = None, f"decode: {exc}"

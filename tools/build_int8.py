@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from jobs.config import DecodeSettings
-from jobs.decode import prepare
+from jobs.decode import prepare_with
 from model import quantise
 from model.artifact import ModelArtifact, load_artifact, save_tflite_artifact
 from model.runtime import build_model_runner
@@ -62,13 +62,9 @@ def prepared_images(count: int, seed: int, photo_share: float) -> tuple[np.ndarr
 
 
 def prepare_jpeg(img: Image.Image) -> np.ndarray:
-    decode = DecodeSettings()
     buffer = io.BytesIO()
     img.convert("RGB").save(buffer, "JPEG", quality=JPEG_QUALITY)
-    return prepare(
-        buffer.getvalue(), max_pixels=decode.max_pixels, resize_shorter=decode.resize_shorter,
-        image_size=decode.image_size, draft=decode.draft,
-    )  # fmt: skip
+    return prepare_with(buffer.getvalue(), DecodeSettings())
 
 
 def run_model(artifact, images: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:

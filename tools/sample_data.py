@@ -61,12 +61,30 @@ def sample_images(count: int, rng: np.random.Generator, photo_share: float) -> I
             yield product_photo(items[k], rng), f"fashion:{FASHION_CLASSES[labels[k]]}"
 
 
+def cached_manifest(out: Path, stamp: dict, stamp_name: str = "dataset.json") -> Path | None:
+    """out/manifest.csv when out holds a data set made with these arguments (its stamp file says so)."""
+    manifest, stamp_file = out / "manifest.csv", out / stamp_name
+    if manifest.exists() and stamp_file.exists() and json.loads(stamp_file.read_text()).get("stamp") == stamp:
+        return manifest
+    return None
+
+
+def write_manifest(out: Path, header: list[str], rows: list[tuple], stamp: dict, stamp_name: str = "dataset.json",
+                   **facts) -> Path:
+    """manifest.csv, then the stamp file ({"stamp": the arguments, **facts}) that marks the data set complete."""
+    manifest = out / "manifest.csv"
+    with manifest.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    (out / stamp_name).write_text(json.dumps({"stamp": stamp, **facts}, indent=2) + "\n")
+    return manifest
+
+
 def make_dataset(out: Path, images: int, *, seed: int = 7, photo_share: float = 0.1) -> Path:
     """Write `images` JPEGs and manifest.csv (url, image_id, source) under out; cached."""
     stamp = {"images": images, "seed": seed, "photo_share": photo_share, "version": 1}
-    manifest = out / "manifest.csv"
-    stamp_file = out / "dataset.json"
-    if manifest.exists() and stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp:
+    if manifest := cached_manifest(out, stamp):
         return manifest
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -75,12 +93,7 @@ def make_dataset(out: Path, images: int, *, seed: int = 7, photo_share: float = 
         path = out / f"img_{i:06d}.jpg"
         img.save(path, "JPEG", quality=int(rng.integers(85, 96)))
         rows.append((path.resolve().as_uri(), f"img-{i:06d}", source))
-    with manifest.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["url", "image_id", "source"])
-        writer.writerows(rows)
-    stamp_file.write_text(json.dumps(stamp))
-    return manifest
+    return write_manifest(out, ["url", "image_id", "source"], rows, stamp)
 
 
 def make_labelled_dataset(
@@ -97,9 +110,7 @@ def make_labelled_dataset(
     if unknown or len(set(classes)) != len(classes):
         raise ValueError(f"classes must be distinct Fashion-MNIST classes ({', '.join(FASHION_CLASSES)}); got {classes}")
     stamp = {"images": images, "seed": seed, "classes": classes, "version": 1}
-    manifest = out / "manifest.csv"
-    stamp_file = out / "labelled.json"
-    if manifest.exists() and stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp:
+    if manifest := cached_manifest(out, stamp, "labelled.json"):
         return manifest
     items, labels = fashion_mnist("t10k")
     rng = np.random.default_rng([seed, 3])
@@ -117,12 +128,7 @@ def make_labelled_dataset(
         path = out / "images" / f"item_{n:06d}.jpg"
         product_photo(items[index], rng).save(path, "JPEG", quality=int(rng.integers(85, 96)))
         rows.append((path.resolve().as_uri(), name))
-    with manifest.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["url", "label"])
-        writer.writerows(rows)
-    stamp_file.write_text(json.dumps(stamp))
-    return manifest
+    return write_manifest(out, ["url", "label"], rows, stamp, "labelled.json")
 
 
 def local_demo_manifest(out: Path, generated: int, *, seed: int = 7) -> Path:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs.config import Settings, load_settings
-from jobs.decode import prepare
+from jobs.decode import prepare_with
 from jobs.fetch import fetch
 from tools.benchmark.records import KIND_CEILING, RECORD_VERSION, write_record
 
@@ -48,13 +48,7 @@ def read_urls(manifest: Path) -> list[str]:
 
 def load_one(url: str, settings: Settings) -> np.ndarray:
     """The job's fetch + decode + preprocess of one image."""
-    data = fetch(url, settings.fetch).data
-    return prepare(
-        data,
-        max_pixels=settings.decode.max_pixels,
-        resize_shorter=settings.decode.resize_shorter,
-        image_size=settings.decode.image_size,
-    )
+    return prepare_with(fetch(url, settings.fetch).data, settings.decode)  # draft included, as the job decodes
 
 
 def pin_to_cores(cores: int, offset: int = 0) -> list[int]:

@@ -11,7 +11,6 @@ target size, as on a shop's catalogue (the plain sample data spreads from ~25 to
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tools.sample_data import sample_images
+from tools.sample_data import cached_manifest, sample_images, write_manifest
 
 MIN_BYTES = 50_000
 MAX_BYTES = 200_000
@@ -69,9 +68,7 @@ def make_bench_dataset(out: Path, images: int, *, seed: int = 20240, photo_share
     The same arguments give the same files; a second call with them returns at once.
     """
     stamp = {"images": images, "seed": seed, "photo_share": photo_share, "version": DATASET_VERSION}
-    manifest = out / "manifest.csv"
-    stamp_file = out / "dataset.json"
-    if manifest.exists() and stamp_file.exists() and json.loads(stamp_file.read_text())["stamp"] == stamp:
+    if manifest := cached_manifest(out, stamp):
         return manifest
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -83,22 +80,16 @@ def make_bench_dataset(out: Path, images: int, *, seed: int = 20240, photo_share
         path = out / f"img_{i:06d}.jpg"
         path.write_bytes(data)
         rows.append((path.resolve().as_uri(), f"bench-{i:06d}", source, len(data), *img.size))
-    with manifest.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["url", "image_id", "source", "bytes", "width", "height"])
-        writer.writerows(rows)
     sizes = np.array([r[3] for r in rows])
-    stats = {
-        "stamp": stamp,
-        "files": images,
-        "bytes_min": int(sizes.min()) if images else 0,
-        "bytes_median": int(np.median(sizes)) if images else 0,
-        "bytes_max": int(sizes.max()) if images else 0,
-        "in_range_share": float(np.mean((sizes >= MIN_BYTES) & (sizes <= MAX_BYTES))) if images else 1.0,
-        "photo_share": float(np.mean([r[2].startswith("photo:") for r in rows])) if images else 0.0,
-    }
-    stamp_file.write_text(json.dumps(stats, indent=2) + "\n")
-    return manifest
+    return write_manifest(
+        out, ["url", "image_id", "source", "bytes", "width", "height"], rows, stamp,
+        files=images,
+        bytes_min=int(sizes.min()) if images else 0,
+        bytes_median=int(np.median(sizes)) if images else 0,
+        bytes_max=int(sizes.max()) if images else 0,
+        in_range_share=float(np.mean((sizes >= MIN_BYTES) & (sizes <= MAX_BYTES))) if images else 1.0,
+        photo_share=float(np.mean([r[2].startswith("photo:") for r in rows])) if images else 0.0,
+    )  # fmt: skip
 
 
 def dataset_stats(manifest: Path) -> dict:
