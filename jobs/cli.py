@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from jobs.config import ConfigError, load_settings
@@ -95,11 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from jobs.run import AccountingError
 
+    bad_input = dict.fromkeys((ConfigError, ManifestError, ArtifactError), EXIT_BAD_INPUT)
+    return exit_status(lambda: run(args), {**bad_input, AccountingError: EXIT_ACCOUNTING})
+
+
+def exit_status(command: Callable[[], int], statuses: dict[type[Exception], int | Callable[[Exception], int]]) -> int:
+    """command()'s status; an error of a listed type prints `error: ...` on stderr and gives its status
+    (a number, or a function of the error)."""
     try:
-        return run(args)
-    except (ConfigError, ManifestError, ArtifactError) as exc:
+        return command()
+    except tuple(statuses) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except AccountingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ACCOUNTING
+        status = next(s for kind, s in statuses.items() if isinstance(exc, kind))
+        return status(exc) if callable(status) else status

@@ -51,6 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from jobs.cli import EXIT_BAD_INPUT, exit_status
 from jobs.config import IMAGE_EXTENSIONS, RESERVED_COLUMNS, ConfigError, load_settings
 from jobs.manifest import stable_image_id
 from jobs.spark_args import spark_submit_args
@@ -59,7 +60,6 @@ from tools.head_training import MIN_EXAMPLES_PER_CLASS, LabelError, check_classe
 
 log = logging.getLogger(__name__)
 EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
 JOB_SCRIPT = Path(__file__).resolve().parents[1] / "jobs" / "tag_images.py"
 IMAGE_SUFFIXES = tuple(IMAGE_EXTENSIONS)
 OOD_PREFIX = "_ood_:"
@@ -478,14 +478,12 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        return run(args)
-    except (LabelError, ConfigError, ArtifactError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except JobFailed as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    def failed(exc: JobFailed) -> int:  # the job's own bad-input status passes through
         return EXIT_BAD_INPUT if exc.exit_code == EXIT_BAD_INPUT else EXIT_FAILED
+
+    return exit_status(
+        lambda: run(args), {**dict.fromkeys((LabelError, ConfigError, ArtifactError), EXIT_BAD_INPUT), JobFailed: failed}
+    )
 
 
 if __name__ == "__main__":

@@ -277,46 +277,39 @@ def submit_step(client: Any, cluster_id: str, step: dict[str, Any]) -> str:
     return response["StepIds"][0]
 
 
-def poll_until(
-    probe: Callable[[], T],
-    done: Callable[[T, float], bool],
-    *,
-    poll_s: float,
-    timeout_s: float,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> tuple[T, bool]:
+@dataclass(frozen=True)
+class Poll:
+    """How to wait: every ``poll_s`` seconds for at most ``timeout_s``; clock, sleep and echo swap out in tests."""
+
+    poll_s: float
+    timeout_s: float
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    echo: Callable[[str], None] = print
+
+
+def poll_until(probe: Callable[[], T], done: Callable[[T, float], bool], poll: Poll) -> tuple[T, bool]:
     """Call ``probe()`` every ``poll_s`` seconds until ``done(result, seconds elapsed)`` is true.
 
     Returns the last result and whether it was done: ``(result, False)`` once
     ``timeout_s`` seconds have passed. Never sleeps past the deadline; ``done``
     is where a caller reports progress.
     """
-    if poll_s <= 0 or timeout_s <= 0:
+    if poll.poll_s <= 0 or poll.timeout_s <= 0:
         raise ValueError("poll_s and timeout_s must be positive")
-    start = clock()
+    start = poll.clock()
     while True:
         result = probe()
-        elapsed = clock() - start
+        elapsed = poll.clock() - start
         if done(result, elapsed):
             return result, True
-        remaining = timeout_s - elapsed
+        remaining = poll.timeout_s - elapsed
         if remaining <= 0:
             return result, False
-        sleep(min(poll_s, remaining))
+        poll.sleep(min(poll.poll_s, remaining))
 
 
-def wait_for_step(
-    client: Any,
-    cluster_id: str,
-    step_id: str,
-    *,
-    poll_s: float,
-    timeout_s: float,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-    echo: Callable[[str], None] = print,
-) -> dict[str, Any]:
+def wait_for_step(client: Any, cluster_id: str, step_id: str, poll: Poll) -> dict[str, Any]:
     """Poll the step every ``poll_s`` seconds until it ends; print its state each time.
 
     Returns the step description once it is COMPLETED, CANCELLED, FAILED or
@@ -325,34 +318,16 @@ def wait_for_step(
 
     def ended(step: dict[str, Any], elapsed: float) -> bool:
         state = step["Status"]["State"]
-        echo(f"[{elapsed:6.0f}s] step {step_id} {state}")
+        poll.echo(f"[{elapsed:6.0f}s] step {step_id} {state}")
         return state == STEP_OK or state in STEP_FAILED
 
-    step, done = poll_until(
-        lambda: client.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"],
-        ended,
-        poll_s=poll_s,
-        timeout_s=timeout_s,
-        clock=clock,
-        sleep=sleep,
-    )
+    step, done = poll_until(lambda: client.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"], ended, poll)
     if not done:
-        raise WaitTimeout(f"step {step_id} still {step['Status']['State']} after {timeout_s:.0f}s")
+        raise WaitTimeout(f"step {step_id} still {step['Status']['State']} after {poll.timeout_s:.0f}s")
     return step
 
 
-def ensure_task_capacity(
-    client: Any,
-    cluster_id: str,
-    spot_group_id: str,
-    on_demand_group_id: str,
-    *,
-    poll_s: float,
-    timeout_s: float,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-    echo: Callable[[str], None] = print,
-) -> int:
+def ensure_task_capacity(client: Any, cluster_id: str, spot_group_id: str, on_demand_group_id: str, poll: Poll) -> int:
     """Wait for the spot task group; cover spot nodes that did not arrive with on-demand ones.
 
     EMR instance groups cannot change market, so the fallback is a second,
@@ -369,10 +344,10 @@ def ensure_task_capacity(
     def spot_delivered(groups: dict[str, dict[str, Any]], elapsed: float) -> bool:
         spot = groups[spot_group_id]
         wanted, running = spot["RequestedInstanceCount"], spot["RunningInstanceCount"]
-        echo(f"[{elapsed:6.0f}s] spot task group {spot_group_id}: {running}/{wanted} running")
+        poll.echo(f"[{elapsed:6.0f}s] spot task group {spot_group_id}: {running}/{wanted} running")
         return running >= wanted
 
-    groups, delivered = poll_until(task_groups, spot_delivered, poll_s=poll_s, timeout_s=timeout_s, clock=clock, sleep=sleep)
+    groups, delivered = poll_until(task_groups, spot_delivered, poll)
     if delivered:
         return 0
     spot = groups[spot_group_id]
@@ -380,7 +355,7 @@ def ensure_task_capacity(
     on_demand = groups[on_demand_group_id]
     target = max(on_demand["RequestedInstanceCount"], shortfall)
     if target > on_demand["RequestedInstanceCount"]:
-        echo(f"spot short by {shortfall}: resizing on-demand task group {on_demand_group_id} to {target}")
+        poll.echo(f"spot short by {shortfall}: resizing on-demand task group {on_demand_group_id} to {target}")
         client.modify_instance_groups(
             ClusterId=cluster_id,
             InstanceGroups=[{"InstanceGroupId": on_demand_group_id, "InstanceCount": target}],
@@ -554,7 +529,7 @@ def _facts(args: argparse.Namespace) -> ClusterFacts:
 
 def _wait(client: Any, facts: ClusterFacts, step_id: str, args: argparse.Namespace) -> int:
     try:
-        step = wait_for_step(client, facts.cluster_id, step_id, poll_s=args.poll, timeout_s=args.timeout)
+        step = wait_for_step(client, facts.cluster_id, step_id, Poll(args.poll, args.timeout))
     except WaitTimeout as exc:
         log.error("%s; it keeps running: `emr_ctl.py wait --step-id %s` resumes waiting", exc, step_id)
         return EXIT_TIMEOUT
@@ -606,8 +581,7 @@ def _fallback(args: argparse.Namespace) -> int:
         facts.cluster_id,
         facts.spot_group_id,
         facts.on_demand_group_id,
-        poll_s=args.poll,
-        timeout_s=args.timeout,
+        Poll(args.poll, args.timeout),
     )
     print(f"on-demand task nodes requested: {requested}")
     return 0

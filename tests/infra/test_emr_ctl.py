@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ UPLOADED = {
     HEAD: "s3://art-bkt/models/product_category_tflite",
 }
 PROFILE = {"model": {"uri": BACKBONE, "top_k": 5, "heads": [{"name": "category", "uri": HEAD}]}}
+# The step PROFILE gives on FACTS' cluster, as make submit must add it.
+expected_emr_args = functools.partial(
+    expected_step_args, profile="emr", backbone=UPLOADED[BACKBONE], heads=[("category", UPLOADED[HEAD])]
+)
 FACTS = emr_ctl.ClusterFacts(
     cluster_id="j-TEST",
     region="eu-west-1",
@@ -90,14 +95,7 @@ def test_emr_step_args_run_the_installed_job_with_every_model_uploaded() -> None
         profile_data=PROFILE,
         overrides=["inference.batch_size=32"],
     )
-    assert args == expected_step_args(
-        manifest="s3://d/m.csv",
-        output="s3://d/out/",
-        profile="emr",
-        backbone=UPLOADED[BACKBONE],
-        heads=[("category", UPLOADED[HEAD])],
-        overrides=["inference.batch_size=32"],
-    )
+    assert args == expected_emr_args(manifest="s3://d/m.csv", output="s3://d/out/", overrides=["inference.batch_size=32"])
 
 
 def test_step_args_add_to_the_output_unless_replace() -> None:
@@ -111,14 +109,7 @@ def test_step_args_add_to_the_output_unless_replace() -> None:
     parsed = parse_args(adding[adding.index("/opt/image-tagger/jobs/tag_images.py") + 1 :])
     assert parsed.incremental and parsed.output == "o"
     replacing = emr_ctl.emr_step_args(FACTS, **common, incremental=False)
-    assert replacing == expected_step_args(
-        manifest="m",
-        output="o",
-        profile="emr",
-        backbone=UPLOADED[BACKBONE],
-        heads=[("category", UPLOADED[HEAD])],
-        incremental=False,
-    )
+    assert replacing == expected_emr_args(manifest="m", output="o", incremental=False)
     assert not parse_args(replacing[replacing.index("/opt/image-tagger/jobs/tag_images.py") + 1 :]).incremental
 
 
@@ -241,19 +232,17 @@ def test_poll_until_stops_when_done_or_at_the_deadline() -> None:
         seen.append((value, elapsed))
         return value == 3
 
-    assert emr_ctl.poll_until(lambda: next(answers), done, poll_s=5, timeout_s=60, clock=clock, sleep=clock.sleep) == (3, True)
+    assert emr_ctl.poll_until(lambda: next(answers), done, emr_ctl.Poll(5, 60, clock, clock.sleep)) == (3, True)
     assert seen == [(1, 0), (2, 5), (3, 10)] and clock.sleeps == [5, 5]
     clock = FakeClock()
-    result = emr_ctl.poll_until(lambda: "x", lambda *_: False, poll_s=4, timeout_s=10, clock=clock, sleep=clock.sleep)
+    result = emr_ctl.poll_until(lambda: "x", lambda *_: False, emr_ctl.Poll(4, 10, clock, clock.sleep))
     assert result == ("x", False) and clock.sleeps == [4, 4, 2]
 
 
 def test_wait_for_step_polls_with_sleep_until_completed() -> None:
     clock, lines = FakeClock(), []
     client = FakeEmr(step_states=["PENDING", "RUNNING", "RUNNING", "COMPLETED"])
-    step = emr_ctl.wait_for_step(
-        client, "j-TEST", "s-1", poll_s=10, timeout_s=100, clock=clock, sleep=clock.sleep, echo=lines.append
-    )
+    step = emr_ctl.wait_for_step(client, "j-TEST", "s-1", emr_ctl.Poll(10, 100, clock, clock.sleep, lines.append))
     assert step["Status"]["State"] == "COMPLETED"
     assert clock.sleeps == [10, 10, 10]
     assert [line.split()[-1] for line in lines] == ["PENDING", "RUNNING", "RUNNING", "COMPLETED"]
@@ -261,40 +250,34 @@ def test_wait_for_step_polls_with_sleep_until_completed() -> None:
 
 def test_wait_for_step_returns_failed_step() -> None:
     clock = FakeClock()
-    step = emr_ctl.wait_for_step(
-        FakeEmr(["RUNNING", "FAILED"]), "j", "s", poll_s=1, timeout_s=10, clock=clock, sleep=clock.sleep, echo=print
-    )
+    step = emr_ctl.wait_for_step(FakeEmr(["RUNNING", "FAILED"]), "j", "s", emr_ctl.Poll(1, 10, clock, clock.sleep))
     assert step["Status"]["State"] == "FAILED"
 
 
 def test_wait_for_step_times_out_without_oversleeping() -> None:
     clock = FakeClock()
     with pytest.raises(emr_ctl.WaitTimeout, match="still RUNNING after 25s"):
-        emr_ctl.wait_for_step(
-            FakeEmr(["RUNNING"]), "j", "s", poll_s=10, timeout_s=25, clock=clock, sleep=clock.sleep, echo=lambda _: None
-        )
+        emr_ctl.wait_for_step(FakeEmr(["RUNNING"]), "j", "s", emr_ctl.Poll(10, 25, clock, clock.sleep, lambda _: None))
     assert clock.sleeps == [10, 10, 5]
 
 
 @pytest.mark.parametrize("poll_s,timeout_s", [(0, 10), (1, 0)])
 def test_wait_for_step_rejects_busy_loops(poll_s: float, timeout_s: float) -> None:
     with pytest.raises(ValueError):
-        emr_ctl.wait_for_step(FakeEmr(["RUNNING"]), "j", "s", poll_s=poll_s, timeout_s=timeout_s)
+        emr_ctl.wait_for_step(FakeEmr(["RUNNING"]), "j", "s", emr_ctl.Poll(poll_s, timeout_s))
 
 
 def test_fallback_does_nothing_when_spot_arrives() -> None:
     clock, client = FakeClock(), FakeEmr(spot_running=[1, 3, 4])
-    requested = emr_ctl.ensure_task_capacity(
-        client, "j", "ig-SPOT", "ig-OD", poll_s=30, timeout_s=300, clock=clock, sleep=clock.sleep, echo=lambda _: None
-    )
+    quiet = emr_ctl.Poll(30, 300, clock, clock.sleep, lambda _: None)
+    requested = emr_ctl.ensure_task_capacity(client, "j", "ig-SPOT", "ig-OD", quiet)
     assert requested == 0 and client.modified == [] and clock.sleeps == [30, 30]
 
 
 def test_fallback_requests_on_demand_for_missing_spot_nodes() -> None:
     clock, client = FakeClock(), FakeEmr(spot_running=[1])
-    requested = emr_ctl.ensure_task_capacity(
-        client, "j", "ig-SPOT", "ig-OD", poll_s=30, timeout_s=60, clock=clock, sleep=clock.sleep, echo=lambda _: None
-    )
+    quiet = emr_ctl.Poll(30, 60, clock, clock.sleep, lambda _: None)
+    requested = emr_ctl.ensure_task_capacity(client, "j", "ig-SPOT", "ig-OD", quiet)
     assert requested == 3
     assert client.modified == [{"InstanceGroupId": "ig-OD", "InstanceCount": 3}]
 

@@ -9,6 +9,7 @@ that conf/emr.yaml names (make model builds them).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -233,14 +234,10 @@ def test_deploy_submit_destroy_cluster_redeploy_destroy_all(aws_env: dict[str, s
     (step,) = emr.list_steps(ClusterId=cluster_id)["Steps"]
     assert step["ActionOnFailure"] == "CONTINUE"
     assert step["Config"]["Jar"] == "command-runner.jar"
-    assert step["Config"]["Args"] == expected_step_args(
-        manifest=manifest,
-        output=location,
-        profile="emr",
-        backbone=model_uris[profile["model"]["uri"]],
-        heads=heads,
-        overrides=["fetch.threads=4"],
+    expected = functools.partial(
+        expected_step_args, manifest=manifest, profile="emr", backbone=model_uris[profile["model"]["uri"]], heads=heads
     )
+    assert step["Config"]["Args"] == expected(output=location, overrides=["fetch.threads=4"])
 
     # Waiting polls, prints the state and gives up after the overall timeout
     # (the emulator never finishes a step).
@@ -255,14 +252,7 @@ def test_deploy_submit_destroy_cluster_redeploy_destroy_all(aws_env: dict[str, s
     steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
     assert len(steps) == 2
     (replacing,) = [s for s in steps if s["Id"] != step["Id"]]
-    assert replacing["Config"]["Args"] == expected_step_args(
-        manifest=manifest,
-        output=output,
-        profile="emr",
-        backbone=model_uris[profile["model"]["uri"]],
-        heads=heads,
-        incremental=False,
-    )
+    assert replacing["Config"]["Args"] == expected(output=output, incremental=False)
 
     # destroy-cluster removes the compute and the artifacts bucket, keeps the data and logs buckets.
     s3.put_object(Bucket=buckets["data"], Key="outputs/ci/part-0.parquet", Body=b"results")

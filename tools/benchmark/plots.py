@@ -9,6 +9,14 @@ from tools.benchmark.analysis import STAGES, STEADY_TARGET, pick
 from tools.benchmark.records import KIND_REFERENCE
 
 
+def save(fig, plt, path: Path) -> str:
+    """Write one figure as a PNG and free it; returns its file name."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
 def make_plots(bench: dict, summary: dict, out: Path) -> list[str]:
     """The PNGs; returns their file names."""
     import matplotlib
@@ -43,10 +51,7 @@ def make_plots(bench: dict, summary: dict, out: Path) -> list[str]:
     ax.set_ylabel("images/s")
     ax.set_title(f"Throughput, Spark {bench['index']['master']}, {bench['index']['images']} images")
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(out / "throughput.png", dpi=110)
-    plt.close(fig)
-    files.append("throughput.png")
+    files.append(save(fig, plt, out / "throughput.png"))
 
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(runs)), 4))
     speed = [summary["profiles"][n]["speedup_vs_baseline"] or 0 for n in names]
@@ -61,10 +66,7 @@ def make_plots(bench: dict, summary: dict, out: Path) -> list[str]:
     ax.set_ylabel(f"speed-up over {summary['baseline_profile']}")
     ax.set_title("Speed-up over the baseline")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "speedup.png", dpi=110)
-    plt.close(fig)
-    files.append("speedup.png")
+    files.append(save(fig, plt, out / "speedup.png"))
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(10, 2.4 * len(runs)), 4.8))
     bottom = [0.0] * len(runs)
@@ -94,10 +96,7 @@ def make_plots(bench: dict, summary: dict, out: Path) -> list[str]:
     ax2.set_title("Where the wall time goes")
     ax2.set_ylim(top=max(r["wall_s"] for r in runs) * 1.3)
     ax2.legend(fontsize=7, ncol=2, loc="upper center")
-    fig.tight_layout()
-    fig.savefig(out / "stages.png", dpi=110)
-    plt.close(fig)
-    files.append("stages.png")
+    files.append(save(fig, plt, out / "stages.png"))
 
     rows = [p for p in summary["projection_300m_24h"] if p["available"]]
     if rows:
@@ -115,10 +114,7 @@ def make_plots(bench: dict, summary: dict, out: Path) -> list[str]:
         ax.set_ylabel("USD per 1M images (EC2 + EMR)")
         ax.set_title(f"Cost per million images, {summary['best_profile']}'s steady per-core rate")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "cost.png", dpi=110)
-        plt.close(fig)
-        files.append("cost.png")
+        files.append(save(fig, plt, out / "cost.png"))
     files += plot_progress(runs, out, plt)
     files += plot_timeline(pick(bench)["best"], out, plt)
     return files
@@ -156,10 +152,7 @@ def plot_progress(runs: list[dict], out: Path, plt) -> list[str]:
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(out / "progress.png", dpi=110)
-    plt.close(fig)
-    return ["progress.png"]
+    return [save(fig, plt, out / "progress.png")]
 
 
 def plot_timeline(run: dict | None, out: Path, plt) -> list[str]:
@@ -178,8 +171,5 @@ def plot_timeline(run: dict | None, out: Path, plt) -> list[str]:
     ax.set_xlabel("seconds since the JVM started (grey: task start to model ready; blue: tagging; label: images)")
     ax.set_title(f"Task timeline of {run['name']}")
     ax.set_xlim(left=0)
-    fig.tight_layout()
-    fig.savefig(out / "timeline.png", dpi=110)
-    plt.close(fig)
-    return ["timeline.png"]
+    return [save(fig, plt, out / "timeline.png")]
 
