@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -86,14 +88,39 @@ def make_dataset(out: Path, images: int, *, seed: int = 7, photo_share: float = 
     stamp = {"images": images, "seed": seed, "photo_share": photo_share, "version": 1}
     if manifest := cached_manifest(out, stamp):
         return manifest
+
+    def encode(img: Image.Image, rng: np.random.Generator) -> bytes:
+        buffer = io.BytesIO()
+        img.save(buffer, "JPEG", quality=int(rng.integers(85, 96)))
+        return buffer.getvalue()
+
+    files = write_sample_images(out, images, seed, photo_share, encode)
+    rows = [(f.path.resolve().as_uri(), f"img-{f.index:06d}", f.source) for f in files]
+    return write_manifest(out, ["url", "image_id", "source"], rows, stamp)
+
+
+@dataclass(frozen=True)
+class SampleFile:
+    index: int
+    path: Path
+    source: str  # fashion:<class> or photo:<file>
+    size: tuple[int, int]  # width, height
+    bytes: int
+
+
+def write_sample_images(
+    out: Path, images: int, seed: int, photo_share: float, encode: Callable[[Image.Image, np.random.Generator], bytes]
+) -> list[SampleFile]:
+    """`images` seeded sample images (sample_images) written as out/img_NNNNNN.jpg by encode(img, rng)."""
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    rows = []
+    files = []
     for i, (img, source) in enumerate(sample_images(images, rng, photo_share)):
+        data = encode(img, rng)
         path = out / f"img_{i:06d}.jpg"
-        img.save(path, "JPEG", quality=int(rng.integers(85, 96)))
-        rows.append((path.resolve().as_uri(), f"img-{i:06d}", source))
-    return write_manifest(out, ["url", "image_id", "source"], rows, stamp)
+        path.write_bytes(data)
+        files.append(SampleFile(i, path, source, img.size, len(data)))
+    return files
 
 
 def make_labelled_dataset(

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tools.sample_data import cached_manifest, sample_images, write_manifest
+from tools.sample_data import cached_manifest, write_manifest, write_sample_images
 
 MIN_BYTES = 50_000
 MAX_BYTES = 200_000
@@ -70,16 +70,14 @@ def make_bench_dataset(out: Path, images: int, *, seed: int = 20240, photo_share
     stamp = {"images": images, "seed": seed, "photo_share": photo_share, "version": DATASET_VERSION}
     if manifest := cached_manifest(out, stamp):
         return manifest
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i, (img, source) in enumerate(sample_images(images, rng, photo_share)):
+
+    def encode(img: Image.Image, rng: np.random.Generator) -> bytes:
         # Log-uniform target size: many mid-size files, some small and some large ones.
         target = int(np.exp(rng.uniform(np.log(MIN_BYTES * 1.1), np.log(MAX_BYTES * 0.95))))
-        data, _quality = encode_in_range(img, target)
-        path = out / f"img_{i:06d}.jpg"
-        path.write_bytes(data)
-        rows.append((path.resolve().as_uri(), f"bench-{i:06d}", source, len(data), *img.size))
+        return encode_in_range(img, target)[0]
+
+    files = write_sample_images(out, images, seed, photo_share, encode)
+    rows = [(f.path.resolve().as_uri(), f"bench-{f.index:06d}", f.source, f.bytes, *f.size) for f in files]
     sizes = np.array([r[3] for r in rows])
     return write_manifest(
         out, ["url", "image_id", "source", "bytes", "width", "height"], rows, stamp,
