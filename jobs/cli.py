@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> int:
+def tag(args: argparse.Namespace) -> int:
     main_started = time.time()
     # Validate everything cheap before any Spark work starts.
     settings = load_settings(args.profile, args.overrides)
@@ -59,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
     models = load_bundle(settings.model.uri, settings.model.heads)
     log.info("models %s", models.versions())
 
+    from jobs.driver import JobArgs, TaggingRun, metrics_record, render_summary
     from jobs.metrics import jvm_started_at
     from jobs.pipeline import build_spark, require_filesystems
-    from jobs.run import JobArgs, Run, metrics_record, render_summary
     from jobs.spark_keys import spark_version, unknown_keys
 
     session_started, session_at = time.perf_counter(), time.time()
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         if unknown:
             log.warning("the profile sets Spark settings that Spark %s does not define (ignored): %s",
                         spark_version(jvm), ", ".join(unknown))
-        job = Run(spark, settings, models, JobArgs(args.manifest, args.output, args.manifest_format, args.incremental,
+        job = TaggingRun(spark, settings, models, JobArgs(args.manifest, args.output, args.manifest_format, args.incremental,
                                                      args.profile))
         job.marks["session_at"] = session_at
         result = job.execute()
@@ -94,10 +94,10 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from jobs.run import AccountingError
+    from jobs.driver import AccountingError
 
     bad_input = dict.fromkeys((ConfigError, ManifestError, ArtifactError), EXIT_BAD_INPUT)
-    return exit_status(lambda: run(args), {**bad_input, AccountingError: EXIT_ACCOUNTING})
+    return exit_status(lambda: tag(args), {**bad_input, AccountingError: EXIT_ACCOUNTING})
 
 
 def exit_status(command: Callable[[], int], statuses: dict[type[Exception], int | Callable[[Exception], int]]) -> int:

@@ -45,7 +45,7 @@ class RunState:
     status: str = "running"  # running | done
     staged: bool = False
     done_chunks: list[int] = field(default_factory=list)
-    counts: dict = field(default_factory=dict)  # jobs.run.plan_pending's: rows_in, unique, after_ledger, stored_embedding
+    counts: dict = field(default_factory=dict)  # jobs.driver.plan_pending's: rows_in, unique, after_ledger, stored_embedding
 
 
 class OutputStore:

@@ -7,8 +7,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.config import load_settings
+from jobs.driver import JobArgs, TaggingRun
 from jobs.infer import ModelBundle
-from jobs.run import JobArgs, Run
 from model.artifact import ModelArtifact, load_artifact
 from tests.test_heads import make_head
 
@@ -49,10 +49,10 @@ def bundle(backbone, heads, names, *, version=None):
     return ModelBundle(backbone, tuple((columns.get(n, n), heads[n]) for n in names))
 
 
-def run(spark, models, manifest, out, *, incremental, embedding=True, chunks=1):
+def tag_run(spark, models, manifest, out, *, incremental, embedding=True, chunks=1):
     settings = load_settings(overrides=["spark.partitions=2", "inference.batch_size=8", f"output.chunks={chunks}",
                                         f"model.embedding={str(embedding).lower()}"])
-    return Run(spark, settings, models, JobArgs(manifest, str(out), incremental=incremental)).execute()
+    return TaggingRun(spark, settings, models, JobArgs(manifest, str(out), incremental=incremental)).execute()
 
 
 def rows_of(spark, out, run_id):
@@ -67,7 +67,7 @@ class Killed(Exception):
 def resumed_run(spark, models, manifest, out, **kwargs):
     """The same run killed after its first chunk committed, then started again with the same arguments."""
     calls = []
-    real_write = Run._write
+    real_write = TaggingRun._write
 
     def dies_after_first_chunk(self, *args, **kw):
         if calls:
@@ -75,9 +75,9 @@ def resumed_run(spark, models, manifest, out, **kwargs):
         calls.append(1)
         return real_write(self, *args, **kw)
 
-    with mock.patch.object(Run, "_write", dies_after_first_chunk), pytest.raises(Killed):
-        run(spark, models, manifest, out, chunks=2, **kwargs)
-    result = run(spark, models, manifest, out, chunks=2, **kwargs)
+    with mock.patch.object(TaggingRun, "_write", dies_after_first_chunk), pytest.raises(Killed):
+        tag_run(spark, models, manifest, out, chunks=2, **kwargs)
+    result = tag_run(spark, models, manifest, out, chunks=2, **kwargs)
     assert result["resumed"]
     return result
 
@@ -100,14 +100,14 @@ def test_rerun_does_only_what_each_image_lacks(spark, backbone, heads, catalogue
     heads1, embedding1, version1, heads2, embedding2, version2, expected, new = SCENARIOS[scenario]
     folder, manifest = catalogue
     out = tmp_path / "out"
-    first = run(spark, bundle(backbone, heads, heads1, version=version1), manifest, out, incremental=False,
+    first = tag_run(spark, bundle(backbone, heads, heads1, version=version1), manifest, out, incremental=False,
                 embedding=embedding1)
     assert (first["ok"], first["error"]) == (3, 1)
     if expected["stored_embedding"]:
         for photo in folder.glob("*.png"):
             photo.unlink()  # the stored-embedding path must not need the images at all
     models = bundle(backbone, heads, heads2, version=version2)
-    again = resumed_run if resume else run
+    again = resumed_run if resume else tag_run
     result = again(spark, models, manifest, out, incremental=True, embedding=embedding2)
 
     assert result["path_stored_embedding"] == expected["stored_embedding"]
@@ -132,11 +132,11 @@ def test_heads_from_stored_embeddings_equal_a_full_pass(spark, backbone, heads, 
     out, reference = tmp_path / "out", tmp_path / "reference"
     category = load_artifact("model/artifacts/product_category_tflite")  # a head on the raw embedding
     assert category.meta["input_normalisation"] == "none"
-    run(spark, ModelBundle(backbone, (("a", heads["a"]),)), manifest, out, incremental=False)
+    tag_run(spark, ModelBundle(backbone, (("a", heads["a"]),)), manifest, out, incremental=False)
     two_more = ModelBundle(backbone, (("a", heads["a"]), ("b", heads["b"]), ("category", category)))
-    result = run(spark, two_more, manifest, out, incremental=True)
+    result = tag_run(spark, two_more, manifest, out, incremental=True)
     assert result["path_stored_embedding"] == 3
-    full = run(spark, two_more, manifest, reference, incremental=False)
+    full = tag_run(spark, two_more, manifest, reference, incremental=False)
     stored, expected = rows_of(spark, out, result["run_id"]), rows_of(spark, reference, full["run_id"])
     for image_id in ("coffee", "chelsea", "rocket"):
         for column in ("b", "category"):
@@ -148,13 +148,13 @@ def test_heads_from_stored_embeddings_equal_a_full_pass(spark, backbone, heads, 
 def test_min_score_leaves_the_label_null_and_keeps_the_score(spark, backbone, heads, catalogue, tmp_path):
     _, manifest = catalogue
     floored = ModelBundle(backbone, (("a", heads["a"]),), (1.0,))
-    result = run(spark, floored, manifest, tmp_path / "out", incremental=False)
+    result = tag_run(spark, floored, manifest, tmp_path / "out", incremental=False)
     rows = [r for r in rows_of(spark, tmp_path / "out", result["run_id"]).values() if r["status"] == "ok"]
     assert rows and all(r["a"] is None and 0 < r["a_score"] < 1.0 for r in rows)
 
 
 def test_summary_shows_both_paths():
-    from jobs.run import render_summary
+    from jobs.driver import render_summary
 
     record = {"model_name": "b", "model_version": "v", "run_id": "r", "resumed": False, "rows_in": 3, "ok": 3, "error": 0,
               "skipped": 0, "skipped_duplicates": 0, "skipped_done": 0, "paths": {"full": 1, "stored_embedding": 2},
@@ -175,10 +175,10 @@ def test_summary_shows_both_paths():
 def test_a_changed_min_score_reruns_the_head_on_stored_embeddings(spark, backbone, heads, catalogue, tmp_path):
     _, manifest = catalogue
     out = tmp_path / "out"
-    run(spark, ModelBundle(backbone, (("a", heads["a"]),), (1.0,)), manifest, out, incremental=False)
-    same = run(spark, ModelBundle(backbone, (("a", heads["a"]),), (1.0,)), manifest, out, incremental=True)
+    tag_run(spark, ModelBundle(backbone, (("a", heads["a"]),), (1.0,)), manifest, out, incremental=False)
+    same = tag_run(spark, ModelBundle(backbone, (("a", heads["a"]),), (1.0,)), manifest, out, incremental=True)
     assert same["skipped_done"] == 3 and same["path_stored_embedding"] == 0
-    lowered = run(spark, ModelBundle(backbone, (("a", heads["a"]),), (None,)), manifest, out, incremental=True)
+    lowered = tag_run(spark, ModelBundle(backbone, (("a", heads["a"]),), (None,)), manifest, out, incremental=True)
     assert lowered["path_stored_embedding"] == 3 and lowered["path_full"] == 1  # the error row is retried
     rows = [r for r in rows_of(spark, out, lowered["run_id"]).values() if r["status"] == "ok"]
     assert len(rows) == 3 and all(r["a"] is not None and r["path"] == "stored_embedding" for r in rows)

@@ -130,8 +130,8 @@ def test_reporter_stops_when_the_run_fails():
 @pytest.mark.spark
 def test_chunked_run_prints_progress_and_records_the_series(spark, artifact, photos, tmp_path, caplog):
     from jobs.config import load_settings
+    from jobs.driver import JobArgs, TaggingRun, metrics_record
     from jobs.infer import ModelBundle
-    from jobs.run import JobArgs, Run, metrics_record
 
     (tmp_path / "bad.jpg").write_text("not an image")
     urls = [photos["coffee"].as_uri(), photos["rocket"].as_uri(), (tmp_path / "bad.jpg").as_uri()]
@@ -140,7 +140,7 @@ def test_chunked_run_prints_progress_and_records_the_series(spark, artifact, pho
     settings = load_settings(overrides=["spark.partitions=2", "inference.batch_size=8", "output.chunks=2",
                                         "progress.interval_s=0.2"])
     started = time.time()
-    job = Run(spark, settings, ModelBundle(artifact), JobArgs(str(manifest), str(tmp_path / "out")))
+    job = TaggingRun(spark, settings, ModelBundle(artifact), JobArgs(str(manifest), str(tmp_path / "out")))
     with caplog.at_level(logging.INFO, logger="jobs.progress"):
         result = job.execute()
     lines = [r.getMessage() for r in caplog.records if r.name == "jobs.progress"]

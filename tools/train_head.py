@@ -425,7 +425,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> int:
+def train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     check_name(args.name)
     labels = read_labels(args.labels)
@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT if exc.exit_code == EXIT_BAD_INPUT else EXIT_FAILED
 
     return exit_status(
-        lambda: run(args), {**dict.fromkeys((LabelError, ConfigError, ArtifactError), EXIT_BAD_INPUT), JobFailed: failed}
+        lambda: train(args), {**dict.fromkeys((LabelError, ConfigError, ArtifactError), EXIT_BAD_INPUT), JobFailed: failed}
     )
 
 

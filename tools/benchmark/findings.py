@@ -14,7 +14,7 @@ from tools.benchmark.records import KIND_CEILING, KIND_JOB, KIND_SCALING
 
 INT8_SPEEDUP_TARGET = 1.5  # iteration 07's steady images/s over 06's, same bench run
 STARTUP_TARGET_S = 8.0  # JVM start to the first ready model
-# The start-up segments jobs.run.startup_breakdown records, in order, with what each covers.
+# The start-up segments jobs.driver.startup_breakdown records, in order, with what each covers.
 STARTUP_SEGMENTS = {
     "driver_start_s": "spark-submit's JVM until the Python driver runs",
     "driver_setup_s": "profile read, models read (driver)",

@@ -121,7 +121,7 @@ def build_udfs(model_path: str, class_names, *, image_size: int, resize_shorter:
     return load_image, classify, top_labels
 
 
-def run(args: argparse.Namespace) -> dict:
+def measure_reference(args: argparse.Namespace) -> dict:
     main_started = time.time()
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--metrics-out", type=Path)
     args = parser.parse_args(argv)
-    record = run(args)
+    record = measure_reference(args)
     text = json.dumps(record, indent=2)
     if args.metrics_out:
         args.metrics_out.parent.mkdir(parents=True, exist_ok=True)

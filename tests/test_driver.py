@@ -7,9 +7,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.config import load_settings
+from jobs.driver import AccountingError, JobArgs, TaggingRun
 from jobs.infer import ModelBundle
 from jobs.ledger import OutputStore, RunState
-from jobs.run import AccountingError, JobArgs, Run
 from model.artifact import ModelArtifact
 
 pytestmark = pytest.mark.spark
@@ -22,7 +22,7 @@ def write_manifest(path, rows):
 
 def run_job(spark, artifact, manifest, output, *, incremental=False, overrides=()):
     settings = load_settings(overrides=["spark.partitions=2", "inference.batch_size=8", *overrides])
-    job = Run(spark, settings, ModelBundle(artifact), JobArgs(manifest, str(output), incremental=incremental))
+    job = TaggingRun(spark, settings, ModelBundle(artifact), JobArgs(manifest, str(output), incremental=incremental))
     return job.execute()
 
 
@@ -103,7 +103,7 @@ def test_accounting_mismatch_fails_clearly(spark, artifact, images, tmp_path):
     out = tmp_path / "out"
     manifest = write_manifest(tmp_path / "m.csv", [("a", images["coffee"])])
     result = run_job(spark, artifact, manifest, out)
-    job = Run(spark, load_settings(), ModelBundle(artifact), JobArgs(manifest, str(out)))
+    job = TaggingRun(spark, load_settings(), ModelBundle(artifact), JobArgs(manifest, str(out)))
     state = RunState(run_id=result["run_id"], chunks=1, counts={"rows_in": 2, "unique": 2, "after_ledger": 2})
     with pytest.raises(AccountingError, match=r"accounting mismatch: rows in 2 != ok 1 \+ error 0 \+ skipped 0"):
         job._account(state)
@@ -153,7 +153,7 @@ def test_process_start_is_before_now():
 
 
 def test_startup_breakdown_segments_add_up_to_the_first_ready_model():
-    from jobs.run import startup_breakdown
+    from jobs.driver import startup_breakdown
 
     marks = {"main_at": 102.0, "session_at": 102.5, "execute_at": 105.0, "tagging_submitted_at": 106.0}
     times = {"worker_start_at_min": 107.5, "task_start_at_min": 108.0, "ready_at_min": 108.25, "first_batch_at_min": 109.0}

@@ -1,4 +1,4 @@
-"""One run of the job: plan the work against the ledger, tag chunk by chunk, account, report.
+"""The driver of one tagging run: plan the work against the ledger, tag chunk by chunk, account, report.
 
 Accounting: rows in = ok + error + skipped, checked at the end from what was written.
 - skipped = duplicate image_ids in the manifest (the first row of each image_id is tagged,
@@ -99,7 +99,7 @@ def plan_pending(manifest: DataFrame, ledger: DataFrame | None, *, models: Model
     return rows, counts
 
 
-class Run:
+class TaggingRun:
     """Drives one run; keeps the timings that end up in the metrics record."""
 
     def __init__(self, spark: SparkSession, settings: Settings, models: ModelBundle, args: JobArgs):
@@ -322,7 +322,7 @@ def _span(start: float | None, end: float | None) -> float | None:
     return round(end - start, 3) if start is not None and end is not None else None
 
 
-def metrics_record(run: Run, result: dict, *, main_started: float, session_s: float, jvm_started: float) -> dict:
+def metrics_record(run: TaggingRun, result: dict, *, main_started: float, session_s: float, jvm_started: float) -> dict:
     """The run's metrics: counts, start-up apart from steady tagging, time per stage (jobs.metrics)."""
     times = dict(run.stage_times.value)
     timing = run_record(
