@@ -25,25 +25,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Tag images listed in a manifest with a CNN; write one Parquet row per input row.",
     )
     parser.add_argument(
-        "--manifest", required=True,
+        "--manifest",
+        required=True,
         help="manifest URI: Parquet, CSV with header, or text (one URL a line); or where the images are: "
-             "s3://bucket/prefix/ (listed), an S3 Inventory manifest.json, a local folder (file:///dir/ or a path)",
+        "s3://bucket/prefix/ (listed), an S3 Inventory manifest.json, a local folder (file:///dir/ or a path)",
     )
     parser.add_argument("--output", required=True, help="output Parquet dataset URI (local path or s3://)")
     parser.add_argument("--profile", help="profile YAML (default: conf/local.yaml)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a profile key by dotted path; VALUE is YAML (repeatable)",
     )
     parser.add_argument(
-        "--manifest-format", choices=FORMATS, default="auto",
+        "--manifest-format",
+        choices=FORMATS,
+        default="auto",
         help="default auto: from the name (.csv, .txt, manifest.json -> s3-inventory, s3://.../ -> s3-prefix, "
-             "a local folder -> folder, else parquet)",
+        "a local folder -> folder, else parquet)",
     )
     parser.add_argument(
-        "--incremental", action="store_true",
+        "--incremental",
+        action="store_true",
         help="keep the output and do per image only what it lacks for the profile's models: nothing, the heads it "
-             "lacks (on its stored embedding, no fetch), or a full pass",
+        "lacks (on its stored embedding, no fetch), or a full pass",
     )
     parser.add_argument("--metrics-out", type=Path, help="write the run's metrics record (JSON) here")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -75,10 +83,14 @@ def tag(args: argparse.Namespace) -> int:
         require_filesystems(spark, {**checked, "--output": args.output})
         unknown = unknown_keys(jvm, settings.spark.conf)
         if unknown:
-            log.warning("the profile sets Spark settings that Spark %s does not define (ignored): %s",
-                        spark_version(jvm), ", ".join(unknown))
-        job = TaggingRun(spark, settings, models, JobArgs(args.manifest, args.output, args.manifest_format, args.incremental,
-                                                     args.profile))
+            log.warning(
+                "the profile sets Spark settings that Spark %s does not define (ignored): %s",
+                spark_version(jvm),
+                ", ".join(unknown),
+            )
+        job = TaggingRun(
+            spark, settings, models, JobArgs(args.manifest, args.output, args.manifest_format, args.incremental, args.profile)
+        )
         job.marks["session_at"] = session_at
         result = job.execute()
         record = metrics_record(job, result, main_started=main_started, session_s=session_s, jvm_started=jvm_started)

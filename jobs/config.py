@@ -111,8 +111,10 @@ class ManifestSettings:
     # Keys / files a listed manifest keeps (s3:// prefix, S3 Inventory, local folder); case-insensitive.
     extensions: list = field(
         default_factory=lambda: list(IMAGE_EXTENSIONS),
-        metadata=_check(lambda v: bool(v) and all(isinstance(e, str) and re.fullmatch(r"\.[A-Za-z0-9]{1,10}", e) for e in v),
-                        "must be a non-empty list of extensions like .jpg"),
+        metadata=_check(
+            lambda v: bool(v) and all(isinstance(e, str) and re.fullmatch(r"\.[A-Za-z0-9]{1,10}", e) for e in v),
+            "must be a non-empty list of extensions like .jpg",
+        ),
     )
 
 
@@ -177,8 +179,21 @@ def _spark_value(name: str, value: Any) -> str:
     raise ConfigError(f"spark.conf.{name}: expected a scalar, got {value!r}")
 
 
-RESERVED_COLUMNS = {"image_id", "url", "status", "error", "tags", "embedding", "embedding_norm", "path", "model_name",
-                    "model_version", "models", "processed_at", "run_id"}
+RESERVED_COLUMNS = {
+    "image_id",
+    "url",
+    "status",
+    "error",
+    "tags",
+    "embedding",
+    "embedding_norm",
+    "path",
+    "model_name",
+    "model_version",
+    "models",
+    "processed_at",
+    "run_id",
+}
 
 
 def _validate_heads(heads: list) -> None:
@@ -204,8 +219,7 @@ def _validate_cross_fields(settings: Settings) -> None:
     _validate_heads(settings.model.heads)
     if settings.decode.resize_shorter < settings.decode.image_size:
         raise ConfigError(
-            f"decode.resize_shorter={settings.decode.resize_shorter} must be >= decode.image_size="
-            f"{settings.decode.image_size}"
+            f"decode.resize_shorter={settings.decode.resize_shorter} must be >= decode.image_size={settings.decode.image_size}"
         )
     if settings.fetch.backoff_max_s < settings.fetch.backoff_initial_s:
         raise ConfigError("fetch.backoff_max_s must be >= fetch.backoff_initial_s")

@@ -148,8 +148,16 @@ def _latest_rows(ledger: DataFrame, models: CurrentModels) -> list[Column]:
         this_head = current_ok & (col("models", MODELS_TYPE)[artifact] == version) & score.isNotNull()
         head = F.struct(label.alias("label"), score.alias("score"), F.col("processed_at"))
         aggregates.append(latest(head, this_head).alias(f"head{i}"))
-    last = F.struct(col("url"), F.col("status"), col("error"), col("model_name"), F.col("model_version"),
-                    col("models", MODELS_TYPE), F.col("processed_at"), col("run_id"))
+    last = F.struct(
+        col("url"),
+        F.col("status"),
+        col("error"),
+        col("model_name"),
+        F.col("model_version"),
+        col("models", MODELS_TYPE),
+        F.col("processed_at"),
+        col("run_id"),
+    )
     aggregates.append(latest(last, F.lit(True)).alias("last"))
     return aggregates
 
@@ -253,7 +261,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--to", required=True, help="Parquet dataset to write the current view to (overwritten)")
     parser.add_argument("--profile", help="profile YAML naming the current models (default: conf/local.yaml)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a profile key by dotted path; VALUE is YAML (repeatable)",
     )
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -275,8 +287,9 @@ def main(argv: list[str] | None = None, *, spark: SparkSession | None = None) ->
     session = spark
     try:
         settings = load_settings(args.profile, args.overrides)
-        models = CurrentModels.from_bundle(load_bundle(settings.model.uri, settings.model.heads),
-                                           embedding=settings.model.embedding)
+        models = CurrentModels.from_bundle(
+            load_bundle(settings.model.uri, settings.model.heads), embedding=settings.model.embedding
+        )
         check_targets(args.output, args.to)
         session = session or build_spark(settings)
         require_filesystems(session, {"--output": args.output, "--to": args.to})

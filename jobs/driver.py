@@ -58,8 +58,17 @@ class JobArgs:
     profile: str | None = None
 
 
-def plan_pending(manifest: DataFrame, ledger: DataFrame | None, *, models: ModelBundle, embedding: bool, run_id: str,
-                 incremental: bool, partitions: int, single_pass: bool = True) -> tuple[DataFrame, Callable[[], dict]]:
+def plan_pending(
+    manifest: DataFrame,
+    ledger: DataFrame | None,
+    *,
+    models: ModelBundle,
+    embedding: bool,
+    run_id: str,
+    incremental: bool,
+    partitions: int,
+    single_pass: bool = True,
+) -> tuple[DataFrame, Callable[[], dict]]:
     """Manifest -> rows still to tag with their path, and a function giving the accounting counts after the action.
 
     single_pass: the counts are observed while the tagging pass runs and the dedup reuses the
@@ -111,8 +120,9 @@ class TaggingRun:
         self.marks: dict[str, float] = {}  # wall-clock moments of the start-up, for its breakdown
         self.listing = None  # what a listed manifest (prefix, inventory, folder) saw and skipped
         # Progress lines during the run, from the accumulator and Spark's status tracker.
-        self.progress = ProgressReporter(accumulator_counts(self.stage_times), interval_s=settings.progress.interval_s,
-                                         tasks=stage_tasks(spark.sparkContext))
+        self.progress = ProgressReporter(
+            accumulator_counts(self.stage_times), interval_s=settings.progress.interval_s, tasks=stage_tasks(spark.sparkContext)
+        )
         model_set = "+".join(models.versions().values()) + f"|embedding={settings.model.embedding}|floors={models.min_scores}"
         self.key = run_key(args.manifest, args.output, model_set, args.incremental)
 
@@ -149,8 +159,15 @@ class TaggingRun:
     def _write(self, pending: DataFrame, run_id: str, backbone_needed: bool = True) -> None:
         started = time.perf_counter()
         self.marks.setdefault("tagging_submitted_at", time.time())
-        tagged = tag_dataframe(pending, self.models, self.settings, self.stage_times, run_id, backbone_needed=backbone_needed,
-                               models_bc=self.models_bc)
+        tagged = tag_dataframe(
+            pending,
+            self.models,
+            self.settings,
+            self.stage_times,
+            run_id,
+            backbone_needed=backbone_needed,
+            models_bc=self.models_bc,
+        )
         tagged.write.mode("append").parquet(self.args.output)
         ended = time.time()
         self.phases["tag_and_write_s"] += time.perf_counter() - started
@@ -163,17 +180,22 @@ class TaggingRun:
         self.marks["execute_at"] = time.time()
         self.models_bc = self.spark.sparkContext.broadcast(self.models)
         warm_up = self._warm_up()
-        manifest, self.listing = open_manifest(self.spark, self.args.manifest, self.args.manifest_format,
-                                               self.settings.manifest)
+        manifest, self.listing = open_manifest(self.spark, self.args.manifest, self.args.manifest_format, self.settings.manifest)
         state, resumed = self._start_or_resume()
         ledger = finished_rows(self.spark, self.store)
         self.phases["read_manifest_s"] += time.perf_counter() - started
         partitions = self.settings.spark.partitions
-        plan = dict(models=self.models, embedding=self.settings.model.embedding, run_id=state.run_id,
-                    incremental=self.args.incremental, single_pass=self.settings.spark.single_pass)
+        plan = dict(
+            models=self.models,
+            embedding=self.settings.model.embedding,
+            run_id=state.run_id,
+            incremental=self.args.incremental,
+            single_pass=self.settings.spark.single_pass,
+        )
         # Rows whose heads can run on an embedding the output holds get it joined to them.
-        stored_possible = (self.args.incremental and ledger is not None and bool(self.models.heads)
-                           and "embedding_norm" in ledger.columns)
+        stored_possible = (
+            self.args.incremental and ledger is not None and bool(self.models.heads) and "embedding_norm" in ledger.columns
+        )
 
         with self.progress:  # a line every progress.interval_s and at each chunk commit
             if state.chunks == 1:
@@ -221,8 +243,9 @@ class TaggingRun:
         self.store.write_state(self.key, state)
         return {"run_id": state.run_id, "resumed": resumed, **counts}
 
-    def _stage(self, pending: DataFrame, counts: Callable[[], dict], ledger: DataFrame | None, staging: str,
-               state: RunState) -> None:
+    def _stage(
+        self, pending: DataFrame, counts: Callable[[], dict], ledger: DataFrame | None, staging: str, state: RunState
+    ) -> None:
         """Write the plan to staging, split into chunks; rows on the stored-embedding path carry their embedding.
 
         ledger: the output when some rows may take the stored-embedding path, else None.
@@ -356,8 +379,7 @@ def metrics_record(run: TaggingRun, result: dict, *, main_started: float, sessio
         # A listed manifest: keys seen, images kept, not images, not current (inventory).
         "manifest_listing": asdict(run.listing) if run.listing else None,
         # The progress lines' time series; t_s counts from the JVM's start, like startup.first_model_ready_s.
-        "progress": [{"t_s": round(p["at"] - jvm_started, 3), **{k: p[k] for k in PROGRESS_KEYS}}
-                     for p in run.progress.points],
+        "progress": [{"t_s": round(p["at"] - jvm_started, 3), **{k: p[k] for k in PROGRESS_KEYS}} for p in run.progress.points],
     }
 
 
@@ -375,14 +397,19 @@ def render_summary(record: dict, examples: list[dict]) -> str:
         f"{record['paths']['stored_embedding']} heads only, on stored embeddings (no fetch)",
         f"wall        {record['wall_s']:.1f} s, {record['images_per_s']:.1f} images/s end to end; "
         f"start-up {record['startup_s']:.1f} s, then {record['steady_images_per_s']:.1f} images/s steady",
-        "stages      " + ", ".join(f"{k[:-2]} {stages[k]:.1f}s" for k in ("read_manifest_s", "fetch_s", "decode_s", "infer_s",
-                                                                        "spark_io_s", "write_s")),
+        "stages      "
+        + ", ".join(
+            f"{k[:-2]} {stages[k]:.1f}s" for k in ("read_manifest_s", "fetch_s", "decode_s", "infer_s", "spark_io_s", "write_s")
+        ),
         "            (fetch/decode summed over threads and tasks; infer summed over tasks)",
     ]
     listing = record.get("manifest_listing")
     if listing:
-        lines.insert(1, f"listed      {listing['source']}: {listing['keys']} entries, {listing['kept']} images kept, "
-                        f"{listing['not_image']} not images, {listing['inventory_skipped']} not current or delete markers")
+        lines.insert(
+            1,
+            f"listed      {listing['source']}: {listing['keys']} entries, {listing['kept']} images kept, "
+            f"{listing['not_image']} not images, {listing['inventory_skipped']} not current or delete markers",
+        )
     heads = [head["name"] for head in record["settings"]["model"]["heads"]]
     for row in examples:
         if row["tags"] is None:
@@ -390,8 +417,11 @@ def render_summary(record: dict, examples: list[dict]) -> str:
         else:
             tags = ", ".join(f"{t['label']} {t['score']:.2f}" for t in row["tags"][:3])
         # A head an image already had is not rerun (no score here); under min_score the label is null.
-        extra = "".join(f" | {name}: {row[name] or '(unsure)'} {row[f'{name}_score']:.2f}" for name in heads
-                        if row.get(f"{name}_score") is not None)
+        extra = "".join(
+            f" | {name}: {row[name] or '(unsure)'} {row[f'{name}_score']:.2f}"
+            for name in heads
+            if row.get(f"{name}_score") is not None
+        )
         if row.get("embedding") is not None:
             extra += f" | embedding[{len(row['embedding'])}]"
         lines.append(f"  {row['url'].rsplit('/', 1)[-1][:32]:32s} {tags}{extra}")

@@ -157,8 +157,14 @@ def _pool(scheme: str, address: str, port: int, hostname: str, connect_timeout: 
     if scheme == "https":
         # Connect to the checked address but verify the certificate for the real name.
         return urllib3.HTTPSConnectionPool(
-            address, port, timeout=timeout, retries=False, server_hostname=hostname,
-            assert_hostname=hostname, maxsize=4, block=False,
+            address,
+            port,
+            timeout=timeout,
+            retries=False,
+            server_hostname=hostname,
+            assert_hostname=hostname,
+            maxsize=4,
+            block=False,
         )
     return urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False, maxsize=4, block=False)
 
@@ -183,8 +189,11 @@ def _http_get_once(url: str, settings: FetchSettings):
     host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
     try:
         response = pool.urlopen(
-            "GET", target, headers={"Host": host_header, "User-Agent": "image-tagger/1"},
-            redirect=False, preload_content=False,
+            "GET",
+            target,
+            headers={"Host": host_header, "User-Agent": "image-tagger/1"},
+            redirect=False,
+            preload_content=False,
         )
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise FetchError(f"HTTP request failed for {url}: {type(exc).__name__}", transient=True) from None
@@ -204,8 +213,9 @@ def read_http(url: str, settings: FetchSettings) -> bytes:
                 continue
             if response.status != 200:
                 reason = response.reason or ""
-                raise FetchError(f"HTTP {response.status} {reason}".strip() + f" for {url}",
-                                 transient=response.status in TRANSIENT_HTTP)
+                raise FetchError(
+                    f"HTTP {response.status} {reason}".strip() + f" for {url}", transient=response.status in TRANSIENT_HTTP
+                )
             length = int(response.headers.get("Content-Length") or 0)
             if length > settings.max_bytes:
                 raise FetchError(f"body is {length} bytes, over fetch.max_bytes={settings.max_bytes}")

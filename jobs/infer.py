@@ -91,16 +91,15 @@ class Head:
     def top1(self, raw: np.ndarray | None, unit: np.ndarray | None) -> list[tuple[str | None, float]]:
         """(label, probability) of the best class per row; the label is None under min_score."""
         inputs = unit if self.l2_input else raw
-        probabilities = np.concatenate([
-            np.asarray(self.model(inputs[start : start + self.batch_size])["probabilities"])
-            for start in range(0, len(inputs), self.batch_size)
-        ])
+        probabilities = np.concatenate(
+            [
+                np.asarray(self.model(inputs[start : start + self.batch_size])["probabilities"])
+                for start in range(0, len(inputs), self.batch_size)
+            ]
+        )
         best = probabilities.argmax(axis=1)
         floor = self.min_score if self.min_score is not None else -1.0
-        return [
-            (self.class_names[b] if p[b] >= floor else None, float(p[b]))
-            for b, p in zip(best, probabilities, strict=True)
-        ]
+        return [(self.class_names[b] if p[b] >= floor else None, float(p[b])) for b, p in zip(best, probabilities, strict=True)]
 
 
 @dataclass
@@ -177,23 +176,31 @@ def takes_unit_embedding(head: ModelArtifact) -> bool:
 
 def _build_heads(models: ModelBundle, batch_size: int, threads: int) -> list[Head]:
     return [
-        Head(name, build_model_runner(head, batch_size, threads), head.class_names, takes_unit_embedding(head),
-             models.min_score(i), batch_size)
+        Head(
+            name,
+            build_model_runner(head, batch_size, threads),
+            head.class_names,
+            takes_unit_embedding(head),
+            models.min_score(i),
+            batch_size,
+        )
         for i, (name, head) in enumerate(models.heads)
     ]
 
 
-def tagger_for_worker(
-    models: ModelBundle, *, top_k: int, batch_size: int, threads: int, embedding: bool = False
-) -> Tagger:
+def tagger_for_worker(models: ModelBundle, *, top_k: int, batch_size: int, threads: int, embedding: bool = False) -> Tagger:
     """The worker's Tagger for these model versions, built on first use (once per process)."""
     key = (models.key, top_k, batch_size, embedding, os.getpid())
     with _WORKER_LOCK:
         if key not in _WORKER_TAGGERS:
             backbone = models.backbone
             _WORKER_TAGGERS[key] = Tagger(
-                build_model_runner(backbone, batch_size, threads), backbone.class_names, top_k, batch_size,
-                _build_heads(models, batch_size, threads), embedding,
+                build_model_runner(backbone, batch_size, threads),
+                backbone.class_names,
+                top_k,
+                batch_size,
+                _build_heads(models, batch_size, threads),
+                embedding,
             )
         return _WORKER_TAGGERS[key]
 

@@ -156,11 +156,19 @@ def plan_paths(rows: DataFrame, covered: DataFrame | None, models: ModelBundle, 
     if covered is None:
         return rows.select("image_id", "url", F.lit(PATH_FULL).alias("path"), no_heads.alias("needed"))
     joined = rows.join(covered, "image_id", "left")
-    missing = F.filter(
-        F.array(*[F.when(~F.coalesce(F.col(f"held_{i}"), F.lit(False)), F.lit(column))
-                  for i, (column, _head) in enumerate(models.heads)]),
-        lambda column: column.isNotNull(),
-    ) if models.heads else no_heads
+    missing = (
+        F.filter(
+            F.array(
+                *[
+                    F.when(~F.coalesce(F.col(f"held_{i}"), F.lit(False)), F.lit(column))
+                    for i, (column, _head) in enumerate(models.heads)
+                ]
+            ),
+            lambda column: column.isNotNull(),
+        )
+        if models.heads
+        else no_heads
+    )
     has_tags, has_embedding = F.coalesce("has_tags", F.lit(False)), F.coalesce("has_embedding", F.lit(False))
     heads_missing = F.size(missing) > 0
     full = ~has_tags | (F.lit(embedding) & ~has_embedding) | (heads_missing & ~has_embedding)

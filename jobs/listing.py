@@ -73,9 +73,11 @@ class ListingStats:
 
     def line(self) -> str:
         rate = self.keys / self.seconds if self.seconds > 0 else 0.0
-        return (f"listed {self.source}: {self.parts} parts, {self.keys} entries, {self.kept} images kept, "
-                f"{self.not_image} not images (extension), inventory_skipped {self.inventory_skipped} "
-                f"(not current / delete markers), {self.seconds:.1f}s ({rate:.0f} entries/s)")
+        return (
+            f"listed {self.source}: {self.parts} parts, {self.keys} entries, {self.kept} images kept, "
+            f"{self.not_image} not images (extension), inventory_skipped {self.inventory_skipped} "
+            f"(not current / delete markers), {self.seconds:.1f}s ({rate:.0f} entries/s)"
+        )
 
 
 def is_image(name: str, extensions: tuple[str, ...]) -> bool:
@@ -115,8 +117,10 @@ def list_pages(client, *, attempts: int = 5, sleep=time.sleep, rng: random.Rando
             except BotoCoreError as exc:
                 transient, why = True, f"S3 request failed ({exc})"
             if not transient or attempt == attempts:
-                raise ListingError(f"listing s3://{request.get('Bucket')}/{request.get('Prefix', '')}: {why}, "
-                                   f"{attempt} attempt{'s' * (attempt > 1)}")
+                raise ListingError(
+                    f"listing s3://{request.get('Bucket')}/{request.get('Prefix', '')}: {why}, "
+                    f"{attempt} attempt{'s' * (attempt > 1)}"
+                )
             sleep(backoff_delay(attempt, settings, rng))
         yield page
         token = page.get("NextContinuationToken")
@@ -124,8 +128,9 @@ def list_pages(client, *, attempts: int = 5, sleep=time.sleep, rng: random.Rando
             return
 
 
-def plan_prefix_parts(client, bucket: str, prefix: str, *, levels: int = 2, max_driver_pages: int = 5,
-                      page_size: int = 1000) -> list[Part]:
+def plan_prefix_parts(
+    client, bucket: str, prefix: str, *, levels: int = 2, max_driver_pages: int = 5, page_size: int = 1000
+) -> list[Part]:
     """Split a prefix into parts the executors list independently; together they cover it exactly once.
 
     Each level is one delimiter ('/') listing per prefix on the driver, at most max_driver_pages
@@ -239,8 +244,11 @@ def parse_inventory_manifest(text: bytes | str, uri: str = "manifest.json") -> I
         doc = json.loads(text)
     except ValueError as exc:
         raise ListingError(f"{uri} is not an S3 Inventory manifest.json: not JSON ({exc})") from None
-    missing = [k for k in ("sourceBucket", "destinationBucket", "fileFormat", "fileSchema", "files")
-               if not isinstance(doc, dict) or k not in doc]
+    missing = [
+        k
+        for k in ("sourceBucket", "destinationBucket", "fileFormat", "fileSchema", "files")
+        if not isinstance(doc, dict) or k not in doc
+    ]
     if missing:
         raise ListingError(f"{uri} is not an S3 Inventory manifest.json: it lacks {', '.join(missing)}")
     fmt = {f.lower(): f for f in INVENTORY_FORMATS}.get(str(doc["fileFormat"]).lower())
@@ -279,8 +287,9 @@ def inventory_table(data: bytes, inventory: Inventory):
         return csv.read_csv(
             io.BytesIO(raw),
             read_options=csv.ReadOptions(column_names=list(inventory.fields)),
-            convert_options=csv.ConvertOptions(column_types={f: pa.string() for f in inventory.fields},
-                                               strings_can_be_null=False),
+            convert_options=csv.ConvertOptions(
+                column_types={f: pa.string() for f in inventory.fields}, strings_can_be_null=False
+            ),
         )
     if inventory.file_format == "Parquet":
         import pyarrow.parquet as pq
@@ -297,8 +306,10 @@ def inventory_rows(files: Iterable[str], inventory: Inventory, extensions: tuple
     for file_key in files:
         table = inventory_table(read_bytes(f"s3://{inventory.destination_bucket}/{file_key}"), inventory)
         columns = {_column_name(name): name for name in table.column_names}
-        get = {f: table.column(columns[_column_name(f)]).to_pylist() if _column_name(f) in columns else None
-               for f in ("Bucket", "Key", "IsLatest", "IsDeleteMarker")}
+        get = {
+            f: table.column(columns[_column_name(f)]).to_pylist() if _column_name(f) in columns else None
+            for f in ("Bucket", "Key", "IsLatest", "IsDeleteMarker")
+        }
         if get["Key"] is None:
             raise ListingError(f"inventory data file {file_key} has no Key column")
         for i, key in enumerate(get["Key"]):
@@ -350,13 +361,13 @@ def _driver_listing(client, bucket: str, prefix: str, max_pages: int, page_size:
 
 def _driver_rows(keys: list[str], to_url, exts: tuple[str, ...]) -> tuple[list[tuple], int]:
     urls = [to_url(k) for k in keys if is_image(k, exts)]
-    rows = [(u, None) for u in urls] + [(None, {"keys": len(keys), "not_image": len(keys) - len(urls),
-                                                "inventory_skipped": 0})]
+    rows = [(u, None) for u in urls] + [(None, {"keys": len(keys), "not_image": len(keys) - len(urls), "inventory_skipped": 0})]
     return rows, max(1, min(len(urls) // 10_000, 64))
 
 
-def list_urls(spark, uri: str, fmt: str, extensions: Iterable[str], *, levels: int = 2, max_driver_pages: int = 5,
-              page_size: int = 1000):
+def list_urls(
+    spark, uri: str, fmt: str, extensions: Iterable[str], *, levels: int = 2, max_driver_pages: int = 5, page_size: int = 1000
+):
     """Return (DataFrame of `url`, ListingStats). The listing runs once: the rows are persisted.
 
     An s3:// prefix of at most max_driver_pages pages (5,000 keys) is listed on the driver in one
@@ -379,8 +390,9 @@ def list_urls(spark, uri: str, fmt: str, extensions: Iterable[str], *, levels: i
             stats.parts = 1
             rdd = sc.parallelize(*_driver_rows(small, lambda k: f"s3://{bucket}/{k}", exts))
         else:
-            parts = plan_prefix_parts(client, bucket, prefix, levels=levels, max_driver_pages=max(1, max_driver_pages),
-                                      page_size=page_size)
+            parts = plan_prefix_parts(
+                client, bucket, prefix, levels=levels, max_driver_pages=max(1, max_driver_pages), page_size=page_size
+            )
             stats.parts = len(parts)
             slices = max(1, min(len(parts), sc.defaultParallelism * 4))
             rdd = sc.parallelize(parts, slices).mapPartitions(lambda ps: prefix_rows(bucket, ps, exts, page_size))
@@ -388,7 +400,8 @@ def list_urls(spark, uri: str, fmt: str, extensions: Iterable[str], *, levels: i
         inventory = parse_inventory_manifest(read_bytes(uri), uri)
         stats.parts = len(inventory.files)
         rdd = sc.parallelize(inventory.files, len(inventory.files)).mapPartitions(
-            lambda files: inventory_rows(files, inventory, exts))
+            lambda files: inventory_rows(files, inventory, exts)
+        )
     elif fmt == "folder":
         files = folder_files(local_folder(uri))
         stats.parts = 1
@@ -402,8 +415,7 @@ def list_urls(spark, uri: str, fmt: str, extensions: Iterable[str], *, levels: i
             *(F.sum(F.col("counts")[k]).alias(k) for k in ("keys", "not_image", "inventory_skipped")),
         ).first()
     except Exception as exc:  # an executor's error (pyspark PythonException, Py4JJavaError): name its cause
-        lines = [line.strip() for line in str(exc).splitlines()
-                 if re.match(r"[A-Za-z_][\w.]*(Error|Exception): ", line.strip())]
+        lines = [line.strip() for line in str(exc).splitlines() if re.match(r"[A-Za-z_][\w.]*(Error|Exception): ", line.strip())]
         raise ListingError(f"listing {uri} failed: {lines[-1] if lines else type(exc).__name__}") from None
     stats.kept = int(totals["kept"])
     stats.keys = int(totals["keys"] or 0)

@@ -67,8 +67,15 @@ def jvm_started_at(spark) -> float:
 
 
 def run_record(
-    times: dict, *, jvm_started: float, main_started: float, session_s: float, rows_in: int,
-    driver_stages: dict, breakdown: dict | None = None, ended: float | None = None,
+    times: dict,
+    *,
+    jvm_started: float,
+    main_started: float,
+    session_s: float,
+    rows_in: int,
+    driver_stages: dict,
+    breakdown: dict | None = None,
+    ended: float | None = None,
 ) -> dict:
     """The timing part of a metrics record, from the merged task timings and the driver's phases.
 
@@ -100,8 +107,11 @@ def run_record(
         "model_builds": int(times.get(MODEL_BUILDS, 0)),
         # Each task's start, model ready, first input/output, end (s from the JVM's start), images, worker.
         "task_timeline": [
-            {**{k: round(t[k] - jvm_started, 3) for k in ("start", "ready", "first_input", "first_output", "end")
-                if k in t}, "images": t["images"], "worker": t["worker"]}
+            {
+                **{k: round(t[k] - jvm_started, 3) for k in ("start", "ready", "first_input", "first_output", "end") if k in t},
+                "images": t["images"],
+                "worker": t["worker"],
+            }
             for t in sorted(times.get(TASK_TIMELINE, []), key=lambda t: t["start"])
         ],
     }

@@ -154,8 +154,13 @@ def warm_worker(models_bc: Broadcast, settings: Settings) -> dict:
     from jobs.infer import tagger_for_worker
 
     started = process_started_at()
-    tagger_for_worker(models_bc.value, top_k=settings.model.top_k, batch_size=settings.inference.batch_size,
-                      threads=settings.inference.threads, embedding=settings.model.embedding)
+    tagger_for_worker(
+        models_bc.value,
+        top_k=settings.model.top_k,
+        batch_size=settings.inference.batch_size,
+        threads=settings.inference.threads,
+        embedding=settings.model.embedding,
+    )
     return {"worker": os.getpid(), "process_started_at": started, "ready_at": time.time()}
 
 
@@ -184,8 +189,9 @@ def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed:
         batch_size, threads = settings.inference.batch_size, settings.inference.threads
         tagger = None
         if backbone_needed:
-            tagger = tagger_for_worker(models, top_k=settings.model.top_k, batch_size=batch_size, threads=threads,
-                                       embedding=settings.model.embedding)
+            tagger = tagger_for_worker(
+                models, top_k=settings.model.top_k, batch_size=batch_size, threads=threads, embedding=settings.model.embedding
+            )
         heads = tagger.heads if tagger else heads_for_worker(models, batch_size=batch_size, threads=threads)
         load_s = time.perf_counter() - started
         timings.update({M.MODEL_LOAD_S: load_s, M.MODEL_BUILDS: worker_model_loads() - loads_before})
@@ -221,9 +227,17 @@ def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed:
         ended_at = timings[M.END_AT] = time.time()
         timings[M.TASK_S] += time.perf_counter() - started
         # One entry per task, so a report can draw the timeline and see a tail.
-        timings[M.TASK_TIMELINE] = [{"start": started_at, "ready": ready_at, "first_input": first_input_at or ended_at,
-                                     "first_output": first_output_at or ended_at, "end": ended_at,
-                                     "images": int(timings[M.IMAGES]), "worker": os.getpid()}]
+        timings[M.TASK_TIMELINE] = [
+            {
+                "start": started_at,
+                "ready": ready_at,
+                "first_input": first_input_at or ended_at,
+                "first_output": first_output_at or ended_at,
+                "end": ended_at,
+                "images": int(timings[M.IMAGES]),
+                "worker": os.getpid(),
+            }
+        ]
         stage_times.add(timings)
 
     # Non-deterministic: Spark must run it exactly once per row, never re-evaluate it per column.
@@ -231,8 +245,14 @@ def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed:
 
 
 def tag_dataframe(
-    pending: DataFrame, models: ModelBundle, settings: Settings, stage_times=None, run_id: str = "adhoc",
-    *, backbone_needed: bool = True, models_bc: Broadcast | None = None,
+    pending: DataFrame,
+    models: ModelBundle,
+    settings: Settings,
+    stage_times=None,
+    run_id: str = "adhoc",
+    *,
+    backbone_needed: bool = True,
+    models_bc: Broadcast | None = None,
 ) -> DataFrame:
     """(image_id, url) -> the output schema, one row per input row, every model in one pass.
 
@@ -272,14 +292,27 @@ def _provenance(models: ModelBundle, run_id: str) -> list:
     """Which models made the row: all of them on the full path; on the stored-embedding path the
     backbone (whose embedding the heads read) and only the heads that row needed."""
     backbone = F.create_map(F.lit(models.backbone.name), F.lit(models.backbone.version))
-    held = F.filter(
-        F.array(*[F.struct(F.lit(head.name).alias("key"), F.lit(head.version).alias("value"),
-                           ((F.col("path") == PATH_FULL) | F.array_contains("needed", name)).alias("held"))
-                  for name, head in models.heads]),
-        lambda entry: entry["held"],
-    ) if models.heads else None
-    versions = backbone if held is None else F.map_concat(
-        backbone, F.map_from_entries(F.transform(held, lambda entry: F.struct(entry["key"], entry["value"])))
+    held = (
+        F.filter(
+            F.array(
+                *[
+                    F.struct(
+                        F.lit(head.name).alias("key"),
+                        F.lit(head.version).alias("value"),
+                        ((F.col("path") == PATH_FULL) | F.array_contains("needed", name)).alias("held"),
+                    )
+                    for name, head in models.heads
+                ]
+            ),
+            lambda entry: entry["held"],
+        )
+        if models.heads
+        else None
+    )
+    versions = (
+        backbone
+        if held is None
+        else F.map_concat(backbone, F.map_from_entries(F.transform(held, lambda entry: F.struct(entry["key"], entry["value"]))))
     )
     return [
         F.lit(models.backbone.name).alias("model_name"),

@@ -89,8 +89,16 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def format_line(counts: Counts, total: int | None, rate: float, eta: float | None, *, event: str | None = None,
-                tasks: Tasks | None = None, phase: str | None = None) -> str:
+def format_line(
+    counts: Counts,
+    total: int | None,
+    rate: float,
+    eta: float | None,
+    *,
+    event: str | None = None,
+    tasks: Tasks | None = None,
+    phase: str | None = None,
+) -> str:
     """`progress  [phase, ][event, ]done/total images (pct), ok N, error N, R images/s[, tasks c/n], ETA ...`."""
     if total:
         done = f"{counts.done}/{total} images ({min(counts.done / total, 1.0):.0%})"
@@ -144,9 +152,17 @@ class ProgressReporter:
     `phase` (e.g. "staging the plan") labels the lines while the job does something other than tagging.
     """
 
-    def __init__(self, counts: Callable[[], Counts], *, interval_s: float, total: int | None = None,
-                 tasks: Callable[[], Tasks | None] | None = None, window_s: float | None = None,
-                 clock: Callable[[], float] = time.time, emit: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        counts: Callable[[], Counts],
+        *,
+        interval_s: float,
+        total: int | None = None,
+        tasks: Callable[[], Tasks | None] | None = None,
+        window_s: float | None = None,
+        clock: Callable[[], float] = time.time,
+        emit: Callable[[str], None] | None = None,
+    ):
         self.counts, self.tasks, self.total = counts, tasks, total
         self.phase: str | None = None
         self.interval_s = interval_s

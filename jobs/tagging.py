@@ -69,8 +69,9 @@ def start_loading(urls: list[str], settings: Settings, pool: Executor) -> list[F
     return [pool.submit(load_image, url, settings) for url in urls]
 
 
-def tag_batch(batch: pd.DataFrame, full: np.ndarray, futures: list[Future], tagger: Tagger | None, heads: list[Head],
-              timings: Counter) -> pd.DataFrame:
+def tag_batch(
+    batch: pd.DataFrame, full: np.ndarray, futures: list[Future], tagger: Tagger | None, heads: list[Head], timings: Counter
+) -> pd.DataFrame:
     """One Arrow batch: full rows (their loads in `futures`) through the backbone and heads,
     stored-embedding rows through the heads they need alone. RESULT_COLUMNS, in input order.
 
@@ -100,8 +101,16 @@ def stored_embedding_rows(batch: pd.DataFrame, heads: list[Head], timings: Count
     timings[M.STORED_EMBEDDING_S] += time.perf_counter() - started
     missing = (None, None)
     return [
-        (STATUS_OK, None, None, None, None, None, [answer.get(head.name, missing)[0] for head in heads],
-         [answer.get(head.name, missing)[1] for head in heads])
+        (
+            STATUS_OK,
+            None,
+            None,
+            None,
+            None,
+            None,
+            [answer.get(head.name, missing)[0] for head in heads],
+            [answer.get(head.name, missing)[1] for head in heads],
+        )
         for answer in answers
     ]
 
@@ -129,10 +138,18 @@ def tag_loaded(futures: list[Future], tagger: Tagger, timings: Counter) -> list[
     for i, item in enumerate(loaded):
         if i in predictions:
             p = predictions[i]
-            rows.append((
-                STATUS_OK, None, [label for label, _ in p.tags], [score for _, score in p.tags], p.embedding,
-                p.embedding_norm, [label for label, _ in p.heads], [score for _, score in p.heads],
-            ))
+            rows.append(
+                (
+                    STATUS_OK,
+                    None,
+                    [label for label, _ in p.tags],
+                    [score for _, score in p.tags],
+                    p.embedding,
+                    p.embedding_norm,
+                    [label for label, _ in p.heads],
+                    [score for _, score in p.heads],
+                )
+            )
         else:
             rows.append(error_row(item.error or infer_error))
     return rows

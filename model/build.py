@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Keras artifact directory to write")
     parser.add_argument(
-        "--tflite-out", type=Path, default=DEFAULT_TFLITE_OUT,
+        "--tflite-out",
+        type=Path,
+        default=DEFAULT_TFLITE_OUT,
         help="TFLite artifact directory (same weights, XNNPACK runtime, no TensorFlow needed to run)",
     )
     args = parser.parse_args(argv)
@@ -76,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     meta = save_keras_artifact(model, args.out, name=MODEL_NAME, class_names=class_names, extra_meta=extra_meta)
     log.info("wrote %s version %s to %s", meta["name"], meta["version"], args.out)
     tflite_meta = save_tflite_artifact(
-        tflite_bytes(model), model.get_weights(), args.tflite_out, name=MODEL_NAME, class_names=class_names,
+        tflite_bytes(model),
+        model.get_weights(),
+        args.tflite_out,
+        name=MODEL_NAME,
+        class_names=class_names,
         extra_meta={**extra_meta, "converted_from": meta["version"]},
     )
     log.info("wrote %s (tflite) version %s to %s", MODEL_NAME, tflite_meta["version"], args.tflite_out)

@@ -34,7 +34,11 @@ def convert(src: Path, out: Path) -> dict:
         model = keras.saving.load_model(path, compile=False)
     extra = {k: v for k, v in artifact.meta.items() if k not in OWN_KEYS}
     return save_tflite_artifact(
-        tflite_bytes(model), model.get_weights(), out, name=artifact.name, class_names=artifact.class_names,
+        tflite_bytes(model),
+        model.get_weights(),
+        out,
+        name=artifact.name,
+        class_names=artifact.class_names,
         extra_meta={**extra, "converted_from": artifact.version},
     )
 

@@ -9,8 +9,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from jobs.config import FetchSettings
 
 LOOPBACK_ONLY = FetchSettings(
-    allowed_networks=["127.0.0.0/8"], max_attempts=3, backoff_initial_s=0.01, backoff_max_s=0.05,
-    connect_timeout_s=2, read_timeout_s=1,
+    allowed_networks=["127.0.0.0/8"],
+    max_attempts=3,
+    backoff_initial_s=0.01,
+    backoff_max_s=0.05,
+    connect_timeout_s=2,
+    read_timeout_s=1,
 )
 
 

@@ -397,15 +397,25 @@ def test_bench_heads_arithmetic(tmp_path):
     from tools.benchmark.heads_only import embedding_storage, rates
 
     vectors = [[float(i % 7)] * 1280 for i in range(50)]
-    table = pa.table({"image_id": [str(i) for i in range(50)], "embedding": pa.array(vectors, pa.list_(pa.float32())),
-                      "embedding_norm": pa.array([1.0] * 50, pa.float32())})
+    table = pa.table(
+        {
+            "image_id": [str(i) for i in range(50)],
+            "embedding": pa.array(vectors, pa.list_(pa.float32())),
+            "embedding_norm": pa.array([1.0] * 50, pa.float32()),
+        }
+    )
     pq.write_table(table, tmp_path / "part-0.parquet")
     storage = embedding_storage(tmp_path)
     assert 0 < storage["bytes_per_image"] < 5200
     assert storage["gb_per_million_images"] == round(storage["bytes_per_image"] / 1e3, 2)
     assert 0 < storage["share_of_output"] <= 1
-    record = {"wall_s": 20.0, "steady_s": 8.0, "stored_embedding_s": 0.0, "paths": {"full": 100, "stored_embedding": 0},
-              "stages": {"read_manifest_s": 1.0, "stage_s": 0.0, "tag_and_write_s": 8.0, "account_s": 1.0}}
+    record = {
+        "wall_s": 20.0,
+        "steady_s": 8.0,
+        "stored_embedding_s": 0.0,
+        "paths": {"full": 100, "stored_embedding": 0},
+        "stages": {"read_manifest_s": 1.0, "stage_s": 0.0, "tag_and_write_s": 8.0, "account_s": 1.0},
+    }
     assert rates(record, 100)["rows_per_s_work"] == 10.0 and rates(record, 100)["rows_per_s_udf"] == 12.5
     stored = {**record, "paths": {"full": 0, "stored_embedding": 100}, "stored_embedding_s": 0.5}
     assert rates(stored, 100)["rows_per_s_udf"] == 200.0
@@ -415,8 +425,15 @@ def test_bench_heads_arithmetic(tmp_path):
 INT8_QUALITY = {
     "profile": "07-int8",
     "model_version": "feedbeef0001",
-    "measured": {"images": 1006, "top1_agreement_confident": 0.99, "top1_in_top5": 0.999, "top1_agreement": 0.88,
-                 "real_photos_top1_kept": 1.0, "embedding_cosine_median": 0.993, "embedding_cosine_p1": 0.98},
+    "measured": {
+        "images": 1006,
+        "top1_agreement_confident": 0.99,
+        "top1_in_top5": 0.999,
+        "top1_agreement": 0.88,
+        "real_photos_top1_kept": 1.0,
+        "embedding_cosine_median": 0.993,
+        "embedding_cosine_p1": 0.98,
+    },
     "head_accuracy": {"float": 0.87, "int8": 0.865, "items": 2000},
     "gates": [{"gate": "top1_agreement_confident", "value": 0.99, "threshold": 0.97, "passed": True}],
     "adopted": True,
@@ -437,12 +454,21 @@ def full_bench_dir(bench_dir) -> Path:
         {"start": 9.0, "ready": 9.0, "end": 10.5, "images": 100, "worker": 11},
     ]
     write_record(bench_dir / "07-int8.json", best)
-    one_core = {**job_record("07-int8-1core", kind=KIND_SCALING, steady=40.0), "settings": int8,
-                "profile_path": "conf/07-int8.yaml", "local_cores": 1, "master": "local[1]"}
+    one_core = {
+        **job_record("07-int8-1core", kind=KIND_SCALING, steady=40.0),
+        "settings": int8,
+        "profile_path": "conf/07-int8.yaml",
+        "local_cores": 1,
+        "master": "local[1]",
+    }
     write_record(bench_dir / "07-int8-1core.json", one_core)
     for cores, value in ((2, 70.0), (1, 42.0)):
-        ceiling = {**ceiling_record(value), "model_uri": "model/artifacts/efficientnet_lite0_int8", "cores": cores,
-                   "name": f"ceiling-int8-{cores}"}
+        ceiling = {
+            **ceiling_record(value),
+            "model_uri": "model/artifacts/efficientnet_lite0_int8",
+            "cores": cores,
+            "name": f"ceiling-int8-{cores}",
+        }
         write_record(bench_dir / f"ceiling-int8-{cores}.json", ceiling)
     index = json.loads((bench_dir / "bench.json").read_text())
     (bench_dir / "bench.json").write_text(json.dumps({**index, "int8": INT8_QUALITY, "ended_at": "x"}))

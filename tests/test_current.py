@@ -37,14 +37,25 @@ def append_run(spark, ledger, run_id, hour, rows, *, backbone=VB, heads=None, em
         fields.append(T.StructField("embedding", T.ArrayType(T.FloatType())))
     if norm:
         fields.append(T.StructField("embedding_norm", T.FloatType()))
-    fields += [T.StructField("model_name", T.StringType()), T.StructField("model_version", T.StringType()),
-               T.StructField("models", T.MapType(T.StringType(), T.StringType())),
-               T.StructField("processed_at", T.TimestampType()), T.StructField("run_id", T.StringType())]
+    fields += [
+        T.StructField("model_name", T.StringType()),
+        T.StructField("model_version", T.StringType()),
+        T.StructField("models", T.MapType(T.StringType(), T.StringType())),
+        T.StructField("processed_at", T.TimestampType()),
+        T.StructField("run_id", T.StringType()),
+    ]
     if path:
         fields.append(T.StructField("path", T.StringType()))
     schema = T.StructType(fields)
-    defaults = {"status": "ok", "model_name": BB, "model_version": backbone, "processed_at": at(hour), "run_id": run_id,
-                "models": {BB: backbone, **dict(heads.values())}, "path": path}
+    defaults = {
+        "status": "ok",
+        "model_name": BB,
+        "model_version": backbone,
+        "processed_at": at(hour),
+        "run_id": run_id,
+        "models": {BB: backbone, **dict(heads.values())},
+        "path": path,
+    }
     data = []
     for row in rows:
         row = {"url": f"s3://images/{row['image_id']}.jpg", **defaults, **row}
@@ -65,40 +76,114 @@ def ledger(spark, tmp_path_factory):
     """The history: two backbones, head A retrained, head B added later (also as head-only rows)."""
     path = tmp_path_factory.mktemp("ledger") / "out"
     cat_v1 = {"category": CAT_V1}
-    append_run(spark, path, "r0", 0, [error("retried", "fetch: HTTP 503 (transient, gave up after 3 attempts)")],
-               backbone=VA, heads=cat_v1)
-    append_run(spark, path, "r1", 1, [full("old", "teapot", category="bag", category_score=0.5),
-                                      full("retried", "cup"), full("newfail", "cup"), full("x1", "cup")],
-               backbone=VA, heads=cat_v1)
+    append_run(
+        spark,
+        path,
+        "r0",
+        0,
+        [error("retried", "fetch: HTTP 503 (transient, gave up after 3 attempts)")],
+        backbone=VA,
+        heads=cat_v1,
+    )
+    append_run(
+        spark,
+        path,
+        "r1",
+        1,
+        [
+            full("old", "teapot", category="bag", category_score=0.5),
+            full("retried", "cup"),
+            full("newfail", "cup"),
+            full("x1", "cup"),
+        ],
+        backbone=VA,
+        heads=cat_v1,
+    )
     # First run on the current backbone, head A v1 only; no style, embedding_norm or path columns yet.
-    append_run(spark, path, "r2", 2, [
-        full("x1", "espresso", category="shirt", category_score=0.75),
-        full("x2", "mug", category=None, category_score=0.125),  # below the head's min_score
-        full("flip", "teapot", category="bag", category_score=0.5),
-        error("bad", "fetch: S3 NoSuchKey (HTTP 404) for s3://images/bad.jpg (permanent, 1 attempt)"),
-        error("erronly", "decode: not an image"),
-        error("newfail", "fetch: HTTP 403 Forbidden (permanent, 1 attempt)"),
-    ], heads=cat_v1)
+    append_run(
+        spark,
+        path,
+        "r2",
+        2,
+        [
+            full("x1", "espresso", category="shirt", category_score=0.75),
+            full("x2", "mug", category=None, category_score=0.125),  # below the head's min_score
+            full("flip", "teapot", category="bag", category_score=0.5),
+            error("bad", "fetch: S3 NoSuchKey (HTTP 404) for s3://images/bad.jpg (permanent, 1 attempt)"),
+            error("erronly", "decode: not an image"),
+            error("newfail", "fetch: HTTP 403 Forbidden (permanent, 1 attempt)"),
+        ],
+        heads=cat_v1,
+    )
     # Head B appears (and embedding_norm); later errors for images that already have an ok row or none.
-    append_run(spark, path, "r3", 3, [
-        error("flip", "fetch: HTTP 503 (transient, gave up after 3 attempts)"),
-        error("bad", "fetch: still missing"),
-        error("erronly", "decode: truncated"),
-    ], heads={"category": CAT_V1, "style": STYLE}, norm=True)
+    append_run(
+        spark,
+        path,
+        "r3",
+        3,
+        [
+            error("flip", "fetch: HTTP 503 (transient, gave up after 3 attempts)"),
+            error("bad", "fetch: still missing"),
+            error("erronly", "decode: truncated"),
+        ],
+        heads={"category": CAT_V1, "style": STYLE},
+        norm=True,
+    )
     # Head-only rows for B from the stored embeddings: x1 counts, the old backbone and old head version do not.
     head_only = {"tags": None, "embedding": None}
-    append_run(spark, path, "r4", 4, [
-        {"image_id": "x1", "style": "casual", "style_score": 0.25, **head_only},
-        {"image_id": "x2", "style": "formal", "style_score": 0.5, "models": {BB: VB, STYLE[0]: "sty000000000"}, **head_only},
-        {"image_id": "old", "style": "formal", "style_score": 0.5, "model_version": VA, "models": {BB: VA, STYLE[0]: STYLE[1]},
-         **head_only},
-    ], heads={"style": STYLE}, embedding=False, path="stored_embedding")
+    append_run(
+        spark,
+        path,
+        "r4",
+        4,
+        [
+            {"image_id": "x1", "style": "casual", "style_score": 0.25, **head_only},
+            {"image_id": "x2", "style": "formal", "style_score": 0.5, "models": {BB: VB, STYLE[0]: "sty000000000"}, **head_only},
+            {
+                "image_id": "old",
+                "style": "formal",
+                "style_score": 0.5,
+                "model_version": VA,
+                "models": {BB: VA, STYLE[0]: STYLE[1]},
+                **head_only,
+            },
+        ],
+        heads={"style": STYLE},
+        embedding=False,
+        path="stored_embedding",
+    )
     # Head A retrained (v2): a head-only row for x1, a full row with both heads for x3.
-    append_run(spark, path, "r5", 5, [{"image_id": "x1", "category": "dress", "category_score": 0.5, **head_only}],
-               heads={"category": CAT_V2}, embedding=False, path="stored_embedding")
-    append_run(spark, path, "r6", 6, [full("x3", "shoe", category="sneaker", category_score=0.75, style="sport",
-                                           style_score=0.5, embedding_norm=2.5, path="full")],
-               heads={"category": CAT_V2, "style": STYLE}, norm=True, path="full")
+    append_run(
+        spark,
+        path,
+        "r5",
+        5,
+        [{"image_id": "x1", "category": "dress", "category_score": 0.5, **head_only}],
+        heads={"category": CAT_V2},
+        embedding=False,
+        path="stored_embedding",
+    )
+    append_run(
+        spark,
+        path,
+        "r6",
+        6,
+        [
+            full(
+                "x3",
+                "shoe",
+                category="sneaker",
+                category_score=0.75,
+                style="sport",
+                style_score=0.5,
+                embedding_norm=2.5,
+                path="full",
+            )
+        ],
+        heads={"category": CAT_V2, "style": STYLE},
+        norm=True,
+        path="full",
+    )
     # Same processed_at, two runs: run_id breaks the tie.
     append_run(spark, path, "r7-a", 7, [full("tie", "lamp")], heads={"category": CAT_V2})
     append_run(spark, path, "r7-b", 7, [full("tie", "lampshade")], heads={"category": CAT_V2})
@@ -114,22 +199,43 @@ def view(spark, ledger, tmp_path_factory):
 
 def expect_ok(image_id, run_id, hour, label, *, category=None, style=None, models=(), norm=None, processed=None):
     return {
-        "image_id": image_id, "url": f"s3://images/{image_id}.jpg", "status": "ok", "error": None,
+        "image_id": image_id,
+        "url": f"s3://images/{image_id}.jpg",
+        "status": "ok",
+        "error": None,
         "tags": [{"label": label, "score": 0.5}],
-        "category": category[0] if category else None, "category_score": category[1] if category else None,
-        "style": style[0] if style else None, "style_score": style[1] if style else None,
-        "embedding": [pytest.approx(0.6), pytest.approx(0.8)], "embedding_norm": norm,
-        "model_name": BB, "model_version": VB, "models": {BB: VB, **dict(models)},
-        "processed_at": at(processed if processed is not None else hour), "run_id": run_id,
+        "category": category[0] if category else None,
+        "category_score": category[1] if category else None,
+        "style": style[0] if style else None,
+        "style_score": style[1] if style else None,
+        "embedding": [pytest.approx(0.6), pytest.approx(0.8)],
+        "embedding_norm": norm,
+        "model_name": BB,
+        "model_version": VB,
+        "models": {BB: VB, **dict(models)},
+        "processed_at": at(processed if processed is not None else hour),
+        "run_id": run_id,
     }
 
 
 def expect_not_ok(image_id, status, error, run_id, hour, *, version=VB, models=None):
     return {
-        "image_id": image_id, "url": f"s3://images/{image_id}.jpg", "status": status, "error": error, "tags": None,
-        "category": None, "category_score": None, "style": None, "style_score": None, "embedding": None,
-        "embedding_norm": None, "model_name": BB, "model_version": version, "models": models,
-        "processed_at": at(hour), "run_id": run_id,
+        "image_id": image_id,
+        "url": f"s3://images/{image_id}.jpg",
+        "status": status,
+        "error": error,
+        "tags": None,
+        "category": None,
+        "category_score": None,
+        "style": None,
+        "style_score": None,
+        "embedding": None,
+        "embedding_norm": None,
+        "model_name": BB,
+        "model_version": version,
+        "models": models,
+        "processed_at": at(hour),
+        "run_id": run_id,
     }
 
 
@@ -137,19 +243,22 @@ def test_one_row_per_image_by_the_rules(view):
     _to, counts, rows = view
     expected = {
         # Tags and embedding from r2, head A v2 from the head-only r5, head B from the head-only r4.
-        "x1": expect_ok("x1", "r2", 2, "espresso", category=("dress", 0.5), style=("casual", 0.25),
-                        models=[CAT_V2, STYLE], processed=5),
+        "x1": expect_ok(
+            "x1", "r2", 2, "espresso", category=("dress", 0.5), style=("casual", 0.25), models=[CAT_V2, STYLE], processed=5
+        ),
         # Head A only ever ran as v1 on x2 and head B as an older version: both null, not in models.
         "x2": expect_ok("x2", "r2", 2, "mug"),
-        "x3": expect_ok("x3", "r6", 6, "shoe", category=("sneaker", 0.75), style=("sport", 0.5), models=[CAT_V2, STYLE],
-                        norm=2.5),
+        "x3": expect_ok(
+            "x3", "r6", 6, "shoe", category=("sneaker", 0.75), style=("sport", 0.5), models=[CAT_V2, STYLE], norm=2.5
+        ),
         "flip": expect_ok("flip", "r2", 2, "teapot"),  # the later failed run does not hide the ok row
         "tie": expect_ok("tie", "r7-b", 7, "lampshade"),
         "bad": expect_not_ok("bad", "error", "fetch: still missing", "r3", 3, models={BB: VB, **dict([CAT_V1, STYLE])}),
         "erronly": expect_not_ok("erronly", "error", "decode: truncated", "r3", 3, models={BB: VB, **dict([CAT_V1, STYLE])}),
         # An ok row on the old backbone, then a failure on the current one: the failure is the news.
-        "newfail": expect_not_ok("newfail", "error", "fetch: HTTP 403 Forbidden (permanent, 1 attempt)", "r2", 2,
-                                 models={BB: VB, **dict([CAT_V1])}),
+        "newfail": expect_not_ok(
+            "newfail", "error", "fetch: HTTP 403 Forbidden (permanent, 1 attempt)", "r2", 2, models={BB: VB, **dict([CAT_V1])}
+        ),
         # Tagged only by the old backbone (its latest row is a head-only row): outdated, no results.
         "old": expect_not_ok("old", "outdated", None, "r4", 4, version=VA, models={BB: VA, STYLE[0]: STYLE[1]}),
         # Failed, then tagged on a retry, both on the old backbone: outdated, not the stale error.
@@ -164,8 +273,24 @@ def test_one_row_per_image_by_the_rules(view):
 def test_view_has_one_schema_for_every_reader(spark, view):
     to, _counts, rows = view
     columns = [f.name for f in view_schema(CURRENT).fields]
-    assert columns == ["image_id", "url", "status", "error", "tags", "category", "category_score", "style", "style_score",
-                       "embedding", "embedding_norm", "model_name", "model_version", "models", "processed_at", "run_id"]
+    assert columns == [
+        "image_id",
+        "url",
+        "status",
+        "error",
+        "tags",
+        "category",
+        "category_score",
+        "style",
+        "style_score",
+        "embedding",
+        "embedding_norm",
+        "model_name",
+        "model_version",
+        "models",
+        "processed_at",
+        "run_id",
+    ]
     assert spark.read.parquet(str(to)).schema.simpleString() == view_schema(CURRENT).simpleString()
 
     files = sorted(to.glob("*.parquet"))
@@ -205,8 +330,13 @@ def test_ledger_without_the_job_columns_is_refused(spark):
 def test_targets_must_not_overlap(tmp_path):
     check_targets(str(tmp_path / "out" / "local"), str(tmp_path / "out" / "current"))
     check_targets("s3://bucket/ledger", "s3://bucket/ledger-current")
-    for output, to in [("out/local", "out/local/"), ("out/local", "out/local/current"), ("out/local", "out"),
-                       ("s3://b/ledger", "s3://b/ledger/view"), (str(tmp_path / "x"), f"file://{tmp_path}/x")]:
+    for output, to in [
+        ("out/local", "out/local/"),
+        ("out/local", "out/local/current"),
+        ("out/local", "out"),
+        ("s3://b/ledger", "s3://b/ledger/view"),
+        (str(tmp_path / "x"), f"file://{tmp_path}/x"),
+    ]:
         with pytest.raises(CurrentViewError, match="overlaps --output"):
             check_targets(output, to)
 
@@ -255,13 +385,16 @@ def test_command_line_writes_the_view(spark, default_models, tmp_path, capsys):
     assert "embedding" not in written.columns and {"style", "style_score"} <= set(written.columns)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "model.top_k=0"], "model.top_k=0: must be between 1 and 100"),
-    (["--set", "model.uri=/nonexistent/model"], "model artifact file not found"),
-    (["--profile", "/nonexistent.yaml"], "cannot read profile"),
-    (["--to", "{ledger}/current"], "overlaps --output"),
-    (["--output", "{ledger}/missing"], "no output dataset there"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "model.top_k=0"], "model.top_k=0: must be between 1 and 100"),
+        (["--set", "model.uri=/nonexistent/model"], "model artifact file not found"),
+        (["--profile", "/nonexistent.yaml"], "cannot read profile"),
+        (["--to", "{ledger}/current"], "overlaps --output"),
+        (["--output", "{ledger}/missing"], "no output dataset there"),
+    ],
+)
 def test_bad_arguments_exit_2(spark, tmp_path, capsys, args, message):
     argv = ["--output", str(tmp_path / "ledger"), "--to", str(tmp_path / "current"), *args]
     assert main([a.replace("{ledger}", str(tmp_path / "ledger")) for a in argv], spark=spark) == 2

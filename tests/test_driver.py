@@ -58,9 +58,7 @@ def test_incremental_skips_done_work_and_retries_errors(spark, artifact, images,
     out = tmp_path / "out"
     first = write_manifest(tmp_path / "m1.csv", [("a", images["coffee"]), ("b", images["bad"])])
     run_job(spark, artifact, first, out)
-    second = write_manifest(
-        tmp_path / "m2.csv", [("a", images["coffee"]), ("b", images["bad"]), ("c", images["cat"])]
-    )
+    second = write_manifest(tmp_path / "m2.csv", [("a", images["coffee"]), ("b", images["bad"]), ("c", images["cat"])])
     result = run_job(spark, artifact, second, out, incremental=True)
     assert (result["rows_in"], result["skipped_done"], result["ok"], result["error"]) == (3, 1, 1, 1)
     rows = output_rows(spark, out)

@@ -54,9 +54,19 @@ def test_spark_submit_end_to_end(tmp_path, photos, s3_bucket, model_dir):
     output = tmp_path / "out"
     settings = load_settings(overrides=["spark.master=local[2]"])
     command = [
-        str(SPARK_SUBMIT), *spark_submit_args(settings), str(REPO / "jobs" / "tag_images.py"),
-        "--manifest", str(manifest), "--output", str(output),
-        "--set", "spark.master=local[2]", "--set", f"model.uri={model_dir}", "--set", "fetch.max_attempts=2",
+        str(SPARK_SUBMIT),
+        *spark_submit_args(settings),
+        str(REPO / "jobs" / "tag_images.py"),
+        "--manifest",
+        str(manifest),
+        "--output",
+        str(output),
+        "--set",
+        "spark.master=local[2]",
+        "--set",
+        f"model.uri={model_dir}",
+        "--set",
+        "fetch.max_attempts=2",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ.copy())
     assert result.returncode == 0, result.stderr[-4000:]
@@ -97,9 +107,17 @@ def test_a_uri_spark_has_no_filesystem_for_is_named(spark):
 
 def test_s3_manifest_in_local_mode_exits_2_with_what_to_do(tmp_path):
     settings = load_settings(overrides=["spark.master=local[1]"])
-    command = [str(SPARK_SUBMIT), *spark_submit_args(settings), str(REPO / "jobs" / "tag_images.py"),
-               "--manifest", "s3://shop-images/manifest.csv", "--output", str(tmp_path / "out"),
-               "--set", "spark.master=local[1]"]
+    command = [
+        str(SPARK_SUBMIT),
+        *spark_submit_args(settings),
+        str(REPO / "jobs" / "tag_images.py"),
+        "--manifest",
+        "s3://shop-images/manifest.csv",
+        "--output",
+        str(tmp_path / "out"),
+        "--set",
+        "spark.master=local[1]",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=180, env=os.environ.copy())
     assert result.returncode == 2, (result.stdout + result.stderr)[-3000:]
     said = result.stdout + result.stderr  # spark-submit merges the Python driver's stderr into stdout

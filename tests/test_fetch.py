@@ -102,8 +102,20 @@ def test_ssrf_guard_refuses_loopback_by_default(http):
 
 @pytest.mark.parametrize(
     "address",
-    ["169.254.169.254", "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "0.0.0.0",
-     "::1", "fe80::1", "fd00::1", "::ffff:169.254.169.254", "224.0.0.1"],
+    [
+        "169.254.169.254",
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "100.64.0.1",
+        "0.0.0.0",
+        "::1",
+        "fe80::1",
+        "fd00::1",
+        "::ffff:169.254.169.254",
+        "224.0.0.1",
+    ],
 )
 def test_guard_blocks_internal_addresses(address):
     assert is_blocked_address(address)

@@ -18,9 +18,18 @@ def make_head(out_dir, backbone_version, *, kind="head", classes=("light", "dark
     outputs = keras.layers.Dense(len(classes), activation="softmax", name="category")(inputs)
     model = keras.Model(inputs, outputs, name=name)
     save_keras_artifact(
-        model, out_dir, name=name, class_names=list(classes),
-        extra_meta={"kind": kind, "input": "embedding", "input_normalisation": "l2", "backbone": "efficientnet_lite0",
-                    "backbone_version": backbone_version, "num_classes": len(classes)},
+        model,
+        out_dir,
+        name=name,
+        class_names=list(classes),
+        extra_meta={
+            "kind": kind,
+            "input": "embedding",
+            "input_normalisation": "l2",
+            "backbone": "efficientnet_lite0",
+            "backbone_version": backbone_version,
+            "num_classes": len(classes),
+        },
     )
     return out_dir
 
@@ -59,21 +68,33 @@ def test_head_must_match_backbone(model_dir, head_dir, tmp_path):
 
 @pytest.mark.spark
 def test_one_pass_writes_tags_category_and_embedding(spark, model_dir, head_dir, photos):
-    settings = load_settings(overrides=[
-        f"model.uri={model_dir.parent / 'efficientnet_lite0_tflite'}",
-        f"model.heads=[{{name: category, uri: '{head_dir}'}}]", "model.embedding=true",
-    ])
+    settings = load_settings(
+        overrides=[
+            f"model.uri={model_dir.parent / 'efficientnet_lite0_tflite'}",
+            f"model.heads=[{{name: category, uri: '{head_dir}'}}]",
+            "model.embedding=true",
+        ]
+    )
     bundle = load_bundle(settings.model.uri, settings.model.heads)
     manifest = with_image_ids(spark.createDataFrame([(photos["coffee"].as_uri(),), ("file:///missing.jpg",)], "url string"))
     out = tag_dataframe(manifest, bundle, settings, run_id="r")
     # The output schema (README): the fixed columns, each head's pair, the embedding, provenance.
     assert [(f.name, f.dataType.simpleString(), f.nullable) for f in out.schema] == [
-        ("image_id", "string", True), ("url", "string", True), ("status", "string", True), ("error", "string", True),
+        ("image_id", "string", True),
+        ("url", "string", True),
+        ("status", "string", True),
+        ("error", "string", True),
         ("tags", "array<struct<label:string,score:float>>", True),
-        ("category", "string", True), ("category_score", "float", True),
-        ("embedding", "array<float>", True), ("embedding_norm", "float", True),
-        ("path", "string", False), ("model_name", "string", False), ("model_version", "string", False),
-        ("models", "map<string,string>", False), ("processed_at", "timestamp", False), ("run_id", "string", False),
+        ("category", "string", True),
+        ("category_score", "float", True),
+        ("embedding", "array<float>", True),
+        ("embedding_norm", "float", True),
+        ("path", "string", False),
+        ("model_name", "string", False),
+        ("model_version", "string", False),
+        ("models", "map<string,string>", False),
+        ("processed_at", "timestamp", False),
+        ("run_id", "string", False),
     ]
     rows = {r.url.rsplit("/", 1)[-1]: r for r in out.collect()}
     coffee, missing = rows["coffee.png"], rows["missing.jpg"]

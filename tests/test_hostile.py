@@ -50,9 +50,19 @@ def hostile_manifest(tmp_path_factory, aws_endpoint):
     s3.put_object(Bucket="hostile-bucket", Key="secret/x.jpg", Body=f.jpeg())
     s3.put_bucket_policy(
         Bucket="hostile-bucket",
-        Policy=json.dumps({"Version": "2012-10-17", "Statement": [
-            {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::hostile-bucket/secret/*"}
-        ]}),
+        Policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:GetObject",
+                        "Resource": "arn:aws:s3:::hostile-bucket/secret/*",
+                    }
+                ],
+            }
+        ),
     )
 
     import socket
@@ -79,8 +89,10 @@ def hostile_manifest(tmp_path_factory, aws_endpoint):
         "stall": (f"{base}/stall.jpg", "fetch: HTTP request failed"),
         "s3-missing": ("s3://hostile-bucket/nothing.jpg", "fetch: S3 NoSuchKey (HTTP 404)"),
         "s3-denied": ("s3://hostile-bucket/secret/x.jpg", "fetch: S3 AccessDenied (HTTP 403)"),
-        "metadata-service": ("http://169.254.169.254/latest/meta-data/iam/security-credentials/",
-                             "fetch: refused: 169.254.169.254 resolves to non-public address"),
+        "metadata-service": (
+            "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+            "fetch: refused: 169.254.169.254 resolves to non-public address",
+        ),
         "no-url": (None, "fetch: empty URL"),
     }
     yield cases, routes
@@ -90,10 +102,15 @@ def hostile_manifest(tmp_path_factory, aws_endpoint):
 def test_every_hostile_input_gives_one_row(spark, artifact, hostile_manifest):
     cases, routes = hostile_manifest
     manifest = with_image_ids(spark.createDataFrame([(k, u) for k, (u, _) in cases.items()], "image_id string, url string"))
-    settings = load_settings(overrides=[
-        "fetch.allowed_networks=[127.0.0.0/8]", "fetch.read_timeout_s=1", "fetch.max_attempts=2",
-        "fetch.backoff_initial_s=0.05", "fetch.backoff_max_s=0.1",
-    ])
+    settings = load_settings(
+        overrides=[
+            "fetch.allowed_networks=[127.0.0.0/8]",
+            "fetch.read_timeout_s=1",
+            "fetch.max_attempts=2",
+            "fetch.backoff_initial_s=0.05",
+            "fetch.backoff_max_s=0.1",
+        ]
+    )
     rows = tag_dataframe(manifest.repartition(3), ModelBundle(artifact), settings).collect()
     assert sorted(r.image_id for r in rows) == sorted(cases)  # exactly one row each
     for row in rows:

@@ -113,6 +113,7 @@ def test_inference_failure_marks_rows_not_task(tmp_path):
 @pytest.mark.parametrize("name", ["coffee", "chelsea"])
 def test_real_model_tags_real_photos(artifact, photos, name):
     from jobs.decode import prepare
+
     tagger = tagger_for_worker(ModelBundle(artifact), top_k=5, batch_size=4, threads=0)
     image = prepare(photos[name].read_bytes(), max_pixels=10**8, resize_shorter=256, image_size=224)
     tags = tagger.tag(image[None])[0].tags

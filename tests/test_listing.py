@@ -33,8 +33,17 @@ from jobs.manifest import ManifestError, detect_format, open_manifest, read_mani
 REPO = Path(__file__).resolve().parent.parent
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 EXTS = tuple(load_settings().manifest.extensions)
-ODD_KEYS = ["odd/a b.jpg", "odd/café ünïcode.PNG", "odd/plus+sign.jpeg", "odd/日本/写真.webp", "odd/~tilde.gif",
-            "odd/UPPER.JPG", "odd/notes.txt", "odd/dir-marker/", "odd/Z.tiff"]
+ODD_KEYS = [
+    "odd/a b.jpg",
+    "odd/café ünïcode.PNG",
+    "odd/plus+sign.jpeg",
+    "odd/日本/写真.webp",
+    "odd/~tilde.gif",
+    "odd/UPPER.JPG",
+    "odd/notes.txt",
+    "odd/dir-marker/",
+    "odd/Z.tiff",
+]
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +125,10 @@ def test_listing_retries_throttling_and_names_a_permanent_error():
                 raise answer
             return answer
 
-    pages = [{"Contents": [{"Key": "a.jpg"}], "IsTruncated": True, "NextContinuationToken": "t1"},
-             {"Contents": [{"Key": "b.jpg"}], "IsTruncated": False}]
+    pages = [
+        {"Contents": [{"Key": "a.jpg"}], "IsTruncated": True, "NextContinuationToken": "t1"},
+        {"Contents": [{"Key": "b.jpg"}], "IsTruncated": False},
+    ]
     client, sleeps = Flaky([error("SlowDown", 503), pages[0], error("InternalError", 500), pages[1]]), []
     assert list(list_pages(client, sleep=sleeps.append, Bucket="b", Prefix="p/")) == pages
     assert len(sleeps) == 2 and client.calls[-1]["ContinuationToken"] == "t1"
@@ -128,11 +139,16 @@ def test_listing_retries_throttling_and_names_a_permanent_error():
 
 
 def _inventory_table(rows):
-    return pa.table({
-        "bucket": [r[0] for r in rows], "key": [r[1] for r in rows], "version_id": [r[2] for r in rows],
-        "is_latest": [r[3] for r in rows], "is_delete_marker": [r[4] for r in rows],
-        "size": pa.array([r[5] for r in rows], pa.int64()),
-    })
+    return pa.table(
+        {
+            "bucket": [r[0] for r in rows],
+            "key": [r[1] for r in rows],
+            "version_id": [r[2] for r in rows],
+            "is_latest": [r[3] for r in rows],
+            "is_delete_marker": [r[4] for r in rows],
+            "size": pa.array([r[5] for r in rows], pa.int64()),
+        }
+    )
 
 
 INVENTORY_ROWS = [  # bucket, key, version, is_latest, is_delete_marker, size
@@ -145,14 +161,20 @@ INVENTORY_ROWS = [  # bucket, key, version, is_latest, is_delete_marker, size
     ("src", "shop/readme.txt", "v1", True, False, 5),
     ("src", "shop/日本/写真.webp", "v1", True, False, 7),
 ]
-EXPECTED_URLS = {"s3://src/shop/a b.jpg", "s3://src/shop/café ü.png", "s3://src/shop/plus+sign.JPG",
-                 "s3://src/shop/日本/写真.webp"}
+EXPECTED_URLS = {
+    "s3://src/shop/a b.jpg",
+    "s3://src/shop/café ü.png",
+    "s3://src/shop/plus+sign.JPG",
+    "s3://src/shop/日本/写真.webp",
+}
 
 
 def _csv_gz(rows) -> bytes:
     """As AWS writes it: no header, every field quoted, the key URL-encoded, gzipped."""
+
     def field(v):
         return "true" if v is True else "false" if v is False else str(v)
+
     lines = [",".join(f'"{field(quote_plus(v, safe="/") if i == 1 else v)}"' for i, v in enumerate(r)) for r in rows]
     return gzip.compress(("\n".join(lines) + "\n").encode("utf-8"))
 
@@ -160,7 +182,8 @@ def _csv_gz(rows) -> bytes:
 def _write_inventory(s3, fmt: str, tag: str) -> str:
     """An inventory report in the destination bucket; returns its manifest.json's s3:// URI."""
     s3.create_bucket(Bucket="inventory-dest") if "inventory-dest" not in [
-        b["Name"] for b in s3.list_buckets()["Buckets"]] else None
+        b["Name"] for b in s3.list_buckets()["Buckets"]
+    ] else None
     halves = [INVENTORY_ROWS[:4], INVENTORY_ROWS[4:]]  # two data files: two tasks
     files = []
     for i, rows in enumerate(halves):
@@ -179,25 +202,37 @@ def _write_inventory(s3, fmt: str, tag: str) -> str:
         s3.put_object(Bucket="inventory-dest", Key=key, Body=body)
         files.append({"key": key, "size": len(body), "MD5checksum": "0" * 32})
     manifest = {
-        "sourceBucket": "src", "destinationBucket": "arn:aws:s3:::inventory-dest", "version": "2016-11-30",
-        "creationTimestamp": "1764032400000", "fileFormat": fmt,
-        "fileSchema": "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size", "files": files,
+        "sourceBucket": "src",
+        "destinationBucket": "arn:aws:s3:::inventory-dest",
+        "version": "2016-11-30",
+        "creationTimestamp": "1764032400000",
+        "fileFormat": fmt,
+        "fileSchema": "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size",
+        "files": files,
     }
     if fmt == "Parquet":  # AWS describes Parquet and ORC files by their own schema
-        manifest["fileSchema"] = ("message s3.inventory { required binary bucket (STRING); required binary key (STRING); "
-                                  "optional binary version_id (STRING); optional boolean is_latest; "
-                                  "optional boolean is_delete_marker; optional int64 size; }")
+        manifest["fileSchema"] = (
+            "message s3.inventory { required binary bucket (STRING); required binary key (STRING); "
+            "optional binary version_id (STRING); optional boolean is_latest; "
+            "optional boolean is_delete_marker; optional int64 size; }"
+        )
     elif fmt == "ORC":
-        manifest["fileSchema"] = ("struct<bucket:string,key:string,version_id:string,is_latest:boolean,"
-                                  "is_delete_marker:boolean,size:bigint>")
+        manifest["fileSchema"] = (
+            "struct<bucket:string,key:string,version_id:string,is_latest:boolean,is_delete_marker:boolean,size:bigint>"
+        )
     key = f"src/images/{tag}/2026-11-25T01-00Z/manifest.json"
     s3.put_object(Bucket="inventory-dest", Key=key, Body=json.dumps(manifest).encode())
     return f"s3://inventory-dest/{key}"
 
 
 def test_inventory_manifest_is_validated():
-    good = {"sourceBucket": "s", "destinationBucket": "arn:aws:s3:::d", "fileFormat": "CSV",
-            "fileSchema": "Bucket, Key, Size", "files": [{"key": "x/data/1.csv.gz", "size": 1, "MD5checksum": "m"}]}
+    good = {
+        "sourceBucket": "s",
+        "destinationBucket": "arn:aws:s3:::d",
+        "fileFormat": "CSV",
+        "fileSchema": "Bucket, Key, Size",
+        "files": [{"key": "x/data/1.csv.gz", "size": 1, "MD5checksum": "m"}],
+    }
     inventory = parse_inventory_manifest(json.dumps(good))
     assert inventory.destination_bucket == "d" and inventory.fields == ("Bucket", "Key", "Size")
     with pytest.raises(ManifestError, match="not JSON"):
@@ -212,8 +247,9 @@ def test_inventory_manifest_is_validated():
 
 @pytest.mark.parametrize("fmt", ["CSV", "Parquet", "ORC"])
 def test_inventory_rows_decode_keys_and_skip_old_versions_and_delete_markers(s3, fmt):
-    inventory = parse_inventory_manifest(s3.get_object(Bucket="inventory-dest", Key=_write_inventory(s3, fmt, fmt).split(
-        "/", 3)[3])["Body"].read())
+    inventory = parse_inventory_manifest(
+        s3.get_object(Bucket="inventory-dest", Key=_write_inventory(s3, fmt, fmt).split("/", 3)[3])["Body"].read()
+    )
     rows = list(inventory_rows(inventory.files, inventory, EXTS))
     urls = [u for u, _ in rows if u is not None]
     assert set(urls) == EXPECTED_URLS and len(urls) == len(EXPECTED_URLS)
@@ -241,8 +277,10 @@ def test_prefix_listing_thousands_of_keys_on_the_driver_or_split_on_the_executor
     split_rate = stats.keys / (time.perf_counter() - started)
     assert stats.parts == 11 and (stats.keys, stats.kept, stats.not_image) == (3012, 3001, 11)
     assert sorted(urls) == sorted(r.url for r in rows)
-    print(f"\nlisting 3012 keys on the emulator: one driver loop {driver_rate:.0f} keys/s; "
-          f"split into {stats.parts} parts on the executors {split_rate:.0f} keys/s")
+    print(
+        f"\nlisting 3012 keys on the emulator: one driver loop {driver_rate:.0f} keys/s; "
+        f"split into {stats.parts} parts on the executors {split_rate:.0f} keys/s"
+    )
 
 
 @pytest.mark.spark
@@ -254,8 +292,9 @@ def test_prefix_keys_with_spaces_and_non_ascii_same_id_as_a_csv_manifest(spark, 
     csv.write_text("url\n" + "".join(f'"{u}"\n' for u in listed), encoding="utf-8")
     from_csv = {r.url: r.image_id for r in read_manifest(spark, str(csv)).collect()}
     assert from_csv == listed
-    only_jpeg = read_manifest(spark, f"s3://{photo_bucket}/odd/", settings=load_settings(
-        overrides=["manifest.extensions=[.jpeg]"]).manifest).collect()
+    only_jpeg = read_manifest(
+        spark, f"s3://{photo_bucket}/odd/", settings=load_settings(overrides=["manifest.extensions=[.jpeg]"]).manifest
+    ).collect()
     assert [r.url for r in only_jpeg] == ["s3://listing/odd/plus+sign.jpeg"]
 
 
@@ -302,8 +341,15 @@ def test_prefix_without_images_is_a_clear_error(spark, s3, photo_bucket):
 @pytest.mark.spark
 def test_local_folder_recursive_with_the_extension_filter(spark, tmp_path):
     root = tmp_path / "my photos"
-    for name in ("a.jpg", "sub/b.PNG", "sub/deeper/c d.jpeg", "sub/deeper/é.webp", "notes.txt", "sub/.DS_Store",
-                 "sub/deeper/raw.cr2"):
+    for name in (
+        "a.jpg",
+        "sub/b.PNG",
+        "sub/deeper/c d.jpeg",
+        "sub/deeper/é.webp",
+        "notes.txt",
+        "sub/.DS_Store",
+        "sub/deeper/raw.cr2",
+    ):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(b"x")
     expected = {(root / n).as_uri() for n in ("a.jpg", "sub/b.PNG", "sub/deeper/c d.jpeg", "sub/deeper/é.webp")}
@@ -327,13 +373,24 @@ def test_spark_submit_tags_a_folder_of_photos(tmp_path, photos, model_dir):
     from jobs.spark_args import spark_submit_args
 
     settings = load_settings(overrides=["spark.master=local[2]"])
-    command = [str(SPARK_SUBMIT), *spark_submit_args(settings), str(REPO / "jobs" / "tag_images.py"),
-               "--manifest", folder.as_uri() + "/", "--output", str(tmp_path / "out"),
-               "--set", "spark.master=local[2]", "--set", f"model.uri={model_dir}", "--set", "model.heads=[]"]
+    command = [
+        str(SPARK_SUBMIT),
+        *spark_submit_args(settings),
+        str(REPO / "jobs" / "tag_images.py"),
+        "--manifest",
+        folder.as_uri() + "/",
+        "--output",
+        str(tmp_path / "out"),
+        "--set",
+        "spark.master=local[2]",
+        "--set",
+        f"model.uri={model_dir}",
+        "--set",
+        "model.heads=[]",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ.copy())
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "rows in     2" in result.stdout and "ok          2" in result.stdout
     by_url = {r["url"]: r for r in pq.read_table(tmp_path / "out").to_pylist()}
     assert by_url[(folder / "coffee.png").as_uri()]["tags"][0]["label"] == "espresso"
-    assert by_url[(folder / "day two" / "chelsea cat.png").as_uri()]["tags"][0]["label"] in {"tiger cat", "Egyptian cat",
-                                                                                              "tabby"}
+    assert by_url[(folder / "day two" / "chelsea cat.png").as_uri()]["tags"][0]["label"] in {"tiger cat", "Egyptian cat", "tabby"}

@@ -100,9 +100,7 @@ def test_tflite_artifact_gives_the_same_tags(artifact, tflite_artifact, photos):
 
     assert tflite_artifact.meta["format"] == "tflite" and tflite_artifact.version != artifact.version
     assert tflite_artifact.meta["converted_from"] == artifact.version
-    batch = np.stack(
-        [prepare(p.read_bytes(), max_pixels=10**8, resize_shorter=256, image_size=224) for p in photos.values()]
-    )
+    batch = np.stack([prepare(p.read_bytes(), max_pixels=10**8, resize_shorter=256, image_size=224) for p in photos.values()])
     keras_out = build_model_runner(artifact, batch_size=8)(batch)
     tflite_out = build_model_runner(tflite_artifact, batch_size=8)(batch)
     assert tflite_out["probabilities"].argmax(1).tolist() == keras_out["probabilities"].argmax(1).tolist()

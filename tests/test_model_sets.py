@@ -50,8 +50,14 @@ def bundle(backbone, heads, names, *, version=None):
 
 
 def tag_run(spark, models, manifest, out, *, incremental, embedding=True, chunks=1):
-    settings = load_settings(overrides=["spark.partitions=2", "inference.batch_size=8", f"output.chunks={chunks}",
-                                        f"model.embedding={str(embedding).lower()}"])
+    settings = load_settings(
+        overrides=[
+            "spark.partitions=2",
+            "inference.batch_size=8",
+            f"output.chunks={chunks}",
+            f"model.embedding={str(embedding).lower()}",
+        ]
+    )
     return TaggingRun(spark, settings, models, JobArgs(manifest, str(out), incremental=incremental)).execute()
 
 
@@ -88,8 +94,7 @@ SCENARIOS = {
     "add a head": (["a"], True, None, ["a", "b"], True, None, {"stored_embedding": 3, "full": 1, "skipped": 0}, ["b"]),
     "retrain a head": (["a"], True, None, ["a2"], True, None, {"stored_embedding": 3, "full": 1, "skipped": 0}, ["a2"]),
     "remove a head": (["a", "b"], True, None, ["a"], True, None, {"stored_embedding": 0, "full": 1, "skipped": 3}, []),
-    "change the backbone": (["a"], True, None, ["a"], True, "feedfacecafe", {"stored_embedding": 0, "full": 4, "skipped": 0},
-                            []),
+    "change the backbone": (["a"], True, None, ["a"], True, "feedfacecafe", {"stored_embedding": 0, "full": 4, "skipped": 0}, []),
     "no embedding stored": (["a"], False, None, ["a", "b"], True, None, {"stored_embedding": 0, "full": 4, "skipped": 0}, []),
 }
 
@@ -100,8 +105,9 @@ def test_rerun_does_only_what_each_image_lacks(spark, backbone, heads, catalogue
     heads1, embedding1, version1, heads2, embedding2, version2, expected, new = SCENARIOS[scenario]
     folder, manifest = catalogue
     out = tmp_path / "out"
-    first = tag_run(spark, bundle(backbone, heads, heads1, version=version1), manifest, out, incremental=False,
-                embedding=embedding1)
+    first = tag_run(
+        spark, bundle(backbone, heads, heads1, version=version1), manifest, out, incremental=False, embedding=embedding1
+    )
     assert (first["ok"], first["error"]) == (3, 1)
     if expected["stored_embedding"]:
         for photo in folder.glob("*.png"):
@@ -156,14 +162,35 @@ def test_min_score_leaves_the_label_null_and_keeps_the_score(spark, backbone, he
 def test_summary_shows_both_paths():
     from jobs.driver import render_summary
 
-    record = {"model_name": "b", "model_version": "v", "run_id": "r", "resumed": False, "rows_in": 3, "ok": 3, "error": 0,
-              "skipped": 0, "skipped_duplicates": 0, "skipped_done": 0, "paths": {"full": 1, "stored_embedding": 2},
-              "wall_s": 1.0, "images_per_s": 3.0, "startup_s": 0.5, "steady_images_per_s": 2.0,
-              "stages": dict.fromkeys(("read_manifest_s", "fetch_s", "decode_s", "infer_s", "spark_io_s", "write_s"), 0.0),
-              "settings": {"model": {"heads": [{"name": "category"}, {"name": "style"}]}}}
+    record = {
+        "model_name": "b",
+        "model_version": "v",
+        "run_id": "r",
+        "resumed": False,
+        "rows_in": 3,
+        "ok": 3,
+        "error": 0,
+        "skipped": 0,
+        "skipped_duplicates": 0,
+        "skipped_done": 0,
+        "paths": {"full": 1, "stored_embedding": 2},
+        "wall_s": 1.0,
+        "images_per_s": 3.0,
+        "startup_s": 0.5,
+        "steady_images_per_s": 2.0,
+        "stages": dict.fromkeys(("read_manifest_s", "fetch_s", "decode_s", "infer_s", "spark_io_s", "write_s"), 0.0),
+        "settings": {"model": {"heads": [{"name": "category"}, {"name": "style"}]}},
+    }
     examples = [
-        {"url": "file:///a.jpg", "tags": [{"label": "espresso", "score": 0.9}], "category": "Bag", "category_score": 0.8,
-         "style": None, "style_score": 0.3, "embedding": [0.0] * 4},
+        {
+            "url": "file:///a.jpg",
+            "tags": [{"label": "espresso", "score": 0.9}],
+            "category": "Bag",
+            "category_score": 0.8,
+            "style": None,
+            "style_score": 0.3,
+            "embedding": [0.0] * 4,
+        },
         {"url": "file:///b.jpg", "tags": None, "category": None, "category_score": None, "style": "plain", "style_score": 0.7},
     ]
     text = render_summary(record, examples)

@@ -60,8 +60,9 @@ class FakeJob:
 
     def reporter(self, **kwargs):
         lines = []
-        reporter = ProgressReporter(lambda: self.counts, clock=lambda: self.now, emit=lines.append,
-                                    tasks=lambda: self.tasks, **kwargs)
+        reporter = ProgressReporter(
+            lambda: self.counts, clock=lambda: self.now, emit=lines.append, tasks=lambda: self.tasks, **kwargs
+        )
         return reporter, lines
 
 
@@ -137,8 +138,9 @@ def test_chunked_run_prints_progress_and_records_the_series(spark, artifact, pho
     urls = [photos["coffee"].as_uri(), photos["rocket"].as_uri(), (tmp_path / "bad.jpg").as_uri()]
     manifest = tmp_path / "m.csv"
     manifest.write_text("image_id,url\n" + "".join(f"id{i},{urls[i % 3]}\n" for i in range(6)))
-    settings = load_settings(overrides=["spark.partitions=2", "inference.batch_size=8", "output.chunks=2",
-                                        "progress.interval_s=0.2"])
+    settings = load_settings(
+        overrides=["spark.partitions=2", "inference.batch_size=8", "output.chunks=2", "progress.interval_s=0.2"]
+    )
     started = time.time()
     job = TaggingRun(spark, settings, ModelBundle(artifact), JobArgs(str(manifest), str(tmp_path / "out")))
     with caplog.at_level(logging.INFO, logger="jobs.progress"):
@@ -177,12 +179,21 @@ def test_report_plots_the_progress_series_and_copes_without_one(tmp_path):
     ]
     write_record(bench / "01-a.json", job_record("01-a"))  # an older record: no time series
     write_record(bench / "02-b.json", with_series)
-    (bench / "bench.json").write_text(json.dumps({
-        "bench_id": "20260101T000000Z", "images": 200, "cores": 2, "master": "local[2]", "git_commit": "abc123",
-        "manifest": "m.csv", "machine": {"cpus": 2, "cpu_model": "test", "memory_gb": 8.0},
-        "dataset": {"files": 200, "bytes_min": 1, "bytes_max": 2, "bytes_median": 1, "photo_share": 0.1},
-        "load_avg_at_start": [0.1, 0.2, 0.3],
-    }))
+    (bench / "bench.json").write_text(
+        json.dumps(
+            {
+                "bench_id": "20260101T000000Z",
+                "images": 200,
+                "cores": 2,
+                "master": "local[2]",
+                "git_commit": "abc123",
+                "manifest": "m.csv",
+                "machine": {"cpus": 2, "cpu_model": "test", "memory_gb": 8.0},
+                "dataset": {"files": 200, "bytes_min": 1, "bytes_max": 2, "bytes_median": 1, "photo_share": 0.1},
+                "load_avg_at_start": [0.1, 0.2, 0.3],
+            }
+        )
+    )
     (tmp_path / "prices.yaml").write_text(PRICES)
     prices = cost.load_prices(tmp_path / "prices.yaml")
     assert plots.progress_rates(with_series["progress"])[1:] == [(10.0, 30.0), (12.0, 30.0), (14.7, pytest.approx(80 / 2.7))]

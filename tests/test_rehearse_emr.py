@@ -23,8 +23,13 @@ def test_the_step_runs_unchanged_but_for_the_cluster_manager():
 
 
 def test_the_clusters_executor_sizes_are_scaled_to_one_core_workers():
-    cluster = {"spark.executor.cores": "4", "spark.executor.memory": "6g", "spark.dynamicAllocation.enabled": "true",
-               "spark.python.worker.reuse": "true", "spark.sql.execution.arrow.maxRecordsPerBatch": "64"}
+    cluster = {
+        "spark.executor.cores": "4",
+        "spark.executor.memory": "6g",
+        "spark.dynamicAllocation.enabled": "true",
+        "spark.python.worker.reuse": "true",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "64",
+    }
     assert rehearse_emr.scale_down(cluster) == [
         "spark.conf.spark.executor.cores=1",
         "spark.conf.spark.executor.memory=1g",
@@ -40,8 +45,10 @@ def test_a_node_runs_commands_with_its_own_install_dir():
 
 
 def test_the_jobs_summary_is_read_back():
-    stdout = "rows in     12\nok          9\nerror       2\nskipped     1 (1 duplicate image_id, 0 already tagged)\n" \
-             "wall        9.0 s, 1.3 images/s end to end; start-up 5.0 s, then 3.0 images/s steady\n"
+    stdout = (
+        "rows in     12\nok          9\nerror       2\nskipped     1 (1 duplicate image_id, 0 already tagged)\n"
+        "wall        9.0 s, 1.3 images/s end to end; start-up 5.0 s, then 3.0 images/s steady\n"
+    )
     assert rehearse_emr.summary_counts(stdout) == {"rows_in": 12, "ok": 9, "error": 2, "skipped": 1, "images_per_s": 1.3}
 
 
@@ -49,8 +56,13 @@ def test_the_jobs_summary_is_read_back():
 def test_make_rehearse_emr(tmp_path):
     """The whole rehearsal: deploy, bootstrap 3 nodes, the submitted step through a lost spot node and a lost driver."""
     record_file = tmp_path / "rehearsal.json"
-    result = subprocess.run(["make", "--no-print-directory", "rehearse-emr", f"REHEARSE_ARGS=--record {record_file}"],
-                            cwd=REPO, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        ["make", "--no-print-directory", "rehearse-emr", f"REHEARSE_ARGS=--record {record_file}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     assert "rehearse-emr: Spark 3.5.6" in result.stdout and "PASSED" in result.stdout
     record = json.loads(record_file.read_text())

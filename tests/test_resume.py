@@ -26,8 +26,17 @@ pytestmark = pytest.mark.e2e
 def job_command(manifest, output, metrics, model_dir):
     overrides = ["spark.master=local[2]", f"output.chunks={CHUNKS}", "spark.partitions=2", f"model.uri={model_dir}"]
     settings = load_settings(overrides=overrides)
-    command = [str(SPARK_SUBMIT), *spark_submit_args(settings), str(REPO / "jobs" / "tag_images.py"),
-               "--manifest", str(manifest), "--output", str(output), "--metrics-out", str(metrics)]
+    command = [
+        str(SPARK_SUBMIT),
+        *spark_submit_args(settings),
+        str(REPO / "jobs" / "tag_images.py"),
+        "--manifest",
+        str(manifest),
+        "--output",
+        str(output),
+        "--metrics-out",
+        str(metrics),
+    ]
     for override in overrides:
         command += ["--set", override]
     return command
@@ -89,5 +98,7 @@ def test_sigkill_then_resume(tmp_path, model_dir):
     assert all(kept[r["image_id"]] == r["processed_at"] for r in after if r["image_id"] in kept)
     assert len({r["run_id"] for r in after}) == 1
     assert read_state(output)["status"] == "done"
-    print(f"\nkilled after {killed_after:.1f} s with {len(committed_ids)}/48 rows committed "
-          f"({len(state['done_chunks'])}/{CHUNKS} chunks); resumed run {resume_s:.1f} s, tagged {record['tagged']}")
+    print(
+        f"\nkilled after {killed_after:.1f} s with {len(committed_ids)}/48 rows committed "
+        f"({len(state['done_chunks'])}/{CHUNKS} chunks); resumed run {resume_s:.1f} s, tagged {record['tagged']}"
+    )

@@ -18,8 +18,11 @@ pytestmark = pytest.mark.spark
 def test_image_id_defaults_to_stable_url_hash(spark):
     raw = spark.createDataFrame([("file:///a.jpg",), ("s3://b/c d.png",), (None,)], "url string")
     expected = spark.createDataFrame(
-        [(stable_image_id("file:///a.jpg"), "file:///a.jpg"), (stable_image_id("s3://b/c d.png"), "s3://b/c d.png"),
-         (stable_image_id(""), None)],
+        [
+            (stable_image_id("file:///a.jpg"), "file:///a.jpg"),
+            (stable_image_id("s3://b/c d.png"), "s3://b/c d.png"),
+            (stable_image_id(""), None),
+        ],
         "image_id string, url string",
     )
     assert_df_equality(with_image_ids(raw), expected, ignore_row_order=True)
@@ -55,8 +58,12 @@ def test_reads_parquet_csv_and_text(spark, tmp_path):
 
 def test_tag_dataframe_one_row_per_input_and_model_once_per_worker(spark, artifact, photos, tmp_path):
     (tmp_path / "zero.jpg").write_bytes(b"")
-    urls = [photos["coffee"].as_uri(), photos["chelsea"].as_uri(), (tmp_path / "zero.jpg").as_uri(),
-            (tmp_path / "missing.jpg").as_uri()] * 3
+    urls = [
+        photos["coffee"].as_uri(),
+        photos["chelsea"].as_uri(),
+        (tmp_path / "zero.jpg").as_uri(),
+        (tmp_path / "missing.jpg").as_uri(),
+    ] * 3
     rows = [(u, f"id{i}") for i, u in enumerate(urls)]
     manifest = with_image_ids(spark.createDataFrame(rows, "url string, image_id string")).repartition(6)
     settings = load_settings(overrides=["inference.batch_size=4", "model.embedding=false"])

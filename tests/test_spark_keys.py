@@ -9,8 +9,9 @@ from jobs.spark_keys import spark_version, unknown_keys
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = sorted((REPO / "conf").glob("*.yaml"))
-PINNED = next(line.split("==")[1].strip() for line in (REPO / "requirements.txt").read_text().splitlines()
-              if line.startswith("pyspark=="))
+PINNED = next(
+    line.split("==")[1].strip() for line in (REPO / "requirements.txt").read_text().splitlines() if line.startswith("pyspark==")
+)
 
 pytestmark = pytest.mark.spark
 
@@ -26,6 +27,11 @@ def test_profile_sets_only_spark_keys_this_version_knows(spark, profile):
 
 
 def test_an_unknown_or_misspelt_key_is_reported(spark):
-    keys = ["spark.sql.execution.arrow.maxRecordsPerBatch", "spark.sql.execution.arrow.maxRecordPerBatch",
-            "spark.executor.resource.gpu.amount", "spark.python.worker.reuse", "spark.no.such.setting"]
+    keys = [
+        "spark.sql.execution.arrow.maxRecordsPerBatch",
+        "spark.sql.execution.arrow.maxRecordPerBatch",
+        "spark.executor.resource.gpu.amount",
+        "spark.python.worker.reuse",
+        "spark.no.such.setting",
+    ]
     assert unknown_keys(spark.sparkContext._jvm, keys) == ["spark.no.such.setting", "spark.sql.execution.arrow.maxRecordPerBatch"]

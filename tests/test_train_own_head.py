@@ -148,9 +148,16 @@ def write_csv(path: Path, header: list[str], rows: list[tuple]) -> Path:
 
 
 def test_read_labels_from_csv_drops_and_counts(tmp_path):
-    path = write_csv(tmp_path / "l.csv", ["URL", "Label", "image_id"], [
-        ("file:///a.jpg", "cat", "a"), ("file:///b.jpg", "dog", ""), ("file:///c.jpg", "", "c"), ("file:///a2.jpg", "cat", "a"),
-    ])
+    path = write_csv(
+        tmp_path / "l.csv",
+        ["URL", "Label", "image_id"],
+        [
+            ("file:///a.jpg", "cat", "a"),
+            ("file:///b.jpg", "dog", ""),
+            ("file:///c.jpg", "", "c"),
+            ("file:///a2.jpg", "cat", "a"),
+        ],
+    )
     labels = jt.read_labels(str(path))
     assert [(r.image_id, r.label) for r in labels.rows] == [("a", "cat"), (stable_image_id("file:///b.jpg"), "dog")]
     assert labels.read == 4 and dict(labels.dropped) == {"no url or label": 1, "duplicate image_id (first row kept)": 1}
@@ -189,28 +196,41 @@ def test_read_labels_from_s3(aws_endpoint, tmp_path):
 def fake_job_output(path: Path, rows: list[tuple[str, str, str | None, list[float] | None]]) -> Path:
     """A Parquet dataset shaped like the job's output (only the columns train_head reads)."""
     path.mkdir(parents=True, exist_ok=True)
-    table = pa.table({
-        "image_id": [r[0] for r in rows], "status": [r[1] for r in rows], "error": [r[2] for r in rows],
-        "embedding": pa.array([r[3] for r in rows], pa.list_(pa.float32())),
-    })
+    table = pa.table(
+        {
+            "image_id": [r[0] for r in rows],
+            "status": [r[1] for r in rows],
+            "error": [r[2] for r in rows],
+            "embedding": pa.array([r[3] for r in rows], pa.list_(pa.float32())),
+        }
+    )
     pq.write_table(table, path / "part-0.parquet")
     (path / "_image_tagger").mkdir(exist_ok=True)  # the job's state: readers skip it
     return path
 
 
 def test_failed_urls_are_counted_as_dropped(tmp_path):
-    labels = jt.Labels([jt.Labelled("a", "file:///a", "cat"), jt.Labelled("b", "file:///b", "dog"),
-                        jt.Labelled("c", "file:///c", "dog")], read=4, dropped=jt.Counter({"no url or label": 1}))
-    out = fake_job_output(tmp_path / "out", [
-        ("a", "ok", None, [1.0, 0.0]), ("b", "error", "fetch: file not found: /b (permanent, 1 attempt)", None),
-    ])
+    labels = jt.Labels(
+        [jt.Labelled("a", "file:///a", "cat"), jt.Labelled("b", "file:///b", "dog"), jt.Labelled("c", "file:///c", "dog")],
+        read=4,
+        dropped=jt.Counter({"no url or label": 1}),
+    )
+    out = fake_job_output(
+        tmp_path / "out",
+        [
+            ("a", "ok", None, [1.0, 0.0]),
+            ("b", "error", "fetch: file not found: /b (permanent, 1 attempt)", None),
+        ],
+    )
     job = jt.read_job_output(str(out))
     assert set(job.embeddings) == {"a"} and job.errors == {"b": "fetch: file not found: /b (permanent, 1 attempt)"}
     x, names, counts = jt.join_embeddings(labels, job)
     assert x.shape == (1, 2) and names == ["cat"]
     assert counts["rows"] == 4 and counts["used"] == 1 and counts["dropped"] == 3
     assert counts["dropped_by_reason"] == {
-        "no url or label": 1, "failed in the job (fetch or decode error)": 1, "missing from the job output": 1,
+        "no url or label": 1,
+        "failed in the job (fetch or decode error)": 1,
+        "missing from the job output": 1,
     }
     assert counts["failed_examples"] == [
         {"image_id": "b", "url": "file:///b", "label": "dog", "error": "fetch: file not found: /b (permanent, 1 attempt)"}
@@ -227,14 +247,31 @@ def test_job_output_is_read_from_s3(aws_endpoint, tmp_path):
 
 
 def test_job_command_runs_the_tagging_job_for_embeddings_only(tmp_path):
-    command = jt.job_command("/m.parquet", "/out", profile="conf/local.yaml", overrides=["fetch.threads=4"],
-                             spark_submit="spark-submit", metrics=tmp_path / "m.json")
+    command = jt.job_command(
+        "/m.parquet",
+        "/out",
+        profile="conf/local.yaml",
+        overrides=["fetch.threads=4"],
+        spark_submit="spark-submit",
+        metrics=tmp_path / "m.json",
+    )
     assert command[:3] == ["spark-submit", "--master", "local[*]"] and "spark.python.worker.reuse=true" in command
     script = command.index(str(REPO / "jobs" / "tag_images.py"))
     assert command[script + 1 :] == [
-        "--manifest", "/m.parquet", "--output", "/out", "--profile", "conf/local.yaml",
-        "--set", "fetch.threads=4", "--set", "model.heads=[]", "--set", "model.embedding=true",
-        "--metrics-out", str(tmp_path / "m.json"),
+        "--manifest",
+        "/m.parquet",
+        "--output",
+        "/out",
+        "--profile",
+        "conf/local.yaml",
+        "--set",
+        "fetch.threads=4",
+        "--set",
+        "model.heads=[]",
+        "--set",
+        "model.embedding=true",
+        "--metrics-out",
+        str(tmp_path / "m.json"),
     ]
 
 
@@ -264,8 +301,10 @@ def fake_job(monkeypatch, tmp_path):
         rows = [(r["image_id"], "ok", None, v.tolist()) for r, v in zip(labelled, vectors, strict=True)]
         rows[-1] = (rows[-1][0], "error", "decode: not an image", None)  # the last class loses one
         ood = clustered_embeddings([0] * 6, seed=9, noise=3.0)
-        rows += [(r["image_id"], "ok", None, v.tolist())
-                 for r, v in zip([r for r in manifest if r["image_id"].startswith(jt.OOD_PREFIX)], ood, strict=False)]
+        rows += [
+            (r["image_id"], "ok", None, v.tolist())
+            for r, v in zip([r for r in manifest if r["image_id"].startswith(jt.OOD_PREFIX)], ood, strict=False)
+        ]
         fake_job_output(output, rows)
         return 1.5
 
@@ -282,8 +321,22 @@ def class_tree(root: Path, counts: dict[str, int]) -> Path:
 
 
 def cli_args(tmp_path: Path, labels: Path, name: str = "shop_type") -> list[str]:
-    return ["--labels", str(labels), "--name", name, "--work", str(tmp_path / "work"), "--artifacts", str(tmp_path / "art"),
-            "--reports", str(tmp_path / "reports"), "--epochs", "30", "--spark-submit", "spark-submit"]
+    return [
+        "--labels",
+        str(labels),
+        "--name",
+        name,
+        "--work",
+        str(tmp_path / "work"),
+        "--artifacts",
+        str(tmp_path / "art"),
+        "--reports",
+        str(tmp_path / "reports"),
+        "--epochs",
+        "30",
+        "--spark-submit",
+        "spark-submit",
+    ]
 
 
 def test_command_writes_head_and_evaluation(fake_job, tmp_path, model_dir):
@@ -316,7 +369,10 @@ def test_command_writes_head_and_evaluation(fake_job, tmp_path, model_dir):
     for head in (keras_head, tflite_head):
         assert head.class_names == ["bags", "boots", "hats"]
         assert {k: head.meta[k] for k in ("kind", "input", "input_normalisation", "backbone", "backbone_version")} == {
-            "kind": "head", "input": "embedding", "input_normalisation": "l2", "backbone": "efficientnet_lite0",
+            "kind": "head",
+            "input": "embedding",
+            "input_normalisation": "l2",
+            "backbone": "efficientnet_lite0",
             "backbone_version": backbone_version,
         }
     assert tflite_head.meta["converted_from"] == keras_head.version == record["head_version"]
@@ -374,9 +430,24 @@ def test_train_own_head_end_to_end(tmp_path, model_dir):
     with manifest.open("a", newline="") as f:
         csv.writer(f).writerow([(tmp_path / "gone.jpg").as_uri(), "Bag"])
     tflite_backbone = model_dir.parent / "efficientnet_lite0_tflite"
-    args = ["--labels", str(manifest), "--name", "shop_type", "--work", str(tmp_path / "work"),
-            "--artifacts", str(tmp_path / "art"), "--reports", str(tmp_path / "reports"),
-            "--set", "spark.master=local[2]", "--set", f"model.uri={tflite_backbone}", "--set", "spark.partitions=2"]
+    args = [
+        "--labels",
+        str(manifest),
+        "--name",
+        "shop_type",
+        "--work",
+        str(tmp_path / "work"),
+        "--artifacts",
+        str(tmp_path / "art"),
+        "--reports",
+        str(tmp_path / "reports"),
+        "--set",
+        "spark.master=local[2]",
+        "--set",
+        f"model.uri={tflite_backbone}",
+        "--set",
+        "spark.partitions=2",
+    ]
     assert jt.main(args) == 0
     record = json.loads((tmp_path / "reports" / "shop_type" / "evaluation.json").read_text())
     assert record["classes"] == ["Bag", "Sneaker", "Trouser"]

@@ -137,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     log.info("quantised: %d bytes, kept float: %s", len(tflite), keep_float)
 
     # The int8 model in memory, as the job's runtime loads it.
-    int8 = ModelArtifact({**source.meta, "format": "tflite", "model_file": "model.tflite"},
-                         {"model.tflite": tflite, source.meta["classes_file"]: source.files[source.meta["classes_file"]]})
+    int8 = ModelArtifact(
+        {**source.meta, "format": "tflite", "model_file": "model.tflite"},
+        {"model.tflite": tflite, source.meta["classes_file"]: source.files[source.meta["classes_file"]]},
+    )
     log.info("gates: %d images + %d real photos (seed %d)", GATE_IMAGES, len(real_photo_paths()), GATE_SEED)
     gate_images, _ = prepared_images(GATE_IMAGES, GATE_SEED, GATE_PHOTO_SHARE)
     photos = np.stack([prepare_jpeg(Image.open(path)) for path in real_photo_paths()])
@@ -154,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         "measured": measured,
         "head_accuracy": head,
         "real_photos": photo_answers(
-            [p.name for p in real_photo_paths()], float_out["probabilities"][photo_rows], int8_out["probabilities"][photo_rows],
+            [p.name for p in real_photo_paths()],
+            float_out["probabilities"][photo_rows],
+            int8_out["probabilities"][photo_rows],
             source.class_names,
         ),
         "reference": f"{float_tflite.name} {float_tflite.version} (tflite float)",

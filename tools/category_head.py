@@ -196,9 +196,7 @@ def read_backbone_meta(backbone_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def backbone_embedder(
-    backbone_dir: Path, *, backend: str = "tflite", threads: int = 0, batch_size: int = 32
-) -> Embed:
+def backbone_embedder(backbone_dir: Path, *, backend: str = "tflite", threads: int = 0, batch_size: int = 32) -> Embed:
     """uint8 (N, 224, 224, 3) -> raw float32 (N, 1280) embeddings, through the job's own runtime (model.runtime).
 
     backend "tflite" uses the TFLite artifact `make model` builds beside the Keras one (same
@@ -553,8 +551,19 @@ def main(argv: list[str] | None = None, *, prepare: Prepare) -> int:
         )
     timings["total_s"] = round(time.perf_counter() - started, 1)
     record = evaluation_record(
-        args, meta=meta, chosen=chosen, scores=scores, backbone_meta=backbone_meta, styles=styles, train_pos=train_pos,
-        val_pos=val_pos, test=test, tests=tests, validation=validation, pipeline=pipeline, timings=timings,
+        args,
+        meta=meta,
+        chosen=chosen,
+        scores=scores,
+        backbone_meta=backbone_meta,
+        styles=styles,
+        train_pos=train_pos,
+        val_pos=val_pos,
+        test=test,
+        tests=tests,
+        validation=validation,
+        pipeline=pipeline,
+        timings=timings,
     )
     write_reports(args.reports, record, class_names)
     log.info(

@@ -288,8 +288,6 @@ def write_head_artifact(
     )
 
 
-
-
 def choose_head(val_accuracy: dict[str, float], margin: float) -> str:
     """The linear head unless the MLP beats it on validation by more than margin."""
     if "linear" not in val_accuracy:
@@ -297,8 +295,6 @@ def choose_head(val_accuracy: dict[str, float], margin: float) -> str:
     if "mlp" in val_accuracy and val_accuracy["mlp"] - val_accuracy["linear"] > margin:
         return "mlp"
     return "linear"
-
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -548,8 +544,18 @@ def train_own_head(
     heads, candidates = {}, {}
     for kind in kinds:
         heads[kind], info = train_head(
-            kind, x[train], y[train], x[val], y[val], num_classes=len(class_names), seed=seed,
-            epochs=epochs, min_delta=min_delta, batch_size=batch_size, name=name, clip=clip,
+            kind,
+            x[train],
+            y[train],
+            x[val],
+            y[val],
+            num_classes=len(class_names),
+            seed=seed,
+            epochs=epochs,
+            min_delta=min_delta,
+            batch_size=batch_size,
+            name=name,
+            clip=clip,
         )
         val_accuracy = evaluate(predict(heads[kind], x[val]), y[val], class_names)["accuracy"]
         candidates[kind] = {"validation_accuracy": val_accuracy, **info}

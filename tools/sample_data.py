@@ -71,8 +71,9 @@ def cached_manifest(out: Path, stamp: dict, stamp_name: str = "dataset.json") ->
     return None
 
 
-def write_manifest(out: Path, header: list[str], rows: list[tuple], stamp: dict, stamp_name: str = "dataset.json",
-                   **facts) -> Path:
+def write_manifest(
+    out: Path, header: list[str], rows: list[tuple], stamp: dict, stamp_name: str = "dataset.json", **facts
+) -> Path:
     """manifest.csv, then the stamp file ({"stamp": the arguments, **facts}) that marks the data set complete."""
     manifest = out / "manifest.csv"
     with manifest.open("w", newline="") as f:
@@ -123,9 +124,7 @@ def write_sample_images(
     return files
 
 
-def make_labelled_dataset(
-    out: Path, images: int, *, seed: int = 7, classes: list[str] | None = None
-) -> Path:
+def make_labelled_dataset(out: Path, images: int, *, seed: int = 7, classes: list[str] | None = None) -> Path:
     """Write `images` product photos and manifest.csv (url, label) under out, for `make train-head`.
 
     label is the Fashion-MNIST class the photo was made from. The classes (default: all ten)

@@ -152,7 +152,8 @@ def read_label_folder(root: Path) -> list[dict[str, str | None]]:
         files = sorted(
             p
             for p in folder.rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            if p.is_file()
+            and p.suffix.lower() in IMAGE_SUFFIXES
             and not any(part.startswith(".") for part in p.relative_to(root).parts)
         )
         if not files:
@@ -266,8 +267,9 @@ def run_job(command: list[str], log_file: Path) -> float:
     if result.returncode != 0:
         said = (result.stdout + result.stderr).strip().splitlines()
         errors = [line for line in said if line.startswith("error:")] or said[-15:]
-        raise JobFailed(f"the embedding job exited {result.returncode} (log: {log_file}):\n" + "\n".join(errors),
-                        result.returncode)
+        raise JobFailed(
+            f"the embedding job exited {result.returncode} (log: {log_file}):\n" + "\n".join(errors), result.returncode
+        )
     summary = [line for line in result.stdout.splitlines() if line.strip()]
     log.info("embedding job done in %.0f s:\n%s", seconds, "\n".join(summary[:12]))
     return seconds
@@ -340,8 +342,12 @@ def backbone_for_heads(model_uri: str) -> dict:
     from model.artifact import load_artifact
 
     meta = load_artifact(model_uri, s3_client=s3_client).meta
-    return {"name": meta["name"], "version": meta.get("converted_from") or meta["version"], "job_backbone": model_uri,
-            "job_backbone_version": meta["version"]}
+    return {
+        "name": meta["name"],
+        "version": meta.get("converted_from") or meta["version"],
+        "job_backbone": model_uri,
+        "job_backbone_version": meta["version"],
+    }
 
 
 def profile_entry(name: str, uri: str, min_score: float | None) -> str:
@@ -349,16 +355,32 @@ def profile_entry(name: str, uri: str, min_score: float | None) -> str:
     return f"model.heads: [{{name: {name}, uri: {uri}{floor}}}]"
 
 
-def train_and_write(args: argparse.Namespace, x: np.ndarray, names: list[str], counts: dict, *, backbone: dict,
-                    ood: dict[str, np.ndarray], ood_failed: dict[str, str], job_info: dict) -> dict:
+def train_and_write(
+    args: argparse.Namespace,
+    x: np.ndarray,
+    names: list[str],
+    counts: dict,
+    *,
+    backbone: dict,
+    ood: dict[str, np.ndarray],
+    ood_failed: dict[str, str],
+    job_info: dict,
+) -> dict:
     """Train, calibrate and evaluate the head; write both artifacts and the confusion matrix; return the record."""
     from model.convert import convert
     from tools.head_training import plot_confusion, train_own_head, write_head_artifact
 
     head = train_own_head(
-        x, names, name=args.name, seed=args.seed, kinds=[k.strip() for k in args.heads.split(",") if k.strip()],
-        val_fraction=args.val_fraction, test_fraction=args.test_fraction, min_per_class=args.min_per_class,
-        epochs=args.epochs, target_precision=args.target_precision,
+        x,
+        names,
+        name=args.name,
+        seed=args.seed,
+        kinds=[k.strip() for k in args.heads.split(",") if k.strip()],
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        min_per_class=args.min_per_class,
+        epochs=args.epochs,
+        target_precision=args.target_precision,
         out_of_domain={image_id[len(OOD_PREFIX) :]: vector for image_id, vector in ood.items()},
     )
     record = head.record
@@ -366,7 +388,12 @@ def train_and_write(args: argparse.Namespace, x: np.ndarray, names: list[str], c
         record["out_of_domain"]["failed"] = {k[len(OOD_PREFIX) :]: v for k, v in ood_failed.items()}
     keras_dir, tflite_dir = args.artifacts / args.name, args.artifacts / f"{args.name}_tflite"
     meta = write_head_artifact(
-        head.model, keras_dir, name=args.name, class_names=head.class_names, backbone_meta=backbone, head_kind=head.kind,
+        head.model,
+        keras_dir,
+        name=args.name,
+        class_names=head.class_names,
+        backbone_meta=backbone,
+        head_kind=head.kind,
         input_normalisation="l2",
         extra={
             "trained_on": f"{args.labels}: {record['split']['train']} images (tools/train_head.py)",
@@ -395,7 +422,9 @@ def train_and_write(args: argparse.Namespace, x: np.ndarray, names: list[str], c
         **record,
     }
     plot_confusion(
-        head.test_confusion, head.class_names, args.reports / args.name / "confusion_matrix.png",
+        head.test_confusion,
+        head.class_names,
+        args.reports / args.name / "confusion_matrix.png",
         f"{args.name} ({head.kind}), {record['split']['test']} test images: top-1 {record['test_accuracy']:.2%}",
     )
     return record
@@ -406,11 +435,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--labels", required=True, help="CSV/Parquet with url,label (local or s3://), or a class-folder tree")
     parser.add_argument("--name", required=True, help="the head's name: artifact model/artifacts/NAME(_tflite), report dir")
     parser.add_argument("--profile", help="the job's profile (default conf/local.yaml): Spark options, backbone, fetch settings")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="profile override passed to the embedding job (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="profile override passed to the embedding job (repeatable)",
+    )
     parser.add_argument("--work", type=Path, default=Path("data/train-head"), help="manifest, job output and log go to WORK/NAME")
-    parser.add_argument("--job-output", help="where the job writes the embeddings: under this URI, in a folder "
-                        "train-head-NAME that each run replaces (default WORK/NAME/embeddings; s3:// on a cluster)")
+    parser.add_argument(
+        "--job-output",
+        help="where the job writes the embeddings: under this URI, in a folder "
+        "train-head-NAME that each run replaces (default WORK/NAME/embeddings; s3:// on a cluster)",
+    )
     parser.add_argument("--artifacts", type=Path, default=Path("model/artifacts"), help="where the head artifacts go")
     parser.add_argument("--reports", type=Path, default=Path("reports/train-head"), help="evaluation goes to REPORTS/NAME")
     parser.add_argument("--heads", default="linear,mlp", help="head kinds to train and choose from")
@@ -439,8 +477,14 @@ def train(args: argparse.Namespace) -> int:
     manifest = write_manifest(work / "manifest.parquet", labels.rows, ood_urls)
     # The embedding job replaces its output: never the given location itself (it may hold a catalogue).
     output = f"{args.job_output.rstrip('/')}/train-head-{args.name}" if args.job_output else str((work / "embeddings").resolve())
-    command = job_command(str(manifest.resolve()), output, profile=args.profile, overrides=args.overrides,
-                          spark_submit=args.spark_submit or find_spark_submit(), metrics=work / "metrics.json")
+    command = job_command(
+        str(manifest.resolve()),
+        output,
+        profile=args.profile,
+        overrides=args.overrides,
+        spark_submit=args.spark_submit or find_spark_submit(),
+        metrics=work / "metrics.json",
+    )
     job_s = run_job(command, work / "job.log")
     job = read_job_output(output)
     x, names, counts = join_embeddings(labels, job)
@@ -456,8 +500,11 @@ def train(args: argparse.Namespace) -> int:
     ood = {k: job.embeddings[k] for k in ood_urls if k in job.embeddings}
     ood_failed = {k: job.errors.get(k, "missing from the job output") for k in ood_urls if k not in job.embeddings}
     record = train_and_write(args, x, names, counts, backbone=backbone, ood=ood, ood_failed=ood_failed, job_info=job_info)
-    record["timings"] = {"embedding_job_s": round(job_s, 1), "train_s": record.pop("train_s"),
-                         "total_s": round(time.perf_counter() - started, 1)}
+    record["timings"] = {
+        "embedding_job_s": round(job_s, 1),
+        "train_s": record.pop("train_s"),
+        "total_s": round(time.perf_counter() - started, 1),
+    }
     (args.reports / args.name).mkdir(parents=True, exist_ok=True)
     (args.reports / args.name / "evaluation.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     calibration = record["calibration"]
@@ -465,8 +512,13 @@ def train(args: argparse.Namespace) -> int:
     ood_said = f"; out-of-domain above it: {ood_record['labelled_above_min_score']}/{ood_record['images']}" if ood_record else ""
     log.info(
         "%s: %s head, test top-1 %.2f%% on %d images; ECE (test) %.3f -> %.3f with T=%.3f; recommended min_score %s%s",
-        args.name, record["head_type"], 100 * record["test_accuracy"], record["split"]["test"],
-        calibration["test"]["ece_before"], calibration["test"]["ece_after"], calibration["temperature"],
+        args.name,
+        record["head_type"],
+        100 * record["test_accuracy"],
+        record["split"]["test"],
+        calibration["test"]["ece_before"],
+        calibration["test"]["ece_after"],
+        calibration["temperature"],
         record["recommended_min_score"],
         ood_said,
     )
@@ -478,6 +530,7 @@ def train(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
     def failed(exc: JobFailed) -> int:  # the job's own bad-input status passes through
         return EXIT_BAD_INPUT if exc.exit_code == EXIT_BAD_INPUT else EXIT_FAILED
 

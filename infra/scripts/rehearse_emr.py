@@ -82,8 +82,19 @@ class Node:
     def argv(self, command: list[str]) -> list[str]:
         """command, run on this node: a mount namespace where INSTALL_DIR is the node's own directory."""
         script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, self.name,
-                str(self.install_root), INSTALL_DIR, *command]
+        return [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            self.name,
+            str(self.install_root),
+            INSTALL_DIR,
+            *command,
+        ]
 
     def kill(self) -> None:
         """Lose the node: SIGKILL its whole process group, JVMs and Python workers alike."""
@@ -109,11 +120,20 @@ def aws_env(endpoint: str, scratch: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TF_", "PIP_"))}
     (scratch / "terraformrc").write_text("")
     env.update(
-        AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-        AWS_REGION=REGION, AWS_DEFAULT_REGION=REGION, AWS_EC2_METADATA_DISABLED="true", AWS_MAX_ATTEMPTS="2",
-        AWS_CONFIG_FILE=str(scratch / "no-aws-config"), AWS_SHARED_CREDENTIALS_FILE=str(scratch / "no-aws-credentials"),
-        TF_CLI_CONFIG_FILE=str(scratch / "terraformrc"), TF_IN_AUTOMATION="1", CHECKPOINT_DISABLE="1",
-        SPARK_LOCAL_IP="127.0.0.1", PYTHONDONTWRITEBYTECODE="1",
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_REGION=REGION,
+        AWS_DEFAULT_REGION=REGION,
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_MAX_ATTEMPTS="2",
+        AWS_CONFIG_FILE=str(scratch / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(scratch / "no-aws-credentials"),
+        TF_CLI_CONFIG_FILE=str(scratch / "terraformrc"),
+        TF_IN_AUTOMATION="1",
+        CHECKPOINT_DISABLE="1",
+        SPARK_LOCAL_IP="127.0.0.1",
+        PYTHONDONTWRITEBYTECODE="1",
     )
     return env
 
@@ -227,8 +247,10 @@ def check_exactly_once(output: Path, manifest_ids: set[str], counts: dict) -> in
     ids = [row["image_id"] for row in rows]
     duplicates = len(ids) - len(set(ids))
     if duplicates or set(ids) != manifest_ids:
-        raise RehearsalError(f"{output}: {len(rows)} rows for {len(manifest_ids)} inputs, {duplicates} duplicated, "
-                             f"{len(manifest_ids - set(ids))} missing")
+        raise RehearsalError(
+            f"{output}: {len(rows)} rows for {len(manifest_ids)} inputs, {duplicates} duplicated, "
+            f"{len(manifest_ids - set(ids))} missing"
+        )
     if counts["ok"] + counts["error"] + counts["skipped"] != counts["rows_in"] or counts["rows_in"] != len(manifest_ids):
         raise RehearsalError(f"accounting: {counts}")
     return duplicates
@@ -251,21 +273,33 @@ class Rehearsal:
         for tf_file in (REPO / "infra" / "terraform").glob("*.tf"):
             shutil.copy(tf_file, tf_dir)
         self.make_vars = [
-            f"TF_DIR={tf_dir}", f"TF_PLUGIN_DIR={os.environ.get('TF_PLUGIN_DIR', '/opt/tf-plugins')}",
-            f"PY={sys.executable}", f"CODE_PACKAGE={self.work / 'dist' / 'code.tar.gz'}", f"REGION={REGION}",
-            "PROFILE=emr", f"TF_ARGS=-var name={NAME}", "POLL=1", "FALLBACK_TIMEOUT=10",
+            f"TF_DIR={tf_dir}",
+            f"TF_PLUGIN_DIR={os.environ.get('TF_PLUGIN_DIR', '/opt/tf-plugins')}",
+            f"PY={sys.executable}",
+            f"CODE_PACKAGE={self.work / 'dist' / 'code.tar.gz'}",
+            f"REGION={REGION}",
+            "PROFILE=emr",
+            f"TF_ARGS=-var name={NAME}",
+            "POLL=1",
+            "FALLBACK_TIMEOUT=10",
         ]
         make("deploy-cluster", env, *self.make_vars, timeout=400)
-        outputs = subprocess.run(["terraform", f"-chdir={tf_dir}", "output", "-json"], env=env, capture_output=True,
-                                 text=True, check=True, timeout=60).stdout
+        outputs = subprocess.run(
+            ["terraform", f"-chdir={tf_dir}", "output", "-json"], env=env, capture_output=True, text=True, check=True, timeout=60
+        ).stdout
         return {name: item["value"] for name, item in json.loads(outputs).items()}
 
     # -- nodes ----------------------------------------------------------------------------
     def bootstrap(self, env: dict[str, str], emr, cluster_id: str) -> None:
         """Every node runs the bootstrap action EMR holds: script from S3, same arguments."""
         (action,) = emr.list_bootstrap_actions(ClusterId=cluster_id)["BootstrapActions"]
-        node_env = {**env, "PATH": f"{AWS_CLI_VENV / 'bin'}:{env['PATH']}", "PIP_NO_INDEX": "1",
-                    "PIP_FIND_LINKS": str(WHEELHOUSE), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+        node_env = {
+            **env,
+            "PATH": f"{AWS_CLI_VENV / 'bin'}:{env['PATH']}",
+            "PIP_NO_INDEX": "1",
+            "PIP_FIND_LINKS": str(WHEELHOUSE),
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        }
         Path(INSTALL_DIR).mkdir(parents=True, exist_ok=True)  # the mount point each node binds its own dir to
         script = 'aws s3 cp --only-show-errors "$0" /tmp/bootstrap-$$.sh && exec bash /tmp/bootstrap-$$.sh "$@"'
 
@@ -288,9 +322,23 @@ class Rehearsal:
         master = self.nodes[0]
         with open(master.root / "spark-master.log", "wb") as log:
             self.master_proc = subprocess.Popen(
-                master.argv([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                             "--port", str(port), "--webui-port", str(ui_port)]),
-                env=self.cluster_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                master.argv(
+                    [
+                        spark_class,
+                        "org.apache.spark.deploy.master.Master",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--webui-port",
+                        str(ui_port),
+                    ]
+                ),
+                env=self.cluster_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.master_url, self.ui_port = f"spark://127.0.0.1:{port}", ui_port
         for node in self.nodes[1:]:
             self.start_worker(node)
@@ -303,9 +351,28 @@ class Rehearsal:
         work_dir.mkdir(exist_ok=True)
         with open(node.root / "spark-worker.log", "ab") as log:
             node.process = subprocess.Popen(
-                node.argv([spark_class, "org.apache.spark.deploy.worker.Worker", self.master_url, "--host", "127.0.0.1",
-                           "--cores", "1", "--memory", WORKER_MEMORY, "--work-dir", str(work_dir), "--webui-port", "0"]),
-                env=self.cluster_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                node.argv(
+                    [
+                        spark_class,
+                        "org.apache.spark.deploy.worker.Worker",
+                        self.master_url,
+                        "--host",
+                        "127.0.0.1",
+                        "--cores",
+                        "1",
+                        "--memory",
+                        WORKER_MEMORY,
+                        "--work-dir",
+                        str(work_dir),
+                        "--webui-port",
+                        "0",
+                    ]
+                ),
+                env=self.cluster_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def stop_cluster(self) -> None:
         """Kill every step still running (a failed drill leaves one), the workers and the master."""
@@ -331,8 +398,9 @@ class Rehearsal:
         """Run the step on the master node, as command-runner.jar would."""
         command = self.nodes[0].argv(step_command(step_args, self.spark_home, self.master_url))
         log = open(self.work / log_name, "wb")
-        return subprocess.Popen(command, env=self.cluster_env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=self.work)
+        return subprocess.Popen(
+            command, env=self.cluster_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.work
+        )
 
     def finish_step(self, proc: subprocess.Popen, log_name: str, timeout_s: float = 400) -> str:
         try:
@@ -394,8 +462,11 @@ def spot_drill(rehearsal: Rehearsal, step_args: list[str], output: Path, manifes
     counts = summary_counts(text)
     check_exactly_once(output, manifest_ids, counts)
     return {
-        "killed": victim.name, "killed_at_s": round(killed_at, 1), "wall_s": round(time.monotonic() - started, 1),
-        "tasks_in_flight": in_flight, **counts,
+        "killed": victim.name,
+        "killed_at_s": round(killed_at, 1),
+        "wall_s": round(time.monotonic() - started, 1),
+        "tasks_in_flight": in_flight,
+        **counts,
         "executor_lost_logged": bool(re.search(r"Lost executor \S+ on .*worker lost", text)),
     }
 
@@ -438,8 +509,14 @@ def driver_drill(rehearsal: Rehearsal, submit, output: Path, manifest_ids: set[s
     redone = [row for row in rows if committed.get(row["image_id"], row["processed_at"]) != row["processed_at"]]
     if redone:
         raise RehearsalError(f"the resumed run redid {len(redone)} rows committed before the kill")
-    return {"killed_at_s": round(killed_at, 1), "chunks_done_at_kill": len(state["done_chunks"]), "chunks": chunks,
-            "rows_committed_at_kill": len(committed), "wall_s": round(time.monotonic() - started, 1), **counts}
+    return {
+        "killed_at_s": round(killed_at, 1),
+        "chunks_done_at_kill": len(state["done_chunks"]),
+        "chunks": chunks,
+        "rows_committed_at_kill": len(committed),
+        "wall_s": round(time.monotonic() - started, 1),
+        **counts,
+    }
 
 
 def rehearse(work: Path, images: int) -> dict:
@@ -492,8 +569,15 @@ def rehearse(work: Path, images: int) -> dict:
     import pyspark
 
     return {
-        "spark": pyspark.__version__, "workers": 2, "cores_per_worker": 1, "images": len(manifest_ids),
-        "spark_defaults": spark_defaults, "scaled_down": rehearsal.scaled, "step_args": spot_args, "spot": spot, "driver": driver,
+        "spark": pyspark.__version__,
+        "workers": 2,
+        "cores_per_worker": 1,
+        "images": len(manifest_ids),
+        "spark_defaults": spark_defaults,
+        "scaled_down": rehearsal.scaled,
+        "step_args": spot_args,
+        "spot": spot,
+        "driver": driver,
         "timings": {**rehearsal.timings, "total_s": round(time.monotonic() - started, 1)},
     }
 

@@ -294,4 +294,3 @@ def bench_sizes(bench: dict) -> list[dict]:
               if images != bench["index"]["images"]]  # fmt: skip
     rows = [findings.size_row(b["index"], b["runs"], b["ceilings"]) for b in (bench, *others)]
     return [row for row in rows if row]
-

@@ -51,9 +51,7 @@ def int8_block(quality: dict | None, runs: list[dict]) -> dict | None:
         return None
     measured = quality["measured"]
     int8_run, float_run = _by_prefix(runs, quality["profile"][:2]), _by_prefix(runs, "06")
-    speedup = (
-        int8_run["steady_images_per_s"] / float_run["steady_images_per_s"] if int8_run and float_run else None
-    )
+    speedup = int8_run["steady_images_per_s"] / float_run["steady_images_per_s"] if int8_run and float_run else None
     return {
         "profile": quality["profile"],
         "model_version": quality["model_version"],
@@ -153,5 +151,3 @@ def size_row(index: dict, runs: list[dict], ceilings: list[dict]) -> dict | None
         "ceiling_images_per_s": ceiling["ceiling_images_per_s"] if ceiling else None,
         "of_ceiling": best["steady_images_per_s"] / ceiling["ceiling_images_per_s"] if ceiling else None,
     }
-
-

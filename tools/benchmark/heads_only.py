@@ -41,8 +41,17 @@ NEW_HEAD = ", {name: category_again, uri: model/artifacts/product_category_tflit
 
 def run_job(manifest: Path, output: Path, metrics: Path, overrides: list[str], incremental: bool, cores: int) -> dict:
     overrides = [f"spark.master=local[{cores}]", *overrides]
-    command = [str(SPARK_SUBMIT), *spark_submit_args(load_settings(overrides=overrides)), str(REPO / "jobs" / "tag_images.py"),
-               "--manifest", str(manifest), "--output", str(output), "--metrics-out", str(metrics)]
+    command = [
+        str(SPARK_SUBMIT),
+        *spark_submit_args(load_settings(overrides=overrides)),
+        str(REPO / "jobs" / "tag_images.py"),
+        "--manifest",
+        str(manifest),
+        "--output",
+        str(output),
+        "--metrics-out",
+        str(metrics),
+    ]
     command += [arg for override in overrides for arg in ("--set", override)] + (["--incremental"] if incremental else [])
     started = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, env=spark_env(), cwd=REPO, timeout=3600)
@@ -130,18 +139,23 @@ def main(argv: list[str] | None = None) -> int:
         # Under half a second of growth is within this machine's run-to-run noise: no rate.
         marginal[name] = round(extra / grew, 1) if grew > NOISE_S else None
     result["marginal_rows_per_s"] = marginal
-    result["speedup_marginal"] = (round(marginal["heads_only_pass"] / marginal["full_pass"], 1)
-                                  if marginal["heads_only_pass"] and marginal["full_pass"] else None)
+    result["speedup_marginal"] = (
+        round(marginal["heads_only_pass"] / marginal["full_pass"], 1)
+        if marginal["heads_only_pass"] and marginal["full_pass"]
+        else None
+    )
     result["embedding_storage"] = embedding_storage(output)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(result, indent=2) + "\n")
     storage = result["embedding_storage"]
-    print(f"bench-heads: {args.images} images on local[{args.cores}]: head-only pass "
-          f"{result['heads_only_pass']['rows_per_s_work']} rows/s against {result['full_pass']['rows_per_s_work']} for the full "
-          f"pass ({result['speedup_work']}x; per extra row: {marginal['heads_only_pass'] or 'below noise'} against "
-          f"{marginal['full_pass']} rows/s; UDF alone {result['speedup_udf']}x; end to end with Spark start-up "
-          f"{result['speedup_end_to_end']}x); embedding {storage['bytes_per_image']} bytes/image = "
-          f"{storage['gb_per_million_images']} GB per million images")
+    print(
+        f"bench-heads: {args.images} images on local[{args.cores}]: head-only pass "
+        f"{result['heads_only_pass']['rows_per_s_work']} rows/s against {result['full_pass']['rows_per_s_work']} for the full "
+        f"pass ({result['speedup_work']}x; per extra row: {marginal['heads_only_pass'] or 'below noise'} against "
+        f"{marginal['full_pass']} rows/s; UDF alone {result['speedup_udf']}x; end to end with Spark start-up "
+        f"{result['speedup_end_to_end']}x); embedding {storage['bytes_per_image']} bytes/image = "
+        f"{storage['gb_per_million_images']} GB per million images"
+    )
     return 0
 
 

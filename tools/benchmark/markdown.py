@@ -220,9 +220,12 @@ def cost_section(summary: dict, prices: cost.PriceTable, best: dict | None) -> l
         f"Projection from the **steady per-core throughput measured here**: {best['name']} ran "
         f"{best['steady_images_per_s']:.1f} images/s steady on {cores_of(best)} cores = **{per_core:.2f} images/s per core**. "
         "One instance = that rate x its vCPUs ("
-        + (f"measured here: {summary['scaling']['cores']} cores give {summary['scaling']['linearity']:.0%} of linear "
-           "scaling from 1, already inside this per-core rate; linear from there to the instance's vCPUs is assumed, "
-           if summary.get("scaling") else "assumes throughput linear in cores, ")
+        + (
+            f"measured here: {summary['scaling']['cores']} cores give {summary['scaling']['linearity']:.0%} of linear "
+            "scaling from 1, already inside this per-core rate; linear from there to the instance's vCPUs is assumed, "
+            if summary.get("scaling")
+            else "assumes throughput linear in cores, "
+        )
         + "and an EMR vCPU as fast as one here; "
         "YARN and OS overhead, S3 latency, EBS and data transfer not included). The 300-million-image run uses the "
         f"nodes needed to finish in 24 hours plus one on-demand {prices.master} master "
@@ -372,4 +375,3 @@ def _num(value, spec: str = ".1f") -> str:
 
 def _share(value: float, of: float | None) -> str:
     return "-" if not of else f"{value / of:.0%}"
-

@@ -122,8 +122,11 @@ def make_plots(bench: dict, summary: dict, out: Path) -> list[str]:
 
 def progress_rates(points: list[dict]) -> list[tuple[float, float]]:
     """(t_s, images/s between a progress point and the one before it) of a run's time series."""
-    return [(b["t_s"], (b["images_done"] - a["images_done"]) / (b["t_s"] - a["t_s"]))
-            for a, b in pairwise(points) if b["t_s"] > a["t_s"]]
+    return [
+        (b["t_s"], (b["images_done"] - a["images_done"]) / (b["t_s"] - a["t_s"]))
+        for a, b in pairwise(points)
+        if b["t_s"] > a["t_s"]
+    ]
 
 
 def plot_progress(runs: list[dict], out: Path, plt) -> list[str]:
@@ -135,8 +138,7 @@ def plot_progress(runs: list[dict], out: Path, plt) -> list[str]:
     for i, run in enumerate(runs):
         colour = f"C{i % 10}"
         points = run["progress"]
-        ax1.plot([p["t_s"] for p in points], [p["images_done"] for p in points], marker=".", color=colour,
-                 label=run["name"])
+        ax1.plot([p["t_s"] for p in points], [p["images_done"] for p in points], marker=".", color=colour, label=run["name"])
         rates = progress_rates(points)
         ax2.step([t for t, _ in rates], [v for _, v in rates], where="pre", color=colour, label=run["name"])
         ready = (run.get("startup") or {}).get("first_model_ready_s")
@@ -172,4 +174,3 @@ def plot_timeline(run: dict | None, out: Path, plt) -> list[str]:
     ax.set_title(f"Task timeline of {run['name']}")
     ax.set_xlim(left=0)
     return [save(fig, plt, out / "timeline.png")]
-

@@ -54,6 +54,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if summary["targets_met"] or not args.strict else 1
 
 
-
 if __name__ == "__main__":
     sys.exit(main())

@@ -361,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=20240)
     parser.add_argument("--profiles", nargs="*", help="profile paths (default: conf/NN-*.yaml sorted)")
     parser.add_argument(
-        "--reference-profile", type=Path,
+        "--reference-profile",
+        type=Path,
         help="settings of the predict_batch_udf run (default: the baseline, the first conf/NN-*.yaml, whatever --profiles)",
     )
     parser.add_argument("--label", help="mark a side bench (e.g. large): make report then takes the newest unlabelled one")
