@@ -11,9 +11,7 @@ from setuptools import find_packages, setup
 
 here = Path(__file__).parent
 requirements = [
-    line.strip()
-    for line in (here / "requirements.txt").read_text().splitlines()
-    if line.strip() and not line.startswith("#")
+    line.strip() for line in (here / "requirements.txt").read_text().splitlines() if line.strip() and not line.startswith("#")
 ]
 
 setup(
