@@ -535,3 +535,19 @@ def test_an_int8_iteration_whose_gates_failed_is_not_the_best(full_bench_dir, pr
     report.write_report(bench, prices, tmp_path / "latest")
     text = (tmp_path / "latest" / "README.md").read_text()
     assert "07-int8 (gates failed: not adopted)" in text and "**Not adopted**" in text
+
+
+def test_a_one_core_run_is_pinned_to_one_cpu(tmp_path):
+    import os
+    import sys
+
+    from tools.benchmark.runner import cpus_for, run_monitored
+
+    allowed = sorted(os.sched_getaffinity(0))
+    assert cpus_for(len(allowed)) is None  # every CPU: nothing to pin
+    one = cpus_for(1)
+    assert one == {allowed[0]}
+    log = tmp_path / "pinned.log"
+    probe = [sys.executable, "-c", "import os; print('cpus', sorted(os.sched_getaffinity(0)))"]
+    assert run_monitored(probe, dict(os.environ), log, timeout_s=60, cpus=one)["exit_code"] == 0
+    assert f"cpus [{allowed[0]}]" in log.read_text()  # the child, and so its whole tree, sees one CPU

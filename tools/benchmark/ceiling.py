@@ -3,10 +3,10 @@
 Measured on the benchmark's files, each part in a fresh Python process pinned to the cores
 the Spark runs get (TensorFlow fixes its thread pools once per process):
 
-- decode: fetch + decode + preprocess (`jobs.fetch.fetch`, `jobs.decode.prepare`), one
+- decode: fetch + decode + preprocess (`jobs.fetch.fetch`, `jobs.decode.prepare_with`), one
   thread per process, C processes side by side, each pinned to its own core (as C Spark
   tasks run): images/s per core.
-- infer: the model's predict (`jobs.infer.build_predictor`) on already-prepared images, after
+- infer: the model's predict (`model.runtime.build_predictor`) on already-prepared images, after
   one warm-up batch: one process with C threads (all the cores), and C one-thread processes
   side by side (per process).
 - combined: the best of two ideal plans for C cores, no overheads at all:
@@ -96,7 +96,7 @@ def part_infer(urls: list[str], settings: Settings, threads: int) -> dict:
         "seconds": seconds,
         "images_per_s": len(inputs) / seconds,
         "model_load_s": load_s,
-        "predictor": f"jobs.infer.build_predictor ({artifact.meta['format']})",
+        "predictor": f"model.runtime.build_predictor ({artifact.meta['format']})",
         "model_name": artifact.name,
         "model_version": artifact.version,
     }

@@ -133,7 +133,8 @@ def render_markdown(bench: dict, summary: dict, prices: cost.PriceTable, plots: 
         lines += [
             "## Single-process ceiling",
             "",
-            f"Same files, same code (`jobs.decode.prepare`, `{c.get('predictor', 'jobs.infer')}`), model `{c['model_uri']}`, "
+            f"Same files, same code (`jobs.decode.prepare_with`, `{c.get('predictor', 'model.runtime')}`), "
+            f"model `{c['model_uri']}`, "
             f"batch {c['batch_size']}, pinned to {c['cores']} cores:",
             "",
             f"- fetch + decode + preprocess, one thread per core, {c['cores']} processes side by side: "
@@ -316,6 +317,8 @@ def scaling_lines(block: dict | None) -> list[str]:
         f"| {n} | {block[f'cores_{n}_steady_images_per_s']:.1f} | {block[f'cores_{n}_steady_images_per_s'] / n:.1f} | "
         f"{_num(cn)} | {_share(block[f'cores_{n}_steady_images_per_s'], cn)} |",
         "",
+        "The 1-core run is pinned to one CPU (process tree), as its ceiling is; local[1] alone would only "
+        "bound Spark's task slots. "
         f"{n} cores give **{block['speedup']:.2f}x** the rate of 1: {block['linearity']:.0%} of linear. The cost "
         f"projection below uses the per-core rate measured with all {n} cores busy, so this shortfall is already in it; "
         f"beyond {n} cores (an instance's 16 vCPUs) linearity is assumed, not measured.",

@@ -177,14 +177,21 @@ class TreeMemory(threading.Thread):
         self.join()
 
 
-def run_monitored(cmd: list[str], env: dict, log_path: Path, timeout_s: float) -> dict:
-    """Run cmd in its own process group, sampling tree memory; kill the group on timeout."""
+def run_monitored(cmd: list[str], env: dict, log_path: Path, timeout_s: float, cpus: set[int] | None = None) -> dict:
+    """Run cmd in its own process group, sampling tree memory; kill the group on timeout.
+
+    cpus: pin the whole process tree to these CPUs (local[1] bounds Spark's task slots, not the
+    threads of its JVM and Python workers: without a pin a "1-core" run still uses every core).
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with log_path.open("w") as log:
         log.write("$ " + shlex.join(cmd) + "\n")
         log.flush()
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=pin
+        )
         memory = TreeMemory(proc.pid)
         memory.start()
         timed_out = False
@@ -259,7 +266,8 @@ class Bench:
         ]  # fmt: skip
         print(f"[bench] {name}: {shlex.join(cmd[1:])}", flush=True)
         load_before = os.getloadavg()
-        outcome = run_monitored(cmd, self.env, self.args.out_dir / "logs" / f"{self.bench_id}-{name}.log", self.args.timeout)
+        log_path = self.args.out_dir / "logs" / f"{self.bench_id}-{name}.log"
+        outcome = run_monitored(cmd, self.env, log_path, self.args.timeout, cpus=cpus_for(cores))
         record = {
             "record_version": RECORD_VERSION,
             "bench_id": self.bench_id,
@@ -275,6 +283,7 @@ class Bench:
             "bench_wall_s": outcome["wall_s"],
             "exit_code": outcome["exit_code"],
             "local_cores": cores,
+            "pinned_cpus": sorted(cpus_for(cores) or []),  # [] = not pinned (every CPU)
             "master": f"local[{cores}]",
             "accelerator": os.environ.get("BENCH_ACCELERATOR", "cpu"),
             "load_avg_before": load_before[0],
@@ -325,6 +334,12 @@ def int8_quality(profiles: list[Path], overrides: list[str]) -> dict | None:
             if "quality" in meta:
                 return {"profile": profile_name(profile), "model_version": meta["version"], **meta["quality"]}
     return None
+
+
+def cpus_for(cores: int) -> set[int] | None:
+    """The first `cores` CPUs this process may use, when that is fewer than all of them (else None)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return set(allowed[:cores]) if cores < len(allowed) else None
 
 
 def summary_line(record: dict) -> str:
