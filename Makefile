@@ -59,7 +59,8 @@ $(MODEL_DIR)/model.json: $(VENV)/.installed model/build.py model/checkpoint.py m
 
 # The int8 twin, quantised from the float model; the gates (vs the float TFLite model, and the
 # category head on int8 embeddings) go into its model.json and reports/int8/quality.json.
-$(MODEL_DIR)_int8/model.json: $(MODEL_DIR)/model.json model/quantise.py tools/build_int8.py model/artifacts/product_category_tflite/model.json
+$(MODEL_DIR)_int8/model.json: $(MODEL_DIR)/model.json model/quantise.py tools/build_int8.py tools/sample_data.py tools/datasets.py \
+  jobs/decode.py model/artifacts/product_category_tflite/model.json
 	$(PY) -m tools.build_int8 --src $(MODEL_DIR) --float-tflite $(MODEL_DIR)_tflite --out $(MODEL_DIR)_int8
 
 rehearsal-tools: $(AWS_CLI_VENV)/bin/aws $(WHEELHOUSE)/.complete ## The AWS CLI (.venv-aws) and the node wheelhouse (dist/wheelhouse) make rehearse-emr needs

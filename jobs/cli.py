@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from jobs.config import ConfigError, load_settings
+from jobs.config import ConfigError, add_overrides_argument, load_settings
 from jobs.manifest import FORMATS, ManifestError, spark_reads
 from model.artifact import ArtifactError
 
@@ -32,14 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--output", required=True, help="output Parquet dataset URI (local path or s3://)")
     parser.add_argument("--profile", help="profile YAML (default: conf/local.yaml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a profile key by dotted path; VALUE is YAML (repeatable)",
-    )
+    add_overrides_argument(parser)
     parser.add_argument(
         "--manifest-format",
         choices=FORMATS,

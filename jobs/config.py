@@ -256,6 +256,11 @@ def apply_override(data: dict, path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+def add_overrides_argument(parser, help: str = "override a profile key by dotted path; VALUE is YAML (repeatable)") -> None:
+    """The --set KEY=VALUE option every command that reads a profile takes (load_settings' overrides)."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def load_settings(profile: str | Path | None = None, overrides: list[str] = ()) -> Settings:
     """Read a profile (YAML file), apply `key=value` overrides, validate, return Settings."""
     path = Path(profile) if profile else DEFAULT_PROFILE

@@ -39,7 +39,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.config import ConfigError, load_settings
+from jobs.config import ConfigError, add_overrides_argument, load_settings
 from model.artifact import ArtifactError
 
 if TYPE_CHECKING:
@@ -260,14 +260,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", required=True, help="the tagging job's output dataset (the ledger) to read")
     parser.add_argument("--to", required=True, help="Parquet dataset to write the current view to (overwritten)")
     parser.add_argument("--profile", help="profile YAML naming the current models (default: conf/local.yaml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a profile key by dotted path; VALUE is YAML (repeatable)",
-    )
+    add_overrides_argument(parser)
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 

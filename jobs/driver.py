@@ -127,9 +127,14 @@ class TaggingRun:
         self.key = run_key(args.manifest, args.output, model_set, args.incremental)
 
     def _warm_up(self) -> WarmUp | None:
-        """Python workers started and their models built while the driver plans (needs worker reuse)."""
+        """Python workers started and their models built while the driver plans.
+
+        Only for a plain run: with --incremental the plan may need no backbone at all (heads on
+        stored embeddings, or nothing left to do), and building it would be waste. Needs
+        spark.python.worker.reuse (Spark's default, true) to hand the workers on.
+        """
         reuse = str(self.settings.spark.conf.get("spark.python.worker.reuse", "true")).lower() == "true"
-        if not (self.settings.spark.warm_up and reuse):
+        if not (self.settings.spark.warm_up and reuse) or self.args.incremental:
             return None
         warm_up = WarmUp(self.spark, self.models_bc, self.settings)
         warm_up.start()
@@ -144,6 +149,9 @@ class TaggingRun:
         starts = [w["ready_at"] - w["process_started_at"] for w in warm_up.workers if w["process_started_at"]]
         if starts:  # a fresh worker: fork, imports, models; a reused one: its age
             self.marks["warm_worker_start_s"] = round(max(starts), 3)
+        # The models were built here, not in the tagging tasks: the record counts them.
+        self.marks["warm_model_builds"] = sum(w["model_builds"] for w in warm_up.workers)
+        self.marks["warm_model_load_s_max"] = max(w["model_load_s"] for w in warm_up.workers)
 
     def _start_or_resume(self) -> tuple[RunState, bool]:
         state = self.store.read_state(self.key)
@@ -359,6 +367,11 @@ def metrics_record(run: TaggingRun, result: dict, *, main_started: float, sessio
         },
         breakdown=startup_breakdown({"main_at": main_started, **run.marks}, times, jvm_started),
     )  # fmt: skip
+    # Models the warm-up built (before any tagging task) count as builds, and their time as model load.
+    timing["model_builds"] += run.marks.get("warm_model_builds", 0)
+    timing["startup"]["model_load_s_max"] = max(
+        timing["startup"]["model_load_s_max"], run.marks.get("warm_model_load_s_max", 0.0)
+    )
     return {
         "run_id": result["run_id"],
         "record_id": uuid.uuid4().hex,

@@ -94,7 +94,7 @@ def run_record(
             "jvm_to_driver_s": main_started - jvm_started,
             "session_s": session_s,
             "first_model_ready_s": ready - jvm_started,
-            "model_load_s_max": times.get(MODEL_LOAD_S_MAX),
+            "model_load_s_max": times.get(MODEL_LOAD_S_MAX, 0.0),
             "breakdown": breakdown,
         },
         "startup_s": ready - jvm_started,

@@ -151,9 +151,10 @@ def warm_batches(models_bc: Broadcast, settings: Settings):
 def warm_worker(models_bc: Broadcast, settings: Settings) -> dict:
     """In a Python worker: the UDF's imports and its models, built once for this process."""
     import jobs.tagging  # noqa: F401  (the UDF's imports, done now)
-    from jobs.infer import tagger_for_worker
+    from jobs.infer import tagger_for_worker, worker_model_loads
 
-    started = process_started_at()
+    started, builds = process_started_at(), worker_model_loads()
+    loading = time.perf_counter()
     tagger_for_worker(
         models_bc.value,
         top_k=settings.model.top_k,
@@ -161,7 +162,13 @@ def warm_worker(models_bc: Broadcast, settings: Settings) -> dict:
         threads=settings.inference.threads,
         embedding=settings.model.embedding,
     )
-    return {"worker": os.getpid(), "process_started_at": started, "ready_at": time.time()}
+    return {
+        "worker": os.getpid(),
+        "process_started_at": started,
+        "ready_at": time.time(),
+        "model_load_s": time.perf_counter() - loading,
+        "model_builds": worker_model_loads() - builds,
+    }
 
 
 def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed: bool = True):
@@ -258,7 +265,8 @@ def tag_dataframe(
 
     Rows may also carry a plan (path, needed heads, the stored embedding and its norm, see
     jobs.ledger.plan_paths); without one every row takes the full path. models_bc: the models
-    already broadcast (by warm_up_workers), else they are broadcast here.
+    already broadcast (the driver broadcasts them once for the warm-up and the tagging), else they
+    are broadcast here.
     """
     spark = pending.sparkSession
     models_bc = models_bc or spark.sparkContext.broadcast(models)

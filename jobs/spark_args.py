@@ -13,8 +13,29 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from jobs.config import ConfigError, Settings, load_settings
+
+JOB_SCRIPT = Path(__file__).with_name("tag_images.py")
+
+
+def job_command(
+    settings: Settings,
+    *,
+    manifest,
+    output,
+    overrides: list[str] = (),
+    extra: list[str] = (),
+    spark_submit: str | Path = "spark-submit",
+    script: str | Path = JOB_SCRIPT,
+) -> list[str]:
+    """The spark-submit command line of the job: the profile's Spark options, the entry point, its
+    arguments, every override as --set (so the job applies the same settings), then `extra`."""
+    return [
+        str(spark_submit), *spark_submit_args(settings), str(script), "--manifest", str(manifest), "--output", str(output),
+        *[arg for override in overrides for arg in ("--set", override)], *extra,
+    ]  # fmt: skip
 
 
 def spark_submit_args(settings: Settings) -> list[str]:

@@ -1,7 +1,7 @@
 """Full-integer (int8) post-training quantisation of a backbone, and the quality gates it must pass.
 
 EfficientNet-Lite was designed for int8: ReLU6 bounds every activation, and XNNPACK runs int8
-kernels on x86 and ARM (2.5x the float model's rate per core here). Weights are quantised per
+kernels on x86 and ARM (about 2.2x the float model's rate per core here, one thread). Weights are quantised per
 channel, activations per tensor with ranges from a representative set of images. The input
 stays uint8 RGB (what the job feeds); the outputs stay float32, so the probabilities, the
 embedding and the heads on it work unchanged.

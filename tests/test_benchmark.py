@@ -551,3 +551,22 @@ def test_a_one_core_run_is_pinned_to_one_cpu(tmp_path):
     probe = [sys.executable, "-c", "import os; print('cpus', sorted(os.sched_getaffinity(0)))"]
     assert run_monitored(probe, dict(os.environ), log, timeout_s=60, cpus=one)["exit_code"] == 0
     assert f"cpus [{allowed[0]}]" in log.read_text()  # the child, and so its whole tree, sees one CPU
+
+
+def test_latest_bench_skips_unfinished_and_side_benches(tmp_path):
+    runs = tmp_path / "runs"
+    for bench_id, index in (("1-done", {"ended_at": "x"}), ("2-large", {"ended_at": "x", "label": "large"}), ("3-killed", {})):
+        (runs / bench_id).mkdir(parents=True)
+        (runs / bench_id / "bench.json").write_text(json.dumps(index))
+    assert analysis.latest_bench(runs).name == "1-done"
+
+
+def test_an_iteration_after_a_rejected_one_is_compared_with_the_one_before(full_bench_dir):
+    from tools.benchmark.markdown import iteration_notes
+
+    bench = analysis.load_bench(full_bench_dir)
+    write_record(full_bench_dir / "08-h.json", job_record("08-h", e2e=27.0, steady=45.0))
+    runs = analysis.load_bench(full_bench_dir)["runs"]
+    note = next(n for n in iteration_notes(runs, {"07-int8"}) if n.startswith("**08-h**"))
+    assert "Versus 06-f" in note
+    assert bench["index"]["int8"]["profile"] == "07-int8"

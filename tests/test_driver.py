@@ -185,7 +185,7 @@ def test_warm_up_builds_the_models_the_tagging_tasks_then_find(artifact):
     assert worker_model_loads() == builds and tagger.top_k == 4  # found, not built again
 
 
-def test_warm_up_job_reports_one_python_worker_per_core(spark, artifact):
+def test_warm_up_job_runs_one_task_per_core_in_python_workers(spark, artifact):
     import os
 
     from jobs.pipeline import WarmUp

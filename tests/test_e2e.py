@@ -12,7 +12,7 @@ import pytest
 
 from jobs.cli import main
 from jobs.config import load_settings
-from jobs.spark_args import spark_submit_args
+from jobs.spark_args import job_command
 
 REPO = Path(__file__).resolve().parent.parent
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
@@ -53,21 +53,8 @@ def test_spark_submit_end_to_end(tmp_path, photos, s3_bucket, model_dir):
     pq.write_table(pa.table({"image_id": [r[0] for r in rows], "url": [r[1] for r in rows]}), manifest)
     output = tmp_path / "out"
     settings = load_settings(overrides=["spark.master=local[2]"])
-    command = [
-        str(SPARK_SUBMIT),
-        *spark_submit_args(settings),
-        str(REPO / "jobs" / "tag_images.py"),
-        "--manifest",
-        str(manifest),
-        "--output",
-        str(output),
-        "--set",
-        "spark.master=local[2]",
-        "--set",
-        f"model.uri={model_dir}",
-        "--set",
-        "fetch.max_attempts=2",
-    ]
+    overrides = ["spark.master=local[2]", f"model.uri={model_dir}", "fetch.max_attempts=2"]
+    command = job_command(settings, manifest=manifest, output=output, overrides=overrides, spark_submit=SPARK_SUBMIT)
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ.copy())
     assert result.returncode == 0, result.stderr[-4000:]
     assert "rows in     10" in result.stdout and "ok          5" in result.stdout and "error       5" in result.stdout
@@ -107,17 +94,10 @@ def test_a_uri_spark_has_no_filesystem_for_is_named(spark):
 
 def test_s3_manifest_in_local_mode_exits_2_with_what_to_do(tmp_path):
     settings = load_settings(overrides=["spark.master=local[1]"])
-    command = [
-        str(SPARK_SUBMIT),
-        *spark_submit_args(settings),
-        str(REPO / "jobs" / "tag_images.py"),
-        "--manifest",
-        "s3://shop-images/manifest.csv",
-        "--output",
-        str(tmp_path / "out"),
-        "--set",
-        "spark.master=local[1]",
-    ]
+    command = job_command(
+        settings, manifest="s3://shop-images/manifest.csv", output=tmp_path / "out", overrides=["spark.master=local[1]"],
+        spark_submit=SPARK_SUBMIT,
+    )  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=180, env=os.environ.copy())
     assert result.returncode == 2, (result.stdout + result.stderr)[-3000:]
     said = result.stdout + result.stderr  # spark-submit merges the Python driver's stderr into stdout

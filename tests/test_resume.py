@@ -13,7 +13,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from jobs.config import load_settings
-from jobs.spark_args import spark_submit_args
+from jobs.spark_args import job_command
 from tools.sample_data import make_dataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,23 +23,11 @@ CHUNKS = 4
 pytestmark = pytest.mark.e2e
 
 
-def job_command(manifest, output, metrics, model_dir):
+def resume_command(manifest, output, metrics, model_dir):
     overrides = ["spark.master=local[2]", f"output.chunks={CHUNKS}", "spark.partitions=2", f"model.uri={model_dir}"]
     settings = load_settings(overrides=overrides)
-    command = [
-        str(SPARK_SUBMIT),
-        *spark_submit_args(settings),
-        str(REPO / "jobs" / "tag_images.py"),
-        "--manifest",
-        str(manifest),
-        "--output",
-        str(output),
-        "--metrics-out",
-        str(metrics),
-    ]
-    for override in overrides:
-        command += ["--set", override]
-    return command
+    extra = ["--metrics-out", str(metrics)]
+    return job_command(settings, manifest=manifest, output=output, overrides=overrides, extra=extra, spark_submit=SPARK_SUBMIT)
 
 
 def read_state(output):
@@ -55,7 +43,7 @@ def visible_rows(output):
 def test_sigkill_then_resume(tmp_path, model_dir):
     manifest = make_dataset(tmp_path / "images", 48, seed=3)
     output, metrics = tmp_path / "out", tmp_path / "metrics.json"
-    command = job_command(manifest, output, metrics, model_dir)
+    command = resume_command(manifest, output, metrics, model_dir)
 
     started = time.monotonic()
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -52,7 +52,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.cli import EXIT_BAD_INPUT, exit_status
-from jobs.config import IMAGE_EXTENSIONS, RESERVED_COLUMNS, ConfigError, load_settings
+from jobs.config import IMAGE_EXTENSIONS, RESERVED_COLUMNS, ConfigError, add_overrides_argument, load_settings
 from jobs.manifest import stable_image_id
 from jobs.spark_args import spark_submit_args
 from model.artifact import ArtifactError
@@ -435,14 +435,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--labels", required=True, help="CSV/Parquet with url,label (local or s3://), or a class-folder tree")
     parser.add_argument("--name", required=True, help="the head's name: artifact model/artifacts/NAME(_tflite), report dir")
     parser.add_argument("--profile", help="the job's profile (default conf/local.yaml): Spark options, backbone, fetch settings")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="profile override passed to the embedding job (repeatable)",
-    )
+    add_overrides_argument(parser, "profile override passed to the embedding job (repeatable)")
     parser.add_argument("--work", type=Path, default=Path("data/train-head"), help="manifest, job output and log go to WORK/NAME")
     parser.add_argument(
         "--job-output",

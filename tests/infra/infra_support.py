@@ -146,7 +146,7 @@ def run_job_locally(profile_path: Path, photos: Sequence[Path], output: Path, ti
     import yaml
 
     from jobs.config import load_settings
-    from jobs.spark_args import spark_submit_args
+    from jobs.spark_args import job_command
 
     def local(uri: str) -> str:
         return uri if "://" in uri or uri.startswith("/") else str(REPO / uri)
@@ -163,19 +163,10 @@ def run_job_locally(profile_path: Path, photos: Sequence[Path], output: Path, ti
     manifest = output.parent / f"{output.name}-manifest.parquet"
     pq.write_table(pa.table({"image_id": [p.stem for p in photos], "url": [p.resolve().as_uri() for p in photos]}), manifest)
     settings = load_settings(profile_path, overrides)
-    command = [
-        str(Path(sys.executable).parent / "spark-submit"),
-        *spark_submit_args(settings),
-        str(REPO / "jobs" / "tag_images.py"),
-        "--manifest",
-        str(manifest),
-        "--output",
-        str(output),
-        "--profile",
-        str(profile_path),
-    ]
-    for item in overrides:
-        command += ["--set", item]
+    command = job_command(
+        settings, manifest=manifest, output=output, overrides=overrides, extra=["--profile", str(profile_path)],
+        spark_submit=Path(sys.executable).parent / "spark-submit",
+    )  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=REPO, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from tools.benchmark import cost, findings
-from tools.benchmark.records import KIND_JOB, KIND_REFERENCE, read_records
+from tools.benchmark.records import KIND_JOB, KIND_REFERENCE, KIND_SCALING, read_records
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,8 +39,12 @@ TABLE_STAGES = (*STAGES, "load_wait_s", "task_s")
 
 
 def latest_bench(runs_dir: Path) -> Path:
-    """The newest bench run that is not a labelled side bench (make bench-large)."""
-    benches = sorted(p.parent for p in runs_dir.glob("*/bench.json") if not json.loads(p.read_text()).get("label"))
+    """The newest complete bench run (its bench.json has ended_at) that is not a labelled side bench (make bench-large)."""
+    benches = sorted(
+        p.parent
+        for p in runs_dir.glob("*/bench.json")
+        if (index := json.loads(p.read_text())).get("ended_at") and not index.get("label")
+    )
     if not benches:
         raise SystemExit(f"error: no bench runs under {runs_dir}: run `make bench` first")
     return benches[-1]
@@ -80,10 +84,9 @@ def pick(bench: dict) -> dict:
     not an int8 iteration whose quality gates failed), reference."""
     jobs = ok_runs(bench["runs"], KIND_JOB)
     refs = ok_runs(bench["runs"], KIND_REFERENCE)
-    shippable = [r for r in jobs if r["name"] not in findings.not_adopted(bench["index"])]
     return {
         "baseline": jobs[0] if jobs else None,
-        "best": max(shippable, key=lambda r: r["images_per_s"]) if shippable else None,
+        "best": findings.best_run(bench["runs"], bench["index"]),
         "reference": refs[0] if refs else None,
     }
 
@@ -226,17 +229,16 @@ def build_summary(bench: dict, prices: cost.PriceTable) -> dict:
     profiles = {}
     for run in bench["runs"]:
         ok = run["status"] == "ok"
+        comparable = ok and baseline and run["kind"] != KIND_SCALING  # a 1-core run is not an iteration: no speed-up, no cost
         profiles[run["name"]] = {
             "kind": run["kind"],
             "status": run["status"],
             "images_per_s": run["images_per_s"] if ok else None,
             "steady_images_per_s": run["steady_images_per_s"] if ok else None,
             "startup_s": run["startup_s"] if ok else None,
-            "speedup_vs_baseline": run["images_per_s"] / baseline["images_per_s"] if ok and baseline else None,
-            "steady_speedup_vs_baseline": (
-                run["steady_images_per_s"] / baseline["steady_images_per_s"] if ok and baseline else None
-            ),
-            "cost_per_million_usd": run_cost(run, prices),
+            "speedup_vs_baseline": run["images_per_s"] / baseline["images_per_s"] if comparable else None,
+            "steady_speedup_vs_baseline": (run["steady_images_per_s"] / baseline["steady_images_per_s"] if comparable else None),
+            "cost_per_million_usd": run_cost(run, prices) if run["kind"] != KIND_SCALING else None,
             "peak_memory_mb": run["peak_memory_mb"],
             "wall_s": run["wall_s"] if ok else None,
             "bench_wall_s": run["bench_wall_s"],

@@ -20,13 +20,14 @@ STARTUP_SEGMENTS = {
     "driver_setup_s": "profile read, models read (driver)",
     "session_s": "SparkSession and SparkContext",
     "manifest_and_plan_s": "manifest opened (the SQL engine's first use), output state, ledger, plan",
-    "shuffle_and_schedule_s": "the dedup shuffle stage, tasks sent (and without warm-up: Python workers forked, imports)",
+    "shuffle_and_schedule_s": "the dedup shuffle stage, tasks sent (without warm-up: Python workers forked, imports; with it: "
+    "any wait for the warm-up's tasks to free the slots)",
     "model_load_s": "the first tagging task until its models are ready (built, or found built by the warm-up)",
 }
 # Beside the sum: the Python workers' own start, which overlaps the segments above.
 OVERLAPPING_SEGMENTS = {
     "warm_up_s": "warm-up job (spark.warm_up): workers forked, imports, models built, beside manifest_and_plan",
-    "python_worker_start_s": "one Python worker: fork, imports (and with warm-up: its models)",
+    "python_worker_start_s": "the slowest Python worker's start: fork and imports (with warm-up also its models)",
 }
 
 
@@ -43,6 +44,13 @@ def not_adopted(index: dict) -> set[str]:
     """Profiles that must not count as the best: an int8 iteration whose quality gates failed."""
     quality = index.get("int8")
     return {quality["profile"]} if quality and not quality["adopted"] else set()
+
+
+def best_run(runs: list[dict], index: dict) -> dict | None:
+    """The best profile: the highest end-to-end images/s of the job runs that may ship (not an int8
+    iteration whose gates failed). The report, the 1-core scaling run and the sizes table all use it."""
+    shippable = [r for r in _ok(runs, KIND_JOB) if r["name"] not in not_adopted(index)]
+    return max(shippable, key=lambda r: r["images_per_s"], default=None)
 
 
 def int8_block(quality: dict | None, runs: list[dict]) -> dict | None:
@@ -97,9 +105,6 @@ def scaling_block(runs: list[dict], ceilings: list[dict]) -> dict | None:
     }
 
 
-# --- start-up ----------------------------------------------------------------------------------
-
-
 # --- task timeline -----------------------------------------------------------------------------
 def timeline_summary(run: dict | None) -> dict | None:
     """The tail of a run: when tasks end against the last one, idle worker time after each worker's last task."""
@@ -132,18 +137,23 @@ def latest_by_size(runs_dir: Path) -> dict[int, Path]:
     return found
 
 
+def short_commit(commit: str) -> str:
+    """12 hex digits, keeping a "-dirty" mark (the run had uncommitted changes)."""
+    return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
 def size_row(index: dict, runs: list[dict], ceilings: list[dict]) -> dict | None:
-    """One bench size's best run (steady), its ceiling share, end to end and start-up."""
-    jobs = [r for r in _ok(runs, KIND_JOB) if r["name"] not in not_adopted(index)]
-    if not jobs:
+    """One bench size's best run (best_run), its ceiling share, end to end, start-up and commit."""
+    best = best_run(runs, index)
+    if best is None:
         return None
-    best = max(jobs, key=lambda r: r["steady_images_per_s"])
     uri = (best.get("settings") or {}).get("model", {}).get("uri")
     cores = int(best.get("local_cores") or 2)
     ceiling = next((c for c in ceilings if c["model_uri"] == uri and c["cores"] == cores), None)
     return {
         "images": index["images"],
         "bench_id": index["bench_id"],
+        "git_commit": short_commit(index.get("git_commit", "")),
         "profile": best["name"],
         "steady_images_per_s": best["steady_images_per_s"],
         "images_per_s": best["images_per_s"],

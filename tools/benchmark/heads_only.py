@@ -29,7 +29,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from jobs.config import load_settings
-from jobs.spark_args import spark_submit_args
+from jobs.spark_args import job_command
 from tools.benchmark.dataset import make_bench_dataset
 from tools.benchmark.runner import REPO, spark_env
 
@@ -41,18 +41,9 @@ NEW_HEAD = ", {name: category_again, uri: model/artifacts/product_category_tflit
 
 def run_job(manifest: Path, output: Path, metrics: Path, overrides: list[str], incremental: bool, cores: int) -> dict:
     overrides = [f"spark.master=local[{cores}]", *overrides]
-    command = [
-        str(SPARK_SUBMIT),
-        *spark_submit_args(load_settings(overrides=overrides)),
-        str(REPO / "jobs" / "tag_images.py"),
-        "--manifest",
-        str(manifest),
-        "--output",
-        str(output),
-        "--metrics-out",
-        str(metrics),
-    ]
-    command += [arg for override in overrides for arg in ("--set", override)] + (["--incremental"] if incremental else [])
+    extra = ["--metrics-out", str(metrics), *(["--incremental"] if incremental else [])]
+    settings = load_settings(overrides=overrides)
+    command = job_command(settings, manifest=manifest, output=output, overrides=overrides, extra=extra, spark_submit=SPARK_SUBMIT)
     started = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, env=spark_env(), cwd=REPO, timeout=3600)
     if proc.returncode != 0:

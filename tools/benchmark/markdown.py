@@ -27,8 +27,11 @@ def _fmt(value, spec: str = ".1f", none: str = "-") -> str:
     return none if value is None else format(value, spec)
 
 
-def iteration_notes(runs: list[dict]) -> list[str]:
-    """One paragraph per iteration: what it changed (its comment) and what that did, in numbers."""
+def iteration_notes(runs: list[dict], not_adopted: set[str] = frozenset()) -> list[str]:
+    """One paragraph per iteration: what it changed (its comment) and what that did, in numbers.
+
+    Each is compared with the iteration before it, skipping one that was not adopted (the next one
+    builds on the iteration before that)."""
     notes, previous = [], None
     for run in runs:
         if run["kind"] != KIND_JOB:
@@ -69,7 +72,8 @@ def iteration_notes(runs: list[dict]) -> list[str]:
             f"{run['startup_s']:.1f} s, peak memory {previous['peak_memory_mb']:.0f} -> {run['peak_memory_mb']:.0f} MB"
             f"{stage_text}."
         )
-        previous = run
+        if run["name"] not in not_adopted:
+            previous = run
     return notes
 
 
@@ -153,7 +157,7 @@ def render_markdown(bench: dict, summary: dict, prices: cost.PriceTable, plots: 
             )
         lines.append("")
     lines += ["## Iterations: what helped and what did not", ""]
-    for note in iteration_notes(bench["runs"]):
+    for note in iteration_notes(bench["runs"], findings.not_adopted(index)):
         lines += [f"- {note}", ""]
     sweep = REPO / "reports" / "sweep.md"
     if sweep.is_file():  # `make sweep`: the measurement behind 03's Spark parameters
@@ -321,7 +325,7 @@ def scaling_lines(block: dict | None) -> list[str]:
         "bound Spark's task slots. "
         f"{n} cores give **{block['speedup']:.2f}x** the rate of 1: {block['linearity']:.0%} of linear. The cost "
         f"projection below uses the per-core rate measured with all {n} cores busy, so this shortfall is already in it; "
-        f"beyond {n} cores (an instance's 16 vCPUs) linearity is assumed, not measured.",
+        f"beyond {n} cores (up to an instance's vCPUs) linearity is assumed, not measured.",
         "",
     ]
 
@@ -357,14 +361,15 @@ def sizes_lines(rows: list[dict], target: float) -> list[str]:
     lines = [
         "## Bench sizes: the best steady run of the newest bench at each IMAGES",
         "",
-        "| images | bench | best run | steady images/s | ceiling | of ceiling | end-to-end images/s | start-up s |",
+        "| images | bench (commit) | best run | steady images/s | ceiling | of ceiling | end-to-end images/s | start-up s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: r["images"]):
         share = r["of_ceiling"]
         mark = "" if share is None else " (pass)" if share >= target else " (**below target**)"
         lines.append(
-            f"| {r['images']} | {r['bench_id']} | {r['profile']} | {r['steady_images_per_s']:.1f} | "
+            f"| {r['images']} | {r['bench_id']} ({r.get('git_commit') or '?'}) | {r['profile']} | "
+            f"{r['steady_images_per_s']:.1f} | "
             f"{_num(r['ceiling_images_per_s'])} | {_share(r['steady_images_per_s'], r['ceiling_images_per_s'])}{mark} | "
             f"{r['images_per_s']:.1f} | {r['startup_s']:.1f} |"
         )

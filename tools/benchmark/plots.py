@@ -5,7 +5,7 @@ from __future__ import annotations
 from itertools import pairwise
 from pathlib import Path
 
-from tools.benchmark.analysis import STAGES, STEADY_TARGET, pick
+from tools.benchmark.analysis import STAGES, STEADY_TARGET, ceiling_for, pick
 from tools.benchmark.records import KIND_REFERENCE
 
 
@@ -38,12 +38,12 @@ def make_plots(bench: dict, summary: dict, out: Path) -> list[str]:
         [i - width / 2 for i in x], [r["images_per_s"] for r in runs], width, label="end to end (incl. start-up)", color=colours
     )
     ax.bar([i + width / 2 for i in x], [r["steady_images_per_s"] for r in runs], width, label="steady", color="tab:orange")
-    best_uri = (summary["ceiling"] or {}).get("model_uri")
+    best_ceiling = ceiling_for(pick(bench)["best"], bench["ceilings"])  # the target's: same model, same cores
     for ceiling in bench["ceilings"]:
         c, model = ceiling["ceiling_images_per_s"], Path(ceiling["model_uri"].rstrip("/")).name
-        colour = "tab:red" if ceiling["model_uri"] == best_uri else "tab:purple"
+        colour = "tab:red" if ceiling is best_ceiling else "tab:purple"
         ax.axhline(c, color=colour, linestyle="--", label=f"single-process ceiling, {model}, {ceiling['cores']} core(s): {c:.1f}")
-        if ceiling["model_uri"] == best_uri:
+        if ceiling is best_ceiling:
             ax.axhline(STEADY_TARGET * c, color=colour, linestyle=":", label=f"{STEADY_TARGET:.0%} of it (target)")
     tops = [r["steady_images_per_s"] for r in runs] + [c["ceiling_images_per_s"] for c in bench["ceilings"]]
     ax.set_ylim(top=max(tops) * 1.45)

@@ -35,9 +35,9 @@ from pathlib import Path
 import psutil
 
 from jobs.config import load_settings
-from jobs.spark_args import spark_submit_args
+from jobs.spark_args import job_command
 from tools.benchmark.dataset import dataset_stats, make_bench_dataset
-from tools.benchmark.findings import not_adopted
+from tools.benchmark.findings import best_run
 from tools.benchmark.records import KIND_JOB, KIND_REFERENCE, KIND_SCALING, RECORD_VERSION, write_record
 from tools.benchmark.reference_predict_batch import REFERENCE_NAME
 
@@ -258,12 +258,10 @@ class Bench:
         output = self.args.out_dir / name
         metrics = self.args.out_dir / f"{name}.metrics.json"
         metrics.unlink(missing_ok=True)
-        cmd = [
-            self.spark_submit, *spark_submit_args(settings), script,
-            "--manifest", str(manifest), "--output", str(output), "--profile", str(profile),
-            *[arg for text in overrides for arg in ("--set", text)],
-            "--metrics-out", str(metrics),
-        ]  # fmt: skip
+        cmd = job_command(
+            settings, manifest=manifest, output=output, overrides=overrides, spark_submit=self.spark_submit, script=script,
+            extra=["--profile", str(profile), "--metrics-out", str(metrics)],
+        )  # fmt: skip
         print(f"[bench] {name}: {shlex.join(cmd[1:])}", flush=True)
         load_before = os.getloadavg()
         log_path = self.args.out_dir / "logs" / f"{self.bench_id}-{name}.log"
@@ -437,8 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         for profile in by_model.values():
             bench.ceiling(profile, manifest)
     records = [bench.submit(profile_name(p), KIND_JOB, "jobs/tag_images.py", p, manifest) for p in profiles]
-    shippable = [r for r in records if r["status"] == "ok" and r["name"] not in not_adopted(index)]
-    best = max(shippable, key=lambda r: r["steady_images_per_s"], default=None)
+    best = best_run(records, index)
     if best and args.cores > 1 and not args.no_scaling:
         # The cost model multiplies a per-core rate by an instance's cores: measure 1 core against args.cores.
         best_profile = Path(best["profile_path"])
