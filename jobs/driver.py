@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import metrics
+from jobs import metrics as M
 from jobs.config import Settings
 from jobs.infer import ModelBundle
 from jobs.ledger import (
@@ -180,7 +180,7 @@ class TaggingRun:
         ended = time.time()
         self.phases["tag_and_write_s"] += time.perf_counter() - started
         # Driver-side commit after the last task finished.
-        self.phases["write_s"] += max(0.0, ended - self.stage_times.value.get(metrics.END_AT, ended))
+        self.phases["write_s"] += max(0.0, ended - self.stage_times.value.get(M.END_AT, ended))
 
     def execute(self) -> dict:
         # The manifest first: a bad or empty one exits 2 before a fresh run replaces any output.
@@ -336,16 +336,16 @@ def startup_breakdown(marks: dict[str, float], times: dict, jvm_started: float) 
         ("session_s", marks.get("session_at")),  # SparkSession / SparkContext
         ("manifest_and_plan_s", marks.get("execute_at")),  # manifest opened (the SQL engine's first use), state, plan
         ("shuffle_and_schedule_s", marks.get("tagging_submitted_at")),  # the dedup shuffle stage, tasks sent
-        ("model_load_s", times.get(metrics.TASK_START_AT)),  # the first tagging task until its models are built
-        ("first_batch_s", times.get(metrics.READY_AT)),  # the first batch fetched, decoded, inferred
+        ("model_load_s", times.get(M.TASK_START_AT)),  # the first tagging task until its models are built
+        ("first_batch_s", times.get(M.READY_AT)),  # the first batch fetched, decoded, inferred
     ]
-    ends = [m for _, m in moments[1:]] + [times.get(metrics.FIRST_BATCH_AT)]
+    ends = [m for _, m in moments[1:]] + [times.get(M.FIRST_BATCH_AT)]
     segments = {name: _span(start, end) for (name, start), end in zip(moments, ends, strict=True)}
     if "warm_up_at" in marks:  # workers forked, imports and models done beside manifest_and_plan
         segments["warm_up_s"] = _span(marks["warm_up_at"], marks.get("warm_ready_at"))
         segments["python_worker_start_s"] = marks.get("warm_worker_start_s")
     else:  # a worker forked until its first tagging task runs (imports): inside shuffle_and_schedule
-        segments["python_worker_start_s"] = _span(times.get(metrics.WORKER_START_AT), times.get(metrics.TASK_START_AT))
+        segments["python_worker_start_s"] = _span(times.get(M.WORKER_START_AT), times.get(M.TASK_START_AT))
     return segments
 
 
@@ -387,7 +387,7 @@ def metrics_record(run: TaggingRun, result: dict, *, main_started: float, sessio
         **{k: result[k] for k in ("rows_in", "ok", "error", "skipped", "skipped_duplicates", "skipped_done")},
         # How the tagged rows were made: fetch + decode + backbone, or heads on a stored embedding.
         "paths": {"full": result["path_full"], "stored_embedding": result["path_stored_embedding"]},
-        "stored_embedding_s": times.get(metrics.STORED_EMBEDDING_S, 0.0),
+        "stored_embedding_s": times.get(M.STORED_EMBEDDING_S, 0.0),
         **timing,
         # A listed manifest: keys seen, images kept, not images, not current (inventory).
         "manifest_listing": asdict(run.listing) if run.listing else None,

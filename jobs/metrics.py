@@ -35,9 +35,8 @@ END_AT = "end_at_max"  # a task's UDF ended: the steady window closes
 # --- lists: one entry per task, concatenated -----------------------------------------------------
 TASK_TIMELINE = "task_timeline"
 
-# The record's stage timings, as the report shows them: from the tasks, then from the driver.
+# The record's stage timings that come from the tasks (the driver adds its own phases).
 TASK_STAGES = (FETCH_S, DECODE_S, INFER_S, SPARK_IO_S, LOAD_WAIT_S, MODEL_LOAD_S, TASK_S)
-DRIVER_STAGES = ("read_manifest_s", "write_s", "stage_s", "tag_and_write_s", "account_s")
 STARTUP_KEYS = ("jvm_to_driver_s", "session_s", "first_model_ready_s", "model_load_s_max")
 
 

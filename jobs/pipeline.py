@@ -11,6 +11,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pandas as pd
 from pyspark.broadcast import Broadcast
@@ -99,8 +100,8 @@ def require_filesystems(spark: SparkSession, uris: dict[str, str]) -> None:
 def process_started_at() -> float | None:
     """Wall-clock time this process started (Linux /proc, 10 ms resolution); None where unknown."""
     try:
-        start_ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
-        uptime_s = float(open("/proc/uptime").read().split()[0])
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime_s = float(Path("/proc/uptime").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
     return time.time() - (uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"))
@@ -151,17 +152,11 @@ def warm_batches(models_bc: Broadcast, settings: Settings):
 def warm_worker(models_bc: Broadcast, settings: Settings) -> dict:
     """In a Python worker: the UDF's imports and its models, built once for this process."""
     import jobs.tagging  # noqa: F401  (the UDF's imports, done now)
-    from jobs.infer import tagger_for_worker, worker_model_loads
+    from jobs.infer import worker_model_loads
 
     started, builds = process_started_at(), worker_model_loads()
     loading = time.perf_counter()
-    tagger_for_worker(
-        models_bc.value,
-        top_k=settings.model.top_k,
-        batch_size=settings.inference.batch_size,
-        threads=settings.inference.threads,
-        embedding=settings.model.embedding,
-    )
+    worker_tagger(models_bc.value, settings)
     return {
         "worker": os.getpid(),
         "process_started_at": started,
@@ -169,6 +164,18 @@ def warm_worker(models_bc: Broadcast, settings: Settings) -> dict:
         "model_load_s": time.perf_counter() - loading,
         "model_builds": worker_model_loads() - builds,
     }
+
+
+def worker_tagger(models: ModelBundle, settings: Settings):
+    """This Python worker's Tagger for the profile, built on first use: the warm-up builds exactly
+    the one the tagging tasks then look up."""
+    from jobs.infer import tagger_for_worker
+
+    inference = settings.inference
+    return tagger_for_worker(
+        models, top_k=settings.model.top_k, batch_size=inference.batch_size, threads=inference.threads,
+        embedding=settings.model.embedding,
+    )  # fmt: skip
 
 
 def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed: bool = True):
@@ -182,7 +189,7 @@ def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed:
 
     def tag_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         # Imported here: these run on the executor, never at import time on the driver.
-        from jobs.infer import heads_for_worker, tagger_for_worker, worker_model_loads
+        from jobs.infer import heads_for_worker, worker_model_loads
         from jobs.tagging import STATUS_OK, start_loading, tag_batch
 
         timings: Counter = Counter({M.TASKS: 1})
@@ -194,11 +201,7 @@ def make_tag_udf(models_bc, settings: Settings, stage_times, *, backbone_needed:
         loads_before = worker_model_loads()
         models = models_bc.value
         batch_size, threads = settings.inference.batch_size, settings.inference.threads
-        tagger = None
-        if backbone_needed:
-            tagger = tagger_for_worker(
-                models, top_k=settings.model.top_k, batch_size=batch_size, threads=threads, embedding=settings.model.embedding
-            )
+        tagger = worker_tagger(models, settings) if backbone_needed else None
         heads = tagger.heads if tagger else heads_for_worker(models, batch_size=batch_size, threads=threads)
         load_s = time.perf_counter() - started
         timings.update({M.MODEL_LOAD_S: load_s, M.MODEL_BUILDS: worker_model_loads() - loads_before})
