@@ -8,7 +8,15 @@ import math
 from pathlib import Path
 
 from tools.benchmark import cost, findings
-from tools.benchmark.records import KIND_JOB, KIND_REFERENCE, KIND_SCALING, read_records
+from tools.benchmark.records import (
+    KIND_JOB,
+    KIND_REFERENCE,
+    KIND_SCALING,
+    cores_of,
+    ok_runs,
+    read_records,
+    same_ceiling,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -75,10 +83,6 @@ def profile_comment(path: str | None) -> str:
     return " ".join(x for x in lines if x)
 
 
-def ok_runs(runs: list[dict], kind: str) -> list[dict]:
-    return [r for r in runs if r["kind"] == kind and r["status"] == "ok"]
-
-
 def pick(bench: dict) -> dict:
     """baseline (first job profile), best (highest end-to-end images/s of the profiles that may ship:
     not an int8 iteration whose quality gates failed), reference."""
@@ -95,16 +99,8 @@ def ceiling_for(run: dict | None, ceilings: list[dict]) -> dict | None:
     """The ceiling measured with the same model artifact and the same number of cores as run."""
     if not ceilings:
         return None
-    if run is not None:
-        uri = run.get("settings", {}).get("model", {}).get("uri")
-        same = [c for c in ceilings if c["model_uri"] == uri and c["cores"] == cores_of(run)]
-        if same:
-            return same[0]
-    return ceilings[0] if len(ceilings) == 1 else None
-
-
-def cores_of(run: dict) -> int:
-    return int(run.get("local_cores") or 2)
+    same = same_ceiling(run, ceilings) if run is not None else None
+    return same or (ceilings[0] if len(ceilings) == 1 else None)
 
 
 def run_cost(run: dict, prices: cost.PriceTable) -> float | None:

@@ -51,13 +51,19 @@ def load_one(url: str, settings: Settings) -> np.ndarray:
     return prepare_with(fetch(url, settings.fetch).data, settings.decode)  # draft included, as the job decodes
 
 
+def cpus_for(cores: int, offset: int = 0) -> set[int] | None:
+    """`cores` of the CPUs this process may use, from the offset-th on (wrapping); None when that is all of them."""
+    allowed = sorted(os.sched_getaffinity(0))
+    chosen = {allowed[(offset + i) % len(allowed)] for i in range(cores)}
+    return chosen if len(chosen) < len(allowed) else None
+
+
 def pin_to_cores(cores: int, offset: int = 0) -> list[int]:
     """Restrict this process to `cores` of the CPUs it may use, from the offset-th on (wrapping)."""
-    allowed = sorted(os.sched_getaffinity(0))
-    chosen = sorted({allowed[(offset + i) % len(allowed)] for i in range(cores)})
-    if len(chosen) < len(allowed):
+    chosen = cpus_for(cores, offset)
+    if chosen:
         os.sched_setaffinity(0, chosen)
-    return chosen
+    return sorted(chosen or os.sched_getaffinity(0))
 
 
 def make_predictor(settings: Settings, threads: int):

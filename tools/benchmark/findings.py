@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tools.benchmark.records import KIND_CEILING, KIND_JOB, KIND_SCALING
+from tools.benchmark.records import KIND_CEILING, KIND_JOB, KIND_SCALING, cores_of, model_uri_of, ok_runs, same_ceiling
 
 INT8_SPEEDUP_TARGET = 1.5  # iteration 07's steady images/s over 06's, same bench run
 STARTUP_TARGET_S = 8.0  # JVM start to the first ready model
@@ -31,12 +31,8 @@ OVERLAPPING_SEGMENTS = {
 }
 
 
-def _ok(runs: list[dict], kind: str) -> list[dict]:
-    return [r for r in runs if r["kind"] == kind and r["status"] == "ok"]
-
-
 def _by_prefix(runs: list[dict], prefix: str) -> dict | None:
-    return next((r for r in _ok(runs, KIND_JOB) if r["name"].startswith(prefix)), None)
+    return next((r for r in ok_runs(runs, KIND_JOB) if r["name"].startswith(prefix)), None)
 
 
 # --- iteration 07: int8 ----------------------------------------------------------------------
@@ -49,7 +45,7 @@ def not_adopted(index: dict) -> set[str]:
 def best_run(runs: list[dict], index: dict) -> dict | None:
     """The best profile: the highest end-to-end images/s of the job runs that may ship (not an int8
     iteration whose gates failed). The report, the 1-core scaling run and the sizes table all use it."""
-    shippable = [r for r in _ok(runs, KIND_JOB) if r["name"] not in not_adopted(index)]
+    shippable = [r for r in ok_runs(runs, KIND_JOB) if r["name"] not in not_adopted(index)]
     return max(shippable, key=lambda r: r["images_per_s"], default=None)
 
 
@@ -81,15 +77,15 @@ def int8_block(quality: dict | None, runs: list[dict]) -> dict | None:
 # --- scaling: 1 core against N -----------------------------------------------------------------
 def scaling_block(runs: list[dict], ceilings: list[dict]) -> dict | None:
     """summary.json's `scaling`: the best profile's steady rate on 1 core and on N, and the ceilings."""
-    one = next(iter(_ok(runs, KIND_SCALING)), None)
+    one = next(iter(ok_runs(runs, KIND_SCALING)), None)
     if one is None:
         return None
-    full = next((r for r in _ok(runs, KIND_JOB) if r["profile_path"] == one["profile_path"]), None)
+    full = next((r for r in ok_runs(runs, KIND_JOB) if r["profile_path"] == one["profile_path"]), None)
     if full is None:
         return None
-    cores = int(full.get("local_cores") or 2)
+    cores = cores_of(full)
     rate_1, rate_n = one["steady_images_per_s"], full["steady_images_per_s"]
-    uri = (one.get("settings") or {}).get("model", {}).get("uri")
+    uri = model_uri_of(one)
     ceiling = {c["cores"]: c["ceiling_images_per_s"] for c in ceilings if c["kind"] == KIND_CEILING and c["model_uri"] == uri}
     return {
         "profile": full["name"],
@@ -147,9 +143,7 @@ def size_row(index: dict, runs: list[dict], ceilings: list[dict]) -> dict | None
     best = best_run(runs, index)
     if best is None:
         return None
-    uri = (best.get("settings") or {}).get("model", {}).get("uri")
-    cores = int(best.get("local_cores") or 2)
-    ceiling = next((c for c in ceilings if c["model_uri"] == uri and c["cores"] == cores), None)
+    ceiling = same_ceiling(best, ceilings)
     return {
         "images": index["images"],
         "bench_id": index["bench_id"],

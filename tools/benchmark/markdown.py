@@ -12,7 +12,6 @@ from tools.benchmark.analysis import (
     STEADY_TARGET,
     TABLE_STAGES,
     ceiling_for,
-    cores_of,
     pct,
     per_image_ms,
     pick,
@@ -20,7 +19,7 @@ from tools.benchmark.analysis import (
     verdict,
 )
 from tools.benchmark.findings import OVERLAPPING_SEGMENTS, STARTUP_SEGMENTS, STARTUP_TARGET_S
-from tools.benchmark.records import KIND_JOB, KIND_REFERENCE
+from tools.benchmark.records import KIND_JOB, KIND_REFERENCE, cores_of
 
 
 def _fmt(value, spec: str = ".1f", none: str = "-") -> str:

@@ -90,6 +90,25 @@ CEILING_KEYS = (
 )
 
 
+def ok_runs(runs: list[dict], kind: str) -> list[dict]:
+    """The runs of one kind that succeeded."""
+    return [r for r in runs if r["kind"] == kind and r["status"] == "ok"]
+
+
+def cores_of(run: dict) -> int:
+    return int(run.get("local_cores") or 2)
+
+
+def model_uri_of(run: dict) -> str | None:
+    return (run.get("settings") or {}).get("model", {}).get("uri")
+
+
+def same_ceiling(run: dict, ceilings: list[dict]) -> dict | None:
+    """The ceiling measured with the run's model artifact on the run's number of cores."""
+    uri, cores = model_uri_of(run), cores_of(run)
+    return next((c for c in ceilings if c["model_uri"] == uri and c["cores"] == cores), None)
+
+
 class RecordError(ValueError):
     """A run record lacks a key or has a value of the wrong kind; the message names it."""
 

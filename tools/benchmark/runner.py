@@ -36,6 +36,7 @@ import psutil
 
 from jobs.config import load_settings
 from jobs.spark_args import job_command
+from tools.benchmark.ceiling import cpus_for
 from tools.benchmark.dataset import dataset_stats, make_bench_dataset
 from tools.benchmark.findings import best_run
 from tools.benchmark.records import KIND_JOB, KIND_REFERENCE, KIND_SCALING, RECORD_VERSION, write_record
@@ -265,7 +266,8 @@ class Bench:
         print(f"[bench] {name}: {shlex.join(cmd[1:])}", flush=True)
         load_before = os.getloadavg()
         log_path = self.args.out_dir / "logs" / f"{self.bench_id}-{name}.log"
-        outcome = run_monitored(cmd, self.env, log_path, self.args.timeout, cpus=cpus_for(cores))
+        pinned = cpus_for(cores)
+        outcome = run_monitored(cmd, self.env, log_path, self.args.timeout, cpus=pinned)
         record = {
             "record_version": RECORD_VERSION,
             "bench_id": self.bench_id,
@@ -281,7 +283,7 @@ class Bench:
             "bench_wall_s": outcome["wall_s"],
             "exit_code": outcome["exit_code"],
             "local_cores": cores,
-            "pinned_cpus": sorted(cpus_for(cores) or []),  # [] = not pinned (every CPU)
+            "pinned_cpus": sorted(pinned or []),  # [] = not pinned (every CPU)
             "master": f"local[{cores}]",
             "accelerator": os.environ.get("BENCH_ACCELERATOR", "cpu"),
             "load_avg_before": load_before[0],
@@ -332,12 +334,6 @@ def int8_quality(profiles: list[Path], overrides: list[str]) -> dict | None:
             if "quality" in meta:
                 return {"profile": profile_name(profile), "model_version": meta["version"], **meta["quality"]}
     return None
-
-
-def cpus_for(cores: int) -> set[int] | None:
-    """The first `cores` CPUs this process may use, when that is fewer than all of them (else None)."""
-    allowed = sorted(os.sched_getaffinity(0))
-    return set(allowed[:cores]) if cores < len(allowed) else None
 
 
 def summary_line(record: dict) -> str:
