@@ -12,26 +12,21 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tempfile
 from pathlib import Path
 
 from model.artifact import load_artifact, save_tflite_artifact
 from model.build import tflite_bytes
+from model.runtime import load_keras_model
 
 log = logging.getLogger(__name__)
 OWN_KEYS = {"name", "version", "format", "model_file", "classes_file"}
 
 
 def convert(src: Path, out: Path) -> dict:
-    import keras
-
     artifact = load_artifact(str(src))
     if artifact.meta["format"] != "keras":
         raise SystemExit(f"{src}: expected a keras artifact, found {artifact.meta['format']}")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / artifact.meta["model_file"]
-        path.write_bytes(artifact.files[artifact.meta["model_file"]])
-        model = keras.saving.load_model(path, compile=False)
+    model = load_keras_model(artifact)
     extra = {k: v for k, v in artifact.meta.items() if k not in OWN_KEYS}
     return save_tflite_artifact(
         tflite_bytes(model),

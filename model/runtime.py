@@ -53,16 +53,22 @@ def _named(outputs) -> dict:
     return outputs if isinstance(outputs, dict) else {"probabilities": outputs}
 
 
-def keras_runner(artifact: ModelArtifact, batch_size: int, threads: int) -> ModelFn:
-    """TensorFlow/Keras: load model.keras, trace one serving function."""
-    configure_tensorflow(threads)
+def load_keras_model(artifact: ModelArtifact):
+    """The Keras model of a keras-format artifact (Keras loads only from a file: a temporary one)."""
     import keras
-    import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / artifact.meta["model_file"]
         path.write_bytes(artifact.files[artifact.meta["model_file"]])
-        model = keras.saving.load_model(path, compile=False)
+        return keras.saving.load_model(path, compile=False)
+
+
+def keras_runner(artifact: ModelArtifact, batch_size: int, threads: int) -> ModelFn:
+    """TensorFlow/Keras: load model.keras, trace one serving function."""
+    configure_tensorflow(threads)
+    import tensorflow as tf
+
+    model = load_keras_model(artifact)
     spec = model.inputs[0]
 
     @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape[1:]], spec.dtype)])

@@ -36,7 +36,7 @@ from jobs.config import DecodeSettings
 from jobs.decode import prepare_with
 from model import quantise
 from model.artifact import ModelArtifact, load_artifact, save_tflite_artifact
-from model.runtime import build_model_runner
+from model.runtime import build_model_runner, load_keras_model
 from tools.datasets import real_photo_paths
 from tools.sample_data import sample_images
 
@@ -109,13 +109,9 @@ def photo_answers(names: list[str], float_probs: np.ndarray, int8_probs: np.ndar
     return answers
 
 
-def saved_model_of(keras_dir: Path, tmp: str) -> str:
-    import keras
-
-    artifact = load_artifact(str(keras_dir))
-    path = Path(tmp) / artifact.meta["model_file"]
-    path.write_bytes(artifact.files[artifact.meta["model_file"]])
-    keras.saving.load_model(path, compile=False).export(f"{tmp}/saved_model", format="tf_saved_model", verbose=False)
+def saved_model_of(artifact: ModelArtifact, tmp: str) -> str:
+    """The Keras artifact exported as a SavedModel under tmp (what the TFLite quantiser reads)."""
+    load_keras_model(artifact).export(f"{tmp}/saved_model", format="tf_saved_model", verbose=False)
     return f"{tmp}/saved_model"
 
 
@@ -133,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("representative set: %d images (seed %d)", REPRESENTATIVE_IMAGES, REPRESENTATIVE_SEED)
     representative, _ = prepared_images(REPRESENTATIVE_IMAGES, REPRESENTATIVE_SEED, REPRESENTATIVE_PHOTO_SHARE)
     with tempfile.TemporaryDirectory() as tmp:
-        tflite, keep_float = quantise.quantise_saved_model(saved_model_of(args.src, tmp), representative)
+        tflite, keep_float = quantise.quantise_saved_model(saved_model_of(source, tmp), representative)
     log.info("quantised: %d bytes, kept float: %s", len(tflite), keep_float)
 
     # The int8 model in memory, as the job's runtime loads it.
