@@ -17,6 +17,7 @@ from model.artifact import ArtifactError
 log = logging.getLogger("image_tagger")
 EXIT_BAD_INPUT = 2
 EXIT_ACCOUNTING = 3
+EXIT_OUTPUT_BUSY = 4  # another run holds the output's lease (refused before any work), or this run lost it
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -100,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from jobs.driver import AccountingError
+    from jobs.lease import LeaseHeld, LeaseLost
 
     bad_input = dict.fromkeys((ConfigError, ManifestError, ArtifactError), EXIT_BAD_INPUT)
-    return exit_status(lambda: tag(args), {**bad_input, AccountingError: EXIT_ACCOUNTING})
+    busy = dict.fromkeys((LeaseHeld, LeaseLost), EXIT_OUTPUT_BUSY)
+    return exit_status(lambda: tag(args), {**bad_input, AccountingError: EXIT_ACCOUNTING, **busy})
 
 
 def exit_status(command: Callable[[], int], statuses: dict[type[Exception], int | Callable[[Exception], int]]) -> int:

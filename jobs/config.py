@@ -95,6 +95,9 @@ class DecodeSettings:
 class OutputSettings:
     # Units of commit: a killed run resumes at the first unfinished chunk. 1 = one pass, no staging.
     chunks: int = field(default=1, metadata=_check(lambda v: 1 <= v <= 10_000, "must be between 1 and 10000"))
+    # One run writes an output at a time (jobs.lease): a lease not renewed for this long (its run was
+    # killed, its cluster lost) is taken over by the next run. Renewed every lease_timeout_s / 4.
+    lease_timeout_s: float = field(default=300.0, metadata=_check(lambda v: 2 <= v <= 86_400, "must be between 2 and 86400"))
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import contextlib
 import logging
 import posixpath
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.config import ConfigError, add_overrides_argument, load_settings
+from jobs.lease import LeaseHeld, LeaseLost
 from model.artifact import ArtifactError
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("image_tagger.current")
 EXIT_BAD_INPUT = 2
+EXIT_OUTPUT_BUSY = 4  # another job writes --to (its lease), as the tagging job's exit 4
 STATUSES = ("ok", "error", "outdated")
 REQUIRED_COLUMNS = ("image_id", "status", "model_version", "processed_at")
 TAG_TYPE = T.ArrayType(T.StructType([T.StructField("label", T.StringType()), T.StructField("score", T.FloatType())]))
@@ -223,13 +226,32 @@ def _session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
             spark.conf.set(key, before)
 
 
-def write_current(spark: SparkSession, output: str, to: str, models: CurrentModels) -> dict[str, int]:
-    """Read the ledger at `output`, write the current view to `to` (overwrite); counts by status."""
+def write_current(
+    spark: SparkSession, output: str, to: str, models: CurrentModels, *, lease_timeout_s: float | None = None
+) -> dict[str, int]:
+    """Read the ledger at `output`, write the current view to `to` (replacing it); counts by status.
+
+    Like the tagging job, it holds `to`'s lease while it writes (jobs.lease: a second writer of `to` is
+    refused) and writes through a private folder, so no other job's commit shares its _temporary.
+    """
+    from jobs.config import OutputSettings
+    from jobs.lease import Lease, holding, lease_store
+    from jobs.ledger import OutputStore
+
     view = current_view(read_ledger(spark, output), models)
-    # Timestamps as Parquet's TIMESTAMP(MICROS, UTC), not Spark's legacy INT96: pyarrow and DuckDB
-    # then read processed_at as a UTC timestamp.
-    with _session_conf(spark, "spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"):
-        view.write.mode("overwrite").parquet(to)
+    store = OutputStore(spark, to)
+    timeout_s = lease_timeout_s or OutputSettings().lease_timeout_s
+    lease = Lease(lease_store(to, store.lease_files), output=to, timeout_s=timeout_s, manifest=output)
+    with holding(lease, on_lost=spark.sparkContext.cancelAllJobs) as held:
+        run_id = time.strftime("current-%Y%m%dT%H%M%SZ", time.gmtime())
+        held.name_run(run_id)
+        private = store.write_dir(run_id, "view")
+        # Timestamps as Parquet's TIMESTAMP(MICROS, UTC), not Spark's legacy INT96: pyarrow and DuckDB
+        # then read processed_at as a UTC timestamp.
+        with _session_conf(spark, "spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"):
+            view.write.mode("overwrite").parquet(private)
+        held.check()
+        store.replace_data(private)
     written = spark.read.parquet(to).groupBy("status").count().collect()
     counts = dict.fromkeys(STATUSES, 0) | {row["status"]: row["count"] for row in written}
     return {"images": sum(counts.values()), **counts}
@@ -286,10 +308,13 @@ def main(argv: list[str] | None = None, *, spark: SparkSession | None = None) ->
         check_targets(args.output, args.to)
         session = session or build_spark(settings)
         require_filesystems(session, {"--output": args.output, "--to": args.to})
-        counts = write_current(session, args.output, args.to, models)
+        counts = write_current(session, args.output, args.to, models, lease_timeout_s=settings.output.lease_timeout_s)
     except (ConfigError, ArtifactError, CurrentViewError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (LeaseHeld, LeaseLost) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_OUTPUT_BUSY
     finally:
         if session is not None and spark is None:
             session.stop()

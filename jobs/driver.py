@@ -25,7 +25,9 @@ from pyspark.sql import functions as F
 from jobs import metrics as M
 from jobs.config import Settings
 from jobs.infer import ModelBundle
+from jobs.lease import Lease, holding, lease_store
 from jobs.ledger import (
+    WRITES_DIR,
     OutputStore,
     RunState,
     coverage,
@@ -34,6 +36,7 @@ from jobs.ledger import (
     plan_paths,
     run_key,
     skip_done,
+    statuses_once,
     stored_embeddings,
 )
 from jobs.manifest import open_manifest
@@ -119,6 +122,8 @@ class TaggingRun:
         self.phases: Counter = Counter()
         self.marks: dict[str, float] = {}  # wall-clock moments of the start-up, for its breakdown
         self.listing = None  # what a listed manifest (prefix, inventory, folder) saw and skipped
+        self.lease = None  # jobs.lease.HeldLease while execute runs
+        self.repaired = 0  # images tagged again because a committed write's files were gone
         # Progress lines during the run, from the accumulator and Spark's status tracker.
         self.progress = ProgressReporter(
             accumulator_counts(self.stage_times), interval_s=settings.progress.interval_s, tasks=stage_tasks(spark.sparkContext)
@@ -154,17 +159,24 @@ class TaggingRun:
         self.marks["warm_model_load_s_max"] = max(w["model_load_s"] for w in warm_up.workers)
 
     def _start_or_resume(self) -> tuple[RunState, bool]:
+        """Under the lease: resume the unfinished run for these arguments, or start one."""
         state = self.store.read_state(self.key)
         if state and state.status == "running":
             log.info("resuming run %s: chunks done %s of %d", state.run_id, state.done_chunks, state.chunks)
+            self.lease.name_run(state.run_id)
+            moved = self.store.publish_leftovers(state.run_id)  # killed between a write's commit and its publish
+            if moved:
+                log.info("published %d files the killed attempt had committed but not moved", moved)
             return state, True
         if not self.args.incremental:
-            self.store.delete()  # a fresh, non-incremental run replaces the output
+            self.store.clear()  # a fresh, non-incremental run replaces the output (not the lease)
         state = RunState(run_id=new_run_id(self.key), chunks=self.settings.output.chunks)
+        self.lease.name_run(state.run_id)
         self.store.write_state(self.key, state)
         return state, False
 
-    def _write(self, pending: DataFrame, run_id: str, backbone_needed: bool = True) -> None:
+    def _write(self, pending: DataFrame, run_id: str, name: str, backbone_needed: bool = True) -> None:
+        """Tag and write through a private folder, then publish its files into the output."""
         started = time.perf_counter()
         self.marks.setdefault("tagging_submitted_at", time.time())
         tagged = tag_dataframe(
@@ -176,13 +188,29 @@ class TaggingRun:
             backbone_needed=backbone_needed,
             models_bc=self.models_bc,
         )
-        tagged.write.mode("append").parquet(self.args.output)
+        private = self.store.write_dir(run_id, name)
+        tagged.write.mode("overwrite").parquet(private)
         ended = time.time()
+        self.lease.check()  # a run that lost its lease makes nothing visible
+        self.store.publish(private)
         self.phases["tag_and_write_s"] += time.perf_counter() - started
-        # Driver-side commit after the last task finished.
-        self.phases["write_s"] += max(0.0, ended - self.stage_times.value.get(M.END_AT, ended))
+        # Driver-side commit (and publish) after the last task finished.
+        self.phases["write_s"] += max(0.0, time.time() - self.stage_times.value.get(M.END_AT, ended))
 
     def execute(self) -> dict:
+        """Holds the output's lease for the whole run: LeaseHeld before any work if another run has it."""
+        store = lease_store(self.args.output, self.store.lease_files)
+        timeout_s = self.settings.output.lease_timeout_s
+        lease = Lease(store, output=self.args.output, timeout_s=timeout_s, manifest=self.args.manifest)
+        with holding(lease, on_lost=self.spark.sparkContext.cancelAllJobs) as held:
+            self.lease = held
+            try:
+                return self._execute()
+            except Exception:
+                held.check()  # a lost lease (whose cancel made the Spark job fail) is what to report
+                raise
+
+    def _execute(self) -> dict:
         # The manifest first: a bad or empty one exits 2 before a fresh run replaces any output.
         started = time.perf_counter()
         self.marks["execute_at"] = time.time()
@@ -192,7 +220,6 @@ class TaggingRun:
         state, resumed = self._start_or_resume()
         ledger = finished_rows(self.spark, self.store)
         self.phases["read_manifest_s"] += time.perf_counter() - started
-        partitions = self.settings.spark.partitions
         plan = dict(
             models=self.models,
             embedding=self.settings.model.embedding,
@@ -204,52 +231,78 @@ class TaggingRun:
         stored_possible = (
             self.args.incremental and ledger is not None and bool(self.models.heads) and "embedding_norm" in ledger.columns
         )
+        staging = f"{self.store.uri}/{STAGING}/{state.run_id}"
+
+        def single_pass_rows(ledger: DataFrame | None) -> tuple[DataFrame, Callable[[], dict]]:
+            pending, counts = plan_pending(manifest, ledger, partitions=self.settings.spark.partitions, **plan)
+            if stored_possible:  # only this manifest's images' embeddings, not the whole output's
+                embeddings = stored_embeddings(ledger, self.models, manifest.select("image_id"))
+                pending = self._spread(pending.join(embeddings, "image_id", "left"))
+            return pending, counts
+
+        def unwritten() -> DataFrame:
+            """The plan's rows this run has not written (whatever happened to its committed files)."""
+            written = finished_rows(self.spark, self.store)
+            if state.chunks == 1:
+                return single_pass_rows(written)[0]
+            rows = self.spark.read.parquet(staging).drop("chunk")
+            mine = written.where(F.col("run_id") == state.run_id) if written is not None else None
+            return self._spread(skip_done(rows, mine) if mine is not None else rows)
 
         with self.progress:  # a line every progress.interval_s and at each chunk commit
             if state.chunks == 1:
-                pending, counts = plan_pending(manifest, ledger, partitions=partitions, **plan)
-                if stored_possible:  # only this manifest's images' embeddings, not the whole output's
-                    embeddings = stored_embeddings(ledger, self.models, manifest.select("image_id"))
-                    pending = pending.join(embeddings, "image_id", "left")
-                    if partitions:
-                        pending = pending.repartition(partitions)
-                self._write(pending, state.run_id)
+                pending, counts = single_pass_rows(ledger)
+                self._write(pending, state.run_id, "chunk-0")
                 state.counts = counts()
                 state.done_chunks = [0]
             else:
-                staging = f"{self.store.uri}/{STAGING}/{state.run_id}"
-                if not state.staged:
-                    self.progress.phase = "staging the plan"
-                    self.progress.report()  # one line at once: staging may end before the first tick
-                    pending, counts = plan_pending(manifest, ledger, partitions=0, **plan)
-                    self._stage(pending, counts, ledger if stored_possible else None, staging, state)
-                    self.progress.phase = None
-                # Rows to tag in this process: the plan's, less the chunks an earlier attempt committed
-                # (chunks split the plan by a hash of image_id: about equal).
-                left = state.chunks - len(state.done_chunks)
-                self.progress.total = state.counts["after_ledger"] * left // state.chunks
-                mine = ledger.where(F.col("run_id") == state.run_id) if resumed and ledger is not None else None
-                backbone_needed = state.counts["after_ledger"] > state.counts.get("stored_embedding", 0)
-                for chunk in range(state.chunks):
-                    if chunk in state.done_chunks:
-                        continue
-                    rows = self.spark.read.parquet(staging).where(F.col("chunk") == chunk).drop("chunk")
-                    if mine is not None:
-                        rows = skip_done(rows, mine)  # a kill during a chunk's commit left some of it
-                    if partitions:
-                        rows = rows.repartition(partitions)
-                    self._write(rows, state.run_id, backbone_needed)
-                    state.done_chunks.append(chunk)
-                    self.store.write_state(self.key, state)
-                    self.progress.report(f"chunk {len(state.done_chunks)}/{state.chunks} committed")
-                self.store.delete(STAGING, state.run_id)
+                self._run_chunks(manifest, ledger, plan, staging, state, resumed, stored_possible)
 
         if warm_up is not None:
             self._record_warm_up(warm_up)
-        counts = self._account(state)
+        counts = self._account_and_repair(state, unwritten)
+        if state.chunks > 1:
+            self.store.delete(STAGING, state.run_id)
+        self.store.delete(WRITES_DIR, state.run_id)  # the run's private write folders, each published
+        self.lease.check()
         state.status = "done"
         self.store.write_state(self.key, state)
         return {"run_id": state.run_id, "resumed": resumed, **counts}
+
+    def _spread(self, rows: DataFrame) -> DataFrame:
+        partitions = self.settings.spark.partitions
+        return rows.repartition(partitions) if partitions else rows
+
+    def _run_chunks(
+        self, manifest: DataFrame, ledger: DataFrame | None, plan: dict, staging: str, state: RunState, resumed: bool,
+        stored_possible: bool,
+    ) -> None:  # fmt: skip
+        if not state.staged:
+            self.progress.phase = "staging the plan"
+            self.progress.report()  # one line at once: staging may end before the first tick
+            pending, counts = plan_pending(manifest, ledger, partitions=0, **plan)
+            self._stage(pending, counts, ledger if stored_possible else None, staging, state)
+            self.progress.phase = None
+        # Rows to tag in this process: the plan's, less the chunks an earlier attempt committed
+        # (chunks split the plan by a hash of image_id: about equal).
+        left = state.chunks - len(state.done_chunks)
+        self.progress.total = state.counts["after_ledger"] * left // state.chunks
+        mine = ledger.where(F.col("run_id") == state.run_id) if resumed and ledger is not None else None
+        backbone_needed = state.counts["after_ledger"] > state.counts.get("stored_embedding", 0)
+        for chunk in range(state.chunks):
+            if chunk in state.done_chunks:
+                continue
+            if not state.counts["after_ledger"]:  # nothing to tag: staging holds no file to read
+                state.done_chunks.append(chunk)
+                continue
+            rows = self.spark.read.parquet(staging).where(F.col("chunk") == chunk).drop("chunk")
+            if mine is not None:
+                rows = skip_done(rows, mine)  # a kill during a chunk's commit left some of it
+            self._write(self._spread(rows), state.run_id, f"chunk-{chunk}", backbone_needed)
+            self.lease.check()
+            state.done_chunks.append(chunk)
+            self.store.write_state(self.key, state)
+            self.progress.report(f"chunk {len(state.done_chunks)}/{state.chunks} committed")
 
     def _stage(
         self, pending: DataFrame, counts: Callable[[], dict], ledger: DataFrame | None, staging: str, state: RunState
@@ -279,13 +332,38 @@ class TaggingRun:
         self.store.write_state(self.key, state)
         self.phases["stage_s"] += time.perf_counter() - started
 
+    def _account_and_repair(self, state: RunState, unwritten: Callable[[], DataFrame]) -> dict:
+        """Account; when the output holds fewer of this run's images than its plan (files of a committed
+        write lost: deleted by hand, or by another job's cleanup before the lease), tag the missing
+        images again, once, and account again. A mismatch left after that is an AccountingError."""
+        counts = self._account(state)
+        if counts["ok"] + counts["error"] + counts["skipped"] < counts["rows_in"]:
+            short = counts["rows_in"] - counts["ok"] - counts["error"] - counts["skipped"]
+            log.warning(
+                "run %s: %d planned images have no row in %s (files of a committed write are gone); tagging them again",
+                state.run_id, short, self.args.output,
+            )  # fmt: skip
+            backbone_needed = state.counts["after_ledger"] > state.counts.get("stored_embedding", 0)
+            self._write(unwritten(), state.run_id, "repair", backbone_needed)
+            counts = self._account(state)
+            self.repaired = short
+            log.warning("run %s: repaired %d images", state.run_id, short)
+        if counts["ok"] + counts["error"] + counts["skipped"] != counts["rows_in"]:
+            raise AccountingError(
+                f"accounting mismatch: rows in {counts['rows_in']} != ok {counts['ok']} + error {counts['error']} + "
+                f"skipped {counts['skipped']} (run {state.run_id}, output {self.args.output})"
+            )
+        return counts
+
     def _account(self, state: RunState) -> dict:
+        """The counts from what this run wrote, each image once (its latest row)."""
         started = time.perf_counter()
-        by_status = Counter()
+        by_status: Counter = Counter()
         written = finished_rows(self.spark, self.store)  # None: nothing was ever written (an empty manifest)
         if written is not None:
-            mine = written.where(F.col("run_id") == state.run_id)
-            by_status.update({row["status"]: row["count"] for row in mine.groupBy("status").count().collect()})
+            by_status, twice = statuses_once(written.where(F.col("run_id") == state.run_id))
+            if twice:
+                log.warning("run %s: %d rows repeat an image this run already wrote: each image counts once", state.run_id, twice)
         rows_in = state.counts["rows_in"]
         duplicates = rows_in - state.counts["unique"]
         ledger_skipped = state.counts["unique"] - state.counts["after_ledger"]
@@ -301,11 +379,6 @@ class TaggingRun:
             "path_stored_embedding": stored,
         }
         self.phases["account_s"] += time.perf_counter() - started
-        if counts["ok"] + counts["error"] + counts["skipped"] != rows_in:
-            raise AccountingError(
-                f"accounting mismatch: rows in {rows_in} != ok {counts['ok']} + error {counts['error']} + "
-                f"skipped {counts['skipped']} (run {state.run_id}, output {self.args.output})"
-            )
         return counts
 
     def examples(self, run_id: str, limit: int = 8) -> list[dict]:
@@ -381,6 +454,10 @@ def metrics_record(run: TaggingRun, result: dict, *, main_started: float, sessio
         "output": run.args.output,
         "incremental": run.args.incremental,
         "resumed": result["resumed"],
+        # The lease: the expired holder this run took over (its run id), and images tagged again
+        # because files of a committed write were gone.
+        "lease_taken_over_from": run.lease.taken_over_from() if run.lease else None,
+        "repaired": run.repaired,
         "model_name": run.artifact.name,
         "model_version": run.artifact.version,
         "models": run.models.versions(),
@@ -401,7 +478,8 @@ def render_summary(record: dict, examples: list[dict]) -> str:
     lines = [
         f"model       {record['model_name']} {record['model_version']}   run {record['run_id']}"
         + ("  (resumed)" if record["resumed"] else ""),
-        f"rows in     {record['rows_in']}",
+        f"rows in     {record['rows_in']}"
+        + (f"   ({record['repaired']} repaired: their committed rows were gone, tagged again)" if record.get("repaired") else ""),
         f"ok          {record['ok']}",
         f"error       {record['error']}",
         f"skipped     {record['skipped']} ({record['skipped_duplicates']} duplicate image_id, "

@@ -8,8 +8,10 @@ the output already holds (the stored-embedding path: no fetch, decode or backbon
 pass. A run's state lives beside the data in OUTPUT/_image_tagger/ (readers of Parquet
 datasets skip names starting with "_"):
 which run is in flight for these arguments, how many chunks it has and which are committed.
-Chunks are appended with Spark's commit protocol, so a reader sees a chunk's files only once
-the chunk is committed, never half-written files.
+Each write (a chunk, or a repair) goes through Spark's commit protocol into a folder of its own,
+OUTPUT/_image_tagger/writes/<run_id>/<name>, never through OUTPUT/_temporary, which every writer of
+OUTPUT would share; once committed its data files are moved into OUTPUT (`publish`), each move
+whole, so a reader never sees half-written files. One run writes an output at a time (jobs.lease).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from pyspark.sql import DataFrame, SparkSession
@@ -26,6 +30,8 @@ from jobs.infer import ModelBundle
 from jobs.pipeline import PATH_FULL, PATH_STORED_EMBEDDING
 
 STATE_DIR = "_image_tagger"
+WRITES_DIR = f"{STATE_DIR}/writes"
+LEASE_NAME = "lease"  # under STATE_DIR: jobs.lease's records (a folder, or lease.json on S3)
 
 
 def run_key(manifest: str, output: str, model_set: str, incremental: bool) -> str:
@@ -71,6 +77,66 @@ class OutputStore:
         if self.fs.exists(target):
             self.fs.delete(target, True)
 
+    def clear(self) -> None:
+        """Delete the data and the runs' state, but not the lease (the run clearing it holds it)."""
+        if not self.fs.exists(self.root):
+            return
+        for status in self.fs.listStatus(self.root):
+            if status.getPath().getName() != STATE_DIR:
+                self.fs.delete(status.getPath(), True)
+        state_dir = self.path(STATE_DIR)
+        for status in self.fs.listStatus(state_dir) if self.fs.exists(state_dir) else []:
+            if not status.getPath().getName().startswith(LEASE_NAME):
+                self.fs.delete(status.getPath(), True)
+
+    def write_dir(self, run_id: str, name: str) -> str:
+        """A private folder for one write of a run: its commit protocol's _temporary is its own."""
+        return f"{self.uri}/{WRITES_DIR}/{run_id}/{name}"
+
+    def publish(self, write_dir: str) -> int:
+        """Move a committed write's data files into the output, then drop its folder; files moved.
+
+        Each move is one rename (atomic on HDFS and local disks; a server-side copy on S3, where an
+        object appears whole), run a few at a time: EMRFS renames S3 objects one copy each.
+        """
+        folder = self._path(write_dir)
+        statuses = self.fs.listStatus(folder)
+        files = [s.getPath() for s in statuses if s.isFile() and not s.getPath().getName().startswith(("_", "."))]
+
+        def move(source) -> None:
+            if not self.fs.rename(source, self.path(source.getName())):
+                raise OSError(f"cannot move {source} into {self.uri}")
+
+        with ThreadPoolExecutor(min(16, max(1, len(files))), thread_name_prefix="publish") as pool:
+            list(pool.map(move, files))
+        self.fs.delete(folder, True)
+        return len(files)
+
+    def replace_data(self, write_dir: str) -> int:
+        """Replace the output's data files by a committed write's (a view rewritten whole)."""
+        if self.fs.exists(self.root):
+            for status in self.fs.listStatus(self.root):
+                if not status.getPath().getName().startswith(("_", ".")):
+                    self.fs.delete(status.getPath(), True)
+        return self.publish(write_dir)
+
+    def publish_leftovers(self, run_id: str) -> int:
+        """A killed run's writes: publish those Spark committed (_SUCCESS), drop the others; files moved."""
+        runs = self.path(WRITES_DIR, run_id)
+        if not self.fs.exists(runs):
+            return 0
+        moved = 0
+        for status in self.fs.listStatus(runs):
+            folder = status.getPath()
+            if self.fs.exists(self._path(folder, "_SUCCESS")):
+                moved += self.publish(folder.toString())
+            else:
+                self.fs.delete(folder, True)
+        return moved
+
+    def lease_files(self, folder_uri: str) -> HadoopFiles:
+        return HadoopFiles(self, folder_uri)
+
     def rename(self, source: str, target: str, *, under: str) -> None:
         """Rename uri/under/source to uri/under/target (a folder: one metadata operation)."""
         if self.fs.exists(self.path(under, target)):
@@ -103,6 +169,44 @@ class OutputStore:
             self.fs.rename(tmp, final)
 
 
+class HadoopFiles:
+    """jobs.lease's Files through Hadoop's FileSystem (hdfs://: create without overwrite is atomic)."""
+
+    def __init__(self, store: OutputStore, folder_uri: str):
+        self.store, self.folder, self.where = store, store._path(folder_uri), folder_uri
+
+    def names(self) -> list[str]:
+        if not self.store.fs.exists(self.folder):
+            return []
+        return [s.getPath().getName() for s in self.store.fs.listStatus(self.folder)]
+
+    def create_exclusive(self, name: str, data: bytes) -> bool:
+        try:
+            stream = self.store.fs.create(self.store._path(self.folder, name), False)
+        except Exception as exc:  # py4j wraps FileAlreadyExistsException
+            if "FileAlreadyExists" in str(exc) or "already exists" in str(exc):
+                return False
+            raise
+        try:
+            stream.write(bytearray(data))
+        finally:
+            stream.close()
+        return True
+
+    def read(self, name: str) -> bytes | None:
+        target = self.store._path(self.folder, name)
+        if not self.store.fs.exists(target):
+            return None
+        stream = self.store.fs.open(target)
+        try:
+            return bytes(self.store._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+        finally:
+            stream.close()
+
+    def delete(self, name: str) -> None:
+        self.store.fs.delete(self.store._path(self.folder, name), False)
+
+
 def finished_rows(spark: SparkSession, store: OutputStore) -> DataFrame | None:
     """Every row already in the output, or None. Runs differ in columns (heads come and go), so
     the schemas of all files are merged."""
@@ -112,6 +216,19 @@ def finished_rows(spark: SparkSession, store: OutputStore) -> DataFrame | None:
     if "run_id" not in existing.columns:
         existing = existing.withColumn("run_id", F.lit(None).cast("string"))
     return existing
+
+
+def statuses_once(rows: DataFrame) -> tuple[Counter, int]:
+    """Rows -> (count per status with each image_id once, by its latest row; rows beyond one per image).
+
+    An image written twice (by an incident before the lease, or a write published twice) is one image.
+    """
+    latest = rows.groupBy("image_id").agg(
+        F.max_by("status", F.struct("processed_at", "run_id")).alias("status"), F.count(F.lit(1)).alias("rows")
+    )
+    by_status = latest.groupBy("status").agg(F.count(F.lit(1)).alias("images"), F.sum("rows").alias("rows")).collect()
+    counts = Counter({row["status"]: row["images"] for row in by_status})
+    return counts, sum(row["rows"] - row["images"] for row in by_status)
 
 
 def skip_done(pending: DataFrame, done_ids: DataFrame) -> DataFrame:

@@ -9,7 +9,8 @@ from pyspark.sql import functions as F
 from jobs.config import load_settings
 from jobs.driver import AccountingError, JobArgs, TaggingRun
 from jobs.infer import ModelBundle
-from jobs.ledger import OutputStore, RunState
+from jobs.lease import Lease, LeaseHeld, holding, lease_store
+from jobs.ledger import OutputStore, RunState, statuses_once
 from model.artifact import ModelArtifact
 
 pytestmark = pytest.mark.spark
@@ -97,14 +98,42 @@ def test_chunked_run_commits_each_chunk(spark, artifact, images, tmp_path):
     assert written.where(F.col("run_id") != state["run_id"]).count() == 0
 
 
-def test_accounting_mismatch_fails_clearly(spark, artifact, images, tmp_path):
+def test_accounting_mismatch_the_repair_cannot_explain_fails_clearly(spark, artifact, images, tmp_path):
     out = tmp_path / "out"
     manifest = write_manifest(tmp_path / "m.csv", [("a", images["coffee"])])
     result = run_job(spark, artifact, manifest, out)
     job = TaggingRun(spark, load_settings(), ModelBundle(artifact), JobArgs(manifest, str(out)))
+    job.models_bc = spark.sparkContext.broadcast(job.models)
     state = RunState(run_id=result["run_id"], chunks=1, counts={"rows_in": 2, "unique": 2, "after_ledger": 2})
-    with pytest.raises(AccountingError, match=r"accounting mismatch: rows in 2 != ok 1 \+ error 0 \+ skipped 0"):
-        job._account(state)
+    nothing_unwritten = spark.createDataFrame([], "image_id string, url string")
+    with holding(Lease(lease_store(str(out)), output=str(out), timeout_s=60)) as held:
+        job.lease = held
+        with pytest.raises(AccountingError, match=r"accounting mismatch: rows in 2 != ok 1 \+ error 0 \+ skipped 0"):
+            job._account_and_repair(state, lambda: nothing_unwritten)
+    assert job.repaired == 1  # it tried once: the plan had nothing left to tag
+
+
+def test_a_second_run_on_a_held_output_is_refused_before_any_work(spark, artifact, images, tmp_path):
+    out = tmp_path / "out"
+    manifest = write_manifest(tmp_path / "m.csv", [("a", images["coffee"])])
+    run_job(spark, artifact, manifest, out)
+    before = sorted(p.name for p in out.iterdir())
+    other = Lease(lease_store(str(out)), output=str(out), timeout_s=60, manifest="elsewhere.csv")
+    with holding(other) as held:
+        held.name_run("the-other-run")
+        with pytest.raises(LeaseHeld, match="is in use: run the-other-run .*manifest elsewhere.csv"):
+            run_job(spark, artifact, manifest, out)  # not incremental: it would have replaced the output
+    assert sorted(p.name for p in out.iterdir()) == before and len(output_rows(spark, out)) == 1
+    assert run_job(spark, artifact, manifest, out, incremental=True)["skipped_done"] == 1  # released: free again
+
+
+def test_images_written_twice_count_once(spark):
+    rows = spark.createDataFrame(
+        [("a", "ok", 1, "r"), ("a", "ok", 2, "r"), ("b", "error", 1, "r"), ("b", "ok", 3, "r"), ("c", "error", 1, "r")],
+        "image_id string, status string, processed_at int, run_id string",
+    )
+    counts, repeated = statuses_once(rows)
+    assert counts == {"ok": 2, "error": 1} and repeated == 2  # b's latest row is ok
 
 
 def test_state_round_trip(spark, tmp_path):
