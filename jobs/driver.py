@@ -27,7 +27,6 @@ from jobs.config import Settings
 from jobs.infer import ModelBundle
 from jobs.lease import Lease, holding, lease_store
 from jobs.ledger import (
-    WRITES_DIR,
     OutputStore,
     RunState,
     coverage,
@@ -263,7 +262,6 @@ class TaggingRun:
         counts = self._account_and_repair(state, unwritten)
         if state.chunks > 1:
             self.store.delete(STAGING, state.run_id)
-        self.store.delete(WRITES_DIR, state.run_id)  # the run's private write folders, each published
         self.lease.check()
         state.status = "done"
         self.store.write_state(self.key, state)

@@ -9,7 +9,7 @@ pass. A run's state lives beside the data in OUTPUT/_image_tagger/ (readers of P
 datasets skip names starting with "_"):
 which run is in flight for these arguments, how many chunks it has and which are committed.
 Each write (a chunk, or a repair) goes through Spark's commit protocol into a folder of its own,
-OUTPUT/_image_tagger/writes/<run_id>/<name>, never through OUTPUT/_temporary, which every writer of
+OUTPUT/_image_tagger/writes/<run_id>.<name>, never through OUTPUT/_temporary, which every writer of
 OUTPUT would share; once committed its data files are moved into OUTPUT (`publish`), each move
 whole, so a reader never sees half-written files. One run writes an output at a time (jobs.lease).
 """
@@ -91,7 +91,7 @@ class OutputStore:
 
     def write_dir(self, run_id: str, name: str) -> str:
         """A private folder for one write of a run: its commit protocol's _temporary is its own."""
-        return f"{self.uri}/{WRITES_DIR}/{run_id}/{name}"
+        return f"{self.uri}/{WRITES_DIR}/{run_id}.{name}"
 
     def publish(self, write_dir: str) -> int:
         """Move a committed write's data files into the output, then drop its folder; files moved.
@@ -122,12 +122,14 @@ class OutputStore:
 
     def publish_leftovers(self, run_id: str) -> int:
         """A killed run's writes: publish those Spark committed (_SUCCESS), drop the others; files moved."""
-        runs = self.path(WRITES_DIR, run_id)
-        if not self.fs.exists(runs):
+        writes = self.path(WRITES_DIR)
+        if not self.fs.exists(writes):
             return 0
         moved = 0
-        for status in self.fs.listStatus(runs):
+        for status in self.fs.listStatus(writes):
             folder = status.getPath()
+            if not folder.getName().startswith(f"{run_id}."):
+                continue
             if self.fs.exists(self._path(folder, "_SUCCESS")):
                 moved += self.publish(folder.toString())
             else:

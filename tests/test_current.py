@@ -11,6 +11,7 @@ import pytest
 from pyspark.sql import types as T
 
 from jobs.current import CurrentModels, CurrentViewError, check_targets, current_view, main, view_schema, write_current
+from jobs.lease import Lease, holding, lease_store
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.spark
@@ -372,6 +373,15 @@ def test_command_line_writes_the_view(spark, default_models, tmp_path, capsys):
     assert rows["a"].models == {default_models.backbone_name: version} and rows["a"].embedding is not None
     assert (rows["b"].status, rows["b"].error) == ("error", "decode: not an image")
     assert not (to / "stale.parquet").exists()
+    assert not (to / "_temporary").exists() and not any((to / "_image_tagger" / "writes").iterdir())
+
+    # Another job writing --to (it holds its lease): refused, exit 4, the view untouched.
+    held_by_other = Lease(lease_store(str(to)), output=str(to), timeout_s=60, manifest="other-ledger")
+    with holding(held_by_other) as held:
+        held.name_run("other-view")
+        assert main(["--output", str(ledger), "--to", str(to)], spark=spark) == 4
+    assert f"{to} is in use: run other-view" in capsys.readouterr().err
+    assert spark.read.parquet(str(to)).count() == 2
 
     # Another profile: a second head (its artifact is only read for its name and version) and no embedding.
     style = tmp_path / "style_head"
@@ -383,6 +393,18 @@ def test_command_line_writes_the_view(spark, default_models, tmp_path, capsys):
     assert main(["--output", str(ledger), "--to", str(to), "--set", heads, "--set", "model.embedding=false"], spark=spark) == 0
     written = spark.read.parquet(str(to))
     assert "embedding" not in written.columns and {"style", "style_score"} <= set(written.columns)
+
+
+def test_rows_written_twice_count_once(spark, tmp_path):
+    """An incident before the lease wrote a run's rows twice: the view and its counts hold each image once."""
+    ledger, to = tmp_path / "ledger", tmp_path / "current"
+    rows = [full("a", "espresso"), error("b", "decode: not an image")]
+    append_run(spark, ledger, "r1", 1, rows)
+    append_run(spark, ledger, "r1", 1, rows)
+    assert spark.read.parquet(str(ledger)).count() == 4
+    counts = write_current(spark, str(ledger), str(to), CURRENT)
+    assert (counts["images"], counts["ok"], counts["error"]) == (2, 1, 1)
+    assert sorted(r.image_id for r in spark.read.parquet(str(to)).collect()) == ["a", "b"]
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 from pyspark.sql import functions as F
@@ -9,7 +10,7 @@ from pyspark.sql import functions as F
 from jobs.config import load_settings
 from jobs.driver import AccountingError, JobArgs, TaggingRun
 from jobs.infer import ModelBundle
-from jobs.lease import Lease, LeaseHeld, holding, lease_store
+from jobs.lease import Lease, LeaseHeld, NumberedLeaseStore, holding, lease_store
 from jobs.ledger import OutputStore, RunState, statuses_once
 from model.artifact import ModelArtifact
 
@@ -225,3 +226,30 @@ def test_warm_up_job_runs_one_task_per_core_in_python_workers(spark, artifact):
     warm_up.join(timeout=120)
     assert len(warm_up.workers) == spark.sparkContext.defaultParallelism == 2
     assert all(w["worker"] != os.getpid() and w["ready_at"] >= warm_up.started_at for w in warm_up.workers)
+
+
+def test_an_output_holding_images_twice_is_covered_once(spark, artifact, images, tmp_path):
+    """An incident before the lease wrote every row twice: --incremental still sees each image done once."""
+    out = tmp_path / "out"
+    manifest = write_manifest(tmp_path / "m.csv", [("a", images["coffee"]), ("b", images["bad"])])
+    run_job(spark, artifact, manifest, out)
+    for part in list(out.glob("part-*.parquet")):
+        shutil.copy(part, part.with_name("part-copy-" + part.name[5:]))
+    assert len(output_rows(spark, out)) == 4
+    result = run_job(spark, artifact, manifest, out, incremental=True)
+    assert (result["rows_in"], result["skipped_done"], result["ok"], result["error"]) == (2, 1, 0, 1)  # the error retried
+
+
+def test_lease_through_hadoops_filesystem(spark, tmp_path):
+    """hdfs:// outputs take the lease through Hadoop's FileSystem: the same contract (here on file://)."""
+    uri = f"file://{tmp_path}/out"
+    files = OutputStore(spark, uri).lease_files(f"{uri}/_image_tagger/lease")
+    assert files.create_exclusive("x.json", b"1") and not files.create_exclusive("x.json", b"2")
+    assert files.read("x.json") == b"1" and files.read("y.json") is None
+    store = NumberedLeaseStore(files)
+    first = Lease(store, output=uri, timeout_s=60)
+    assert first.acquire() is None
+    with pytest.raises(LeaseHeld):
+        Lease(store, output=uri, timeout_s=60).acquire()
+    first.release()
+    assert Lease(store, output=uri, timeout_s=60).acquire() is None

@@ -61,6 +61,7 @@ SCALED_DOWN = {
 WORKER_MEMORY = "2g"
 SPOT_PARTITIONS = 4  # tasks of the spot drill's step: two per worker, long enough to be caught mid-task
 DRIVER_CHUNKS = 4  # commit units of the driver drill's step
+DRIVER_LEASE_TIMEOUT_S = 15  # the killed driver's lease: the re-submitted step takes it over after this
 
 
 class RehearsalError(RuntimeError):
@@ -472,7 +473,8 @@ def spot_drill(rehearsal: Rehearsal, step_args: list[str], output: Path, manifes
 
 
 def driver_drill(rehearsal: Rehearsal, submit, output: Path, manifest_ids: set[str], chunks: int) -> dict:
-    """Kill the driver after its first chunk commits; the re-submitted step resumes the run."""
+    """Kill the driver after its first chunk commits; once its lease expired, the re-submitted step
+    takes it over and resumes the run."""
     step_args = submit()
     started = time.monotonic()
     proc = rehearsal.start_step(step_args, "step-driver.log")
@@ -495,12 +497,15 @@ def driver_drill(rehearsal: Rehearsal, submit, output: Path, manifest_ids: set[s
     proc.wait(30)
     committed = {row["image_id"]: row["processed_at"] for row in read_output(output)}
     killed_at = time.monotonic() - started
+    leases = sorted((output / "_image_tagger" / "lease").glob("*.json"))
+    lease = json.loads(leases[-1].read_text())
+    time.sleep(max(0.0, lease["heartbeat_at"] + lease["timeout_s"] - time.time()))  # a retry before that is refused
     resumed_args = submit()  # the user re-submits the same step
     if resumed_args != step_args:
         raise RehearsalError("the re-submitted step differs from the first")
     text = rehearsal.finish_step(rehearsal.start_step(resumed_args, "step-resume.log"), "step-resume.log")
-    if "(resumed)" not in text:
-        raise RehearsalError(f"the re-submitted step did not resume the run:\n{text[-3000:]}")
+    if "(resumed)" not in text or f"took over the lease of run {state['run_id']}" not in text:
+        raise RehearsalError(f"the re-submitted step did not take the lease over and resume the run:\n{text[-3000:]}")
     counts = summary_counts(text)
     check_exactly_once(output, manifest_ids, counts)
     rows = read_output(output)
@@ -560,7 +565,7 @@ def rehearse(work: Path, images: int) -> dict:
             driver_output, chunks = work / "out-driver", DRIVER_CHUNKS
 
             def submit_driver_step():
-                sets = ["spark.partitions=2", f"output.chunks={chunks}"]
+                sets = ["spark.partitions=2", f"output.chunks={chunks}", f"output.lease_timeout_s={DRIVER_LEASE_TIMEOUT_S}"]
                 return rehearsal.submit(env, emr, cluster_id, manifest, driver_output, sets)
 
             driver = driver_drill(rehearsal, submit_driver_step, driver_output, manifest_ids, chunks)
