@@ -61,9 +61,10 @@ def tag(args: argparse.Namespace) -> int:
     models = load_bundle(settings.model.uri, settings.model.heads)
     log.info("models %s", models.versions())
 
-    from jobs.driver import JobArgs, TaggingRun, metrics_record, render_summary
+    from jobs.driver import JobArgs, TaggingRun
     from jobs.metrics import jvm_started_at
-    from jobs.pipeline import build_spark, require_filesystems
+    from jobs.run_record import metrics_record, render_summary
+    from jobs.session import build_spark, require_filesystems
     from jobs.spark_keys import spark_version, unknown_keys
 
     session_started, session_at = time.perf_counter(), time.time()
@@ -82,16 +83,18 @@ def tag(args: argparse.Namespace) -> int:
                 spark_version(jvm),
                 ", ".join(unknown),
             )
-        job = TaggingRun(
-            spark, settings, models, JobArgs(args.manifest, args.output, args.manifest_format, args.incremental, args.profile)
-        )
+        job_args = JobArgs(args.manifest, args.output, args.manifest_format, args.incremental, args.profile)
+        job = TaggingRun(spark, settings, models, job_args)
         job.marks["session_at"] = session_at
         result = job.execute()
-        record = metrics_record(job, result, main_started=main_started, session_s=session_s, jvm_started=jvm_started)
+        record = metrics_record(
+            result, args=job_args, settings=settings, models=models, main_started=main_started, session_s=session_s,
+            jvm_started=jvm_started,
+        )  # fmt: skip
         if args.metrics_out:
             args.metrics_out.parent.mkdir(parents=True, exist_ok=True)
             args.metrics_out.write_text(json.dumps(record, indent=2) + "\n")
-        print(render_summary(record, job.examples(result["run_id"])), flush=True)
+        print(render_summary(record, job.examples(result.run_id)), flush=True)
         return 0
     finally:
         spark.stop()

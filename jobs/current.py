@@ -10,8 +10,9 @@ read directly. No model runs: the profile only says which versions are current.
 
 Per image_id, with the profile's backbone version vB and heads {column: (artifact, version)};
 "latest" = greatest (processed_at, run_id):
-- tags, url, embedding, embedding_norm, run_id: the latest ok row with model_version == vB and
-  tags not null (a full row). Found -> status "ok".
+- url, run_id and the columns a full row computes (tags, embedding, embedding_norm; any output
+  column without a rule here): the latest ok row with model_version == vB and tags not null (a full
+  row). Found -> status "ok".
 - each head's `<column>`, `<column>_score`: the latest ok row with model_version == vB,
   models[artifact] == that head's version and `<column>_score` not null (a full or a head-only
   row). Not found -> null (the image's ok row predates the head, or the head was retrained).
@@ -42,6 +43,7 @@ from pyspark.sql import types as T
 
 from jobs.config import ConfigError, add_overrides_argument, load_settings
 from jobs.lease import LeaseHeld, LeaseLost
+from jobs.schema import PATH_FIELD, PROVENANCE_FIELDS, head_columns, nullable, output_fields
 from model.artifact import ArtifactError
 
 if TYPE_CHECKING:
@@ -52,9 +54,9 @@ EXIT_BAD_INPUT = 2
 EXIT_OUTPUT_BUSY = 4  # another job writes --to (its lease), as the tagging job's exit 4
 STATUSES = ("ok", "error", "outdated")
 REQUIRED_COLUMNS = ("image_id", "status", "model_version", "processed_at")
-TAG_TYPE = T.ArrayType(T.StructType([T.StructField("label", T.StringType()), T.StructField("score", T.FloatType())]))
-MODELS_TYPE = T.MapType(T.StringType(), T.StringType())
-STRING = T.StringType()
+# The view's columns with a rule of their own besides each head's pair (see above); every other column
+# is the latest full row's.
+OWN_RULES = ("image_id", "url", "status", "error", *(field.name for field in PROVENANCE_FIELDS))
 
 
 class CurrentViewError(ValueError):
@@ -85,26 +87,16 @@ class CurrentModels:
 
 
 def view_schema(models: CurrentModels) -> T.StructType:
-    """The view's one schema: fixed columns, a pair per current head, the embedding if wanted."""
-    fields = [
-        T.StructField("image_id", T.StringType()),
-        T.StructField("url", T.StringType()),
-        T.StructField("status", T.StringType()),
-        T.StructField("error", T.StringType()),
-        T.StructField("tags", TAG_TYPE),
-    ]
-    for column, _name, _version in models.heads:
-        fields += [T.StructField(column, T.StringType()), T.StructField(f"{column}_score", T.FloatType())]
-    if models.embedding:
-        fields += [T.StructField("embedding", T.ArrayType(T.FloatType())), T.StructField("embedding_norm", T.FloatType())]
-    fields += [
-        T.StructField("model_name", T.StringType()),
-        T.StructField("model_version", T.StringType()),
-        T.StructField("models", MODELS_TYPE),
-        T.StructField("processed_at", T.TimestampType()),
-        T.StructField("run_id", T.StringType()),
-    ]
-    return T.StructType(fields)
+    """The view's one schema: the output's columns (jobs/schema.py) for the current heads and embedding,
+    less `path` (one row of the view may join a full row and head-only rows); nulls allowed, as in the ledger."""
+    fields = output_fields([column for column, _name, _version in models.heads], models.embedding)
+    return T.StructType([T.StructField(f.name, nullable(f.dataType)) for f in fields if f.name != PATH_FIELD.name])
+
+
+def _from_full_row(models: CurrentModels) -> list[str]:
+    """The view's columns that are the latest full row's as they are: tags, the embedding."""
+    heads = {name for column, _name, _version in models.heads for name in head_columns(column)}
+    return [f.name for f in view_schema(models).fields if f.name not in (*OWN_RULES, *heads)]
 
 
 def _column_or_null(ledger: DataFrame, name: str, dtype: T.DataType) -> Column:
@@ -133,8 +125,10 @@ def current_view(ledger: DataFrame, models: CurrentModels) -> DataFrame:
 def _latest_rows(ledger: DataFrame, models: CurrentModels) -> list[Column]:
     """Aggregates per image_id: structs `full` (tags row), `head<i>` (each head's row), `last` (any row)."""
 
-    def col(name: str, dtype: T.DataType = STRING) -> Column:
-        return _column_or_null(ledger, name, dtype)
+    types = {f.name: f.dataType for f in view_schema(models).fields}
+
+    def col(name: str) -> Column:
+        return _column_or_null(ledger, name, types[name])
 
     latest_first = F.struct(F.col("processed_at"), col("run_id"))
 
@@ -142,13 +136,11 @@ def _latest_rows(ledger: DataFrame, models: CurrentModels) -> list[Column]:
         return F.max_by(value, F.when(where, latest_first))  # rows where `where` is not true are skipped
 
     current_ok = (F.col("status") == "ok") & (F.col("model_version") == models.backbone_version)
-    full = [col("url"), col("tags", TAG_TYPE), F.col("processed_at"), col("run_id")]
-    if models.embedding:
-        full += [col("embedding", T.ArrayType(T.FloatType())), col("embedding_norm", T.FloatType())]
-    aggregates = [latest(F.struct(*full), current_ok & col("tags", TAG_TYPE).isNotNull()).alias("full")]
+    full = [col("url"), F.col("processed_at"), col("run_id"), *(col(name) for name in _from_full_row(models))]
+    aggregates = [latest(F.struct(*full), current_ok & col("tags").isNotNull()).alias("full")]
     for i, (column, artifact, version) in enumerate(models.heads):
-        label, score = col(column), col(f"{column}_score", T.FloatType())
-        this_head = current_ok & (col("models", MODELS_TYPE)[artifact] == version) & score.isNotNull()
+        label, score = (col(name) for name in head_columns(column))
+        this_head = current_ok & (col("models")[artifact] == version) & score.isNotNull()
         head = F.struct(label.alias("label"), score.alias("score"), F.col("processed_at"))
         aggregates.append(latest(head, this_head).alias(f"head{i}"))
     last = F.struct(
@@ -157,7 +149,7 @@ def _latest_rows(ledger: DataFrame, models: CurrentModels) -> list[Column]:
         col("error"),
         col("model_name"),
         F.col("model_version"),
-        col("models", MODELS_TYPE),
+        col("models"),
         F.col("processed_at"),
         col("run_id"),
     )
@@ -181,14 +173,12 @@ def _view_columns(models: CurrentModels) -> dict[str, Column]:
         "url": ok_else_last(F.col("full.url"), "url"),
         "status": F.when(found, "ok").when(F.col("last.status") == "error", "error").otherwise("outdated"),
         "error": F.when(~found & (F.col("last.status") == "error"), F.col("last.error")),
-        "tags": F.col("full.tags"),
+        **{name: F.col(f"full.{name}") for name in _from_full_row(models)},
     }
     for head, (column, _artifact, _version) in zip(heads, models.heads, strict=True):
-        columns[column] = F.when(found, F.col(f"{head}.label"))
-        columns[f"{column}_score"] = F.when(found, F.col(f"{head}.score"))
-    if models.embedding:
-        columns["embedding"] = F.col("full.embedding")
-        columns["embedding_norm"] = F.col("full.embedding_norm")
+        label, score = head_columns(column)
+        columns[label] = F.when(found, F.col(f"{head}.label"))
+        columns[score] = F.when(found, F.col(f"{head}.score"))
     contributing = [F.col("full.processed_at")] + [F.col(f"{head}.processed_at") for head in heads]
     return columns | {
         "model_name": ok_else_last(F.lit(models.backbone_name), "model_name"),
@@ -297,7 +287,7 @@ def main(argv: list[str] | None = None, *, spark: SparkSession | None = None) ->
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from jobs.infer import load_bundle
-    from jobs.pipeline import build_spark, require_filesystems
+    from jobs.session import build_spark, require_filesystems
 
     session = spark
     try:

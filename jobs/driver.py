@@ -1,4 +1,6 @@
-"""The driver of one tagging run: plan the work against the ledger, tag chunk by chunk, account, report.
+"""The driver of one tagging run: under the output's lease, plan the work against the ledger
+(jobs.planning), tag chunk by chunk, account (and repair); the record and summary are built from the
+RunResult it returns (jobs.run_record).
 
 Accounting: rows in = ok + error + skipped, checked at the end from what was written.
 - skipped = duplicate image_ids in the manifest (the first row of each image_id is tagged,
@@ -14,12 +16,11 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs import metrics as M
@@ -29,19 +30,20 @@ from jobs.lease import Lease, holding, lease_store
 from jobs.ledger import (
     OutputStore,
     RunState,
-    coverage,
     finished_rows,
     new_run_id,
-    plan_paths,
     run_key,
     skip_done,
     statuses_once,
     stored_embeddings,
 )
 from jobs.manifest import open_manifest
-from jobs.metrics import StageTimes, run_record
-from jobs.pipeline import PATH_STORED_EMBEDDING, WarmUp, tag_dataframe
+from jobs.metrics import StageTimes
+from jobs.pipeline import WarmUp, tag_dataframe
+from jobs.planning import plan_pending
 from jobs.progress import ProgressReporter, accumulator_counts, stage_tasks
+from jobs.run_record import RunResult
+from jobs.schema import PATH_STORED_EMBEDDING
 
 log = logging.getLogger(__name__)
 STAGING = "_image_tagger/staging"
@@ -58,56 +60,6 @@ class JobArgs:
     manifest_format: str = "auto"
     incremental: bool = False
     profile: str | None = None
-
-
-def plan_pending(
-    manifest: DataFrame,
-    ledger: DataFrame | None,
-    *,
-    models: ModelBundle,
-    embedding: bool,
-    run_id: str,
-    incremental: bool,
-    partitions: int,
-    single_pass: bool = True,
-) -> tuple[DataFrame, Callable[[], dict]]:
-    """Manifest -> rows still to tag with their path, and a function giving the accounting counts after the action.
-
-    single_pass: the counts are observed while the tagging pass runs and the dedup reuses the
-    repartition shuffle. Otherwise (the straightforward way) each count is its own Spark action.
-    """
-    stored = F.coalesce(F.sum(F.when(F.col("path") == PATH_STORED_EMBEDDING, 1).otherwise(0)), F.lit(0))
-    metrics = {"rows_in": [], "unique": [], "after_ledger": [stored.alias("stored")]}
-    observations = {name: Observation(name) for name in metrics}
-    counted: dict[str, int] = {}
-
-    def measure(df: DataFrame, name: str) -> DataFrame:
-        if single_pass:
-            return df.observe(observations[name], F.count(F.lit(1)).alias("n"), *metrics[name])
-        counted[name] = df.count()
-        if name == "after_ledger":
-            counted["stored_embedding"] = df.where(F.col("path") == PATH_STORED_EMBEDDING).count()
-        return df
-
-    rows = measure(manifest, "rows_in")
-    if partitions and single_pass:
-        rows = rows.repartition(partitions, "image_id")  # the dedup below reuses this shuffle
-    rows = measure(rows.dropDuplicates(["image_id"]), "unique")
-    earlier = ledger.where(~F.col("run_id").eqNullSafe(run_id)) if ledger is not None and incremental else None
-    rows = plan_paths(rows, coverage(earlier, models) if earlier is not None else None, models, embedding)
-    rows = measure(rows, "after_ledger")
-    if ledger is not None:
-        rows = skip_done(rows, ledger.where(F.col("run_id") == run_id))  # resumed: already written
-    if partitions and not single_pass:
-        rows = rows.repartition(partitions)
-
-    def counts() -> dict:
-        if not single_pass:
-            return counted
-        values = {name: int(obs.get["n"]) for name, obs in observations.items()}
-        return {**values, "stored_embedding": int(observations["after_ledger"].get["stored"])}
-
-    return rows, counts
 
 
 class TaggingRun:
@@ -192,11 +144,11 @@ class TaggingRun:
         ended = time.time()
         self.lease.check()  # a run that lost its lease makes nothing visible
         self.store.publish(private)
-        self.phases["tag_and_write_s"] += time.perf_counter() - started
+        self.phases[M.TAG_AND_WRITE_S] += time.perf_counter() - started
         # Driver-side commit (and publish) after the last task finished.
-        self.phases["write_s"] += max(0.0, time.time() - self.stage_times.value.get(M.END_AT, ended))
+        self.phases[M.WRITE_S] += max(0.0, time.time() - self.stage_times.value.get(M.END_AT, ended))
 
-    def execute(self) -> dict:
+    def execute(self) -> RunResult:
         """Holds the output's lease for the whole run: LeaseHeld before any work if another run has it."""
         store = lease_store(self.args.output, self.store.lease_files)
         timeout_s = self.settings.output.lease_timeout_s
@@ -209,7 +161,7 @@ class TaggingRun:
                 held.check()  # a lost lease (whose cancel made the Spark job fail) is what to report
                 raise
 
-    def _execute(self) -> dict:
+    def _execute(self) -> RunResult:
         # The manifest first: a bad or empty one exits 2 before a fresh run replaces any output.
         started = time.perf_counter()
         self.marks["execute_at"] = time.time()
@@ -218,7 +170,7 @@ class TaggingRun:
         manifest, self.listing = open_manifest(self.spark, self.args.manifest, self.args.manifest_format, self.settings.manifest)
         state, resumed = self._start_or_resume()
         ledger = finished_rows(self.spark, self.store)
-        self.phases["read_manifest_s"] += time.perf_counter() - started
+        self.phases[M.READ_MANIFEST_S] += time.perf_counter() - started
         plan = dict(
             models=self.models,
             embedding=self.settings.model.embedding,
@@ -265,7 +217,18 @@ class TaggingRun:
         self.lease.check()
         state.status = "done"
         self.store.write_state(self.key, state)
-        return {"run_id": state.run_id, "resumed": resumed, **counts}
+        return RunResult(
+            run_id=state.run_id,
+            resumed=resumed,
+            counts=counts,
+            phases=dict(self.phases),
+            marks=dict(self.marks),
+            task_times=dict(self.stage_times.value),
+            progress=list(self.progress.points),
+            listing=self.listing,
+            lease_taken_over_from=self.lease.taken_over_from(),
+            repaired=self.repaired,
+        )
 
     def _spread(self, rows: DataFrame) -> DataFrame:
         partitions = self.settings.spark.partitions
@@ -328,7 +291,7 @@ class TaggingRun:
                 self.store.rename(f"{state.run_id}-plan", state.run_id, under=STAGING)
         state.staged = True
         self.store.write_state(self.key, state)
-        self.phases["stage_s"] += time.perf_counter() - started
+        self.phases[M.STAGE_S] += time.perf_counter() - started
 
     def _account_and_repair(self, state: RunState, unwritten: Callable[[], DataFrame]) -> dict:
         """Account; when the output holds fewer of this run's images than its plan (files of a committed
@@ -376,7 +339,7 @@ class TaggingRun:
             "path_full": state.counts["after_ledger"] - stored,
             "path_stored_embedding": stored,
         }
-        self.phases["account_s"] += time.perf_counter() - started
+        self.phases[M.ACCOUNT_S] += time.perf_counter() - started
         return counts
 
     def examples(self, run_id: str, limit: int = 8) -> list[dict]:
@@ -387,131 +350,3 @@ class TaggingRun:
         ok = written.where((F.col("run_id") == run_id) & (F.col("status") == "ok"))
         sample = ok.orderBy(F.col("image_id").desc()).limit(limit)
         return [row.asDict(recursive=True) for row in sample.collect()]
-
-
-PROGRESS_KEYS = ("images_done", "ok", "error", "images_per_s")
-
-
-def startup_breakdown(marks: dict[str, float], times: dict, jvm_started: float) -> dict[str, float | None]:
-    """JVM start to the first ready model, in consecutive segments (seconds; they sum to it), then
-    the first batch, and the Python workers' own start, which overlaps those segments.
-
-    marks: the driver's moments (main_at, session_at, execute_at, tagging_submitted_at, and with a
-    warm-up warm_up_at, warm_ready_at, warm_worker_start_s); times: the tasks' merged timings
-    (worker_start_at_min, task_start_at_min, ready_at_min, first_batch_at_min). A value is None
-    when a moment is missing (no task ran, no /proc).
-    """
-    moments = [
-        ("driver_start_s", jvm_started),  # spark-submit's JVM until the Python driver runs
-        ("driver_setup_s", marks.get("main_at")),  # profile, models read (until the session starts)
-        ("session_s", marks.get("session_at")),  # SparkSession / SparkContext
-        ("manifest_and_plan_s", marks.get("execute_at")),  # manifest opened (the SQL engine's first use), state, plan
-        ("shuffle_and_schedule_s", marks.get("tagging_submitted_at")),  # the dedup shuffle stage, tasks sent
-        ("model_load_s", times.get(M.TASK_START_AT)),  # the first tagging task until its models are built
-        ("first_batch_s", times.get(M.READY_AT)),  # the first batch fetched, decoded, inferred
-    ]
-    ends = [m for _, m in moments[1:]] + [times.get(M.FIRST_BATCH_AT)]
-    segments = {name: _span(start, end) for (name, start), end in zip(moments, ends, strict=True)}
-    if "warm_up_at" in marks:  # workers forked, imports and models done beside manifest_and_plan
-        segments["warm_up_s"] = _span(marks["warm_up_at"], marks.get("warm_ready_at"))
-        segments["python_worker_start_s"] = marks.get("warm_worker_start_s")
-    else:  # a worker forked until its first tagging task runs (imports): inside shuffle_and_schedule
-        segments["python_worker_start_s"] = _span(times.get(M.WORKER_START_AT), times.get(M.TASK_START_AT))
-    return segments
-
-
-def _span(start: float | None, end: float | None) -> float | None:
-    return round(end - start, 3) if start is not None and end is not None else None
-
-
-def metrics_record(run: TaggingRun, result: dict, *, main_started: float, session_s: float, jvm_started: float) -> dict:
-    """The run's metrics: counts, start-up apart from steady tagging, time per stage (jobs.metrics)."""
-    times = dict(run.stage_times.value)
-    timing = run_record(
-        times, jvm_started=jvm_started, main_started=main_started, session_s=session_s, rows_in=result["rows_in"],
-        driver_stages={
-            "read_manifest_s": run.phases["read_manifest_s"],
-            "write_s": run.phases["write_s"],
-            "stage_s": run.phases["stage_s"],  # plan (and stored embeddings) written to staging, chunked runs
-            "tag_and_write_s": run.phases["tag_and_write_s"],
-            "account_s": run.phases["account_s"],
-        },
-        breakdown=startup_breakdown({"main_at": main_started, **run.marks}, times, jvm_started),
-    )  # fmt: skip
-    # Models the warm-up built (before any tagging task) count as builds, and their time as model load.
-    timing["model_builds"] += run.marks.get("warm_model_builds", 0)
-    timing["startup"]["model_load_s_max"] = max(
-        timing["startup"]["model_load_s_max"], run.marks.get("warm_model_load_s_max", 0.0)
-    )
-    return {
-        "run_id": result["run_id"],
-        "record_id": uuid.uuid4().hex,
-        "profile": run.args.profile,
-        "settings": run.settings.as_dict(),
-        "manifest": run.args.manifest,
-        "output": run.args.output,
-        "incremental": run.args.incremental,
-        "resumed": result["resumed"],
-        # The lease: the expired holder this run took over (its run id), and images tagged again
-        # because files of a committed write were gone.
-        "lease_taken_over_from": run.lease.taken_over_from() if run.lease else None,
-        "repaired": run.repaired,
-        "model_name": run.artifact.name,
-        "model_version": run.artifact.version,
-        "models": run.models.versions(),
-        **{k: result[k] for k in ("rows_in", "ok", "error", "skipped", "skipped_duplicates", "skipped_done")},
-        # How the tagged rows were made: fetch + decode + backbone, or heads on a stored embedding.
-        "paths": {"full": result["path_full"], "stored_embedding": result["path_stored_embedding"]},
-        "stored_embedding_s": times.get(M.STORED_EMBEDDING_S, 0.0),
-        **timing,
-        # A listed manifest: keys seen, images kept, not images, not current (inventory).
-        "manifest_listing": asdict(run.listing) if run.listing else None,
-        # The progress lines' time series; t_s counts from the JVM's start, like startup.first_model_ready_s.
-        "progress": [{"t_s": round(p["at"] - jvm_started, 3), **{k: p[k] for k in PROGRESS_KEYS}} for p in run.progress.points],
-    }
-
-
-def render_summary(record: dict, examples: list[dict]) -> str:
-    stages = record["stages"]
-    lines = [
-        f"model       {record['model_name']} {record['model_version']}   run {record['run_id']}"
-        + ("  (resumed)" if record["resumed"] else ""),
-        f"rows in     {record['rows_in']}"
-        + (f"   ({record['repaired']} repaired: their committed rows were gone, tagged again)" if record.get("repaired") else ""),
-        f"ok          {record['ok']}",
-        f"error       {record['error']}",
-        f"skipped     {record['skipped']} ({record['skipped_duplicates']} duplicate image_id, "
-        f"{record['skipped_done']} already tagged by these models)",
-        f"paths       {record['paths']['full']} full (fetch, decode, backbone, heads), "
-        f"{record['paths']['stored_embedding']} heads only, on stored embeddings (no fetch)",
-        f"wall        {record['wall_s']:.1f} s, {record['images_per_s']:.1f} images/s end to end; "
-        f"start-up {record['startup_s']:.1f} s, then {record['steady_images_per_s']:.1f} images/s steady",
-        "stages      "
-        + ", ".join(
-            f"{k[:-2]} {stages[k]:.1f}s" for k in ("read_manifest_s", "fetch_s", "decode_s", "infer_s", "spark_io_s", "write_s")
-        ),
-        "            (fetch/decode summed over threads and tasks; infer summed over tasks)",
-    ]
-    listing = record.get("manifest_listing")
-    if listing:
-        lines.insert(
-            1,
-            f"listed      {listing['source']}: {listing['keys']} entries, {listing['kept']} images kept, "
-            f"{listing['not_image']} not images, {listing['inventory_skipped']} not current or delete markers",
-        )
-    heads = [head["name"] for head in record["settings"]["model"]["heads"]]
-    for row in examples:
-        if row["tags"] is None:
-            tags = "(heads only, on the stored embedding)"
-        else:
-            tags = ", ".join(f"{t['label']} {t['score']:.2f}" for t in row["tags"][:3])
-        # A head an image already had is not rerun (no score here); under min_score the label is null.
-        extra = "".join(
-            f" | {name}: {row[name] or '(unsure)'} {row[f'{name}_score']:.2f}"
-            for name in heads
-            if row.get(f"{name}_score") is not None
-        )
-        if row.get("embedding") is not None:
-            extra += f" | embedding[{len(row['embedding'])}]"
-        lines.append(f"  {row['url'].rsplit('/', 1)[-1][:32]:32s} {tags}{extra}")
-    return "\n".join(lines)

@@ -12,7 +12,7 @@ Every change of the lease is a compare-and-swap on a store, with no lock service
   ETag read to renew or take over, `DeleteObject` with `If-Match` to release. Of two writers with
   the same ETag, S3 lets one win and answers the other 412 (or 409).
 - A file system (local paths, `hdfs://`): numbered files `_image_tagger/lease/<n>.json`; the lease
-  is the highest. Writing over number n is an exclusive create of n+1 (O_EXCL locally, HDFS's
+  is the highest. Writing over number n is an exclusive create of n+1 (link() locally, HDFS's
   create without overwrite), which only one writer can win; numbers never go back (a release is
   written as a numbered "released" record), and older files are removed after the create.
 

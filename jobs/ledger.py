@@ -27,7 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.infer import ModelBundle
-from jobs.pipeline import PATH_FULL, PATH_STORED_EMBEDDING
+from jobs.schema import PATH_FULL, PATH_STORED_EMBEDDING
 
 STATE_DIR = "_image_tagger"
 WRITES_DIR = f"{STATE_DIR}/writes"

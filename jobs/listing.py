@@ -35,7 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, unquote_plus, urlsplit
 
-from jobs.manifest import ManifestError
+
+class ManifestError(ValueError):
+    """The manifest cannot be used; the message names the manifest and the problem.
+
+    Raised by listings and by jobs.manifest (which imports it from here, so imports go one way)."""
+
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,11 @@ from urllib.parse import unquote, urlsplit
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.listing import ManifestError, list_urls  # listings raise ManifestError too: imports go one way
+
 FORMATS = ("auto", "parquet", "csv", "text", "s3-prefix", "s3-inventory", "folder")
 SPARK_FORMATS = ("parquet", "csv", "text")  # read by Spark itself (through Hadoop's filesystems)
 IMAGE_ID_HEX_CHARS = 32
-
-
-class ManifestError(ValueError):
-    """The manifest cannot be used; the message names the manifest and the problem."""
 
 
 def stable_image_id(url: str) -> str:
@@ -111,7 +109,6 @@ def open_manifest(spark: SparkSession, uri: str, fmt: str = "auto", settings=Non
 
 def _listed(spark: SparkSession, uri: str, fmt: str, settings):
     from jobs.config import ManifestSettings
-    from jobs.listing import list_urls
 
     if fmt == "s3-prefix" and not uri.startswith("s3://"):
         raise ManifestError(f"{uri}: --manifest-format s3-prefix needs an s3://bucket/prefix/ URI (a local folder: folder)")

@@ -37,6 +37,13 @@ TASK_TIMELINE = "task_timeline"
 
 # The record's stage timings that come from the tasks (the driver adds its own phases).
 TASK_STAGES = (FETCH_S, DECODE_S, INFER_S, SPARK_IO_S, LOAD_WAIT_S, MODEL_LOAD_S, TASK_S)
+# --- the driver's phases (seconds), beside the task stages in the record's `stages` --------------
+READ_MANIFEST_S = "read_manifest_s"  # manifest opened, run state, ledger read
+STAGE_S = "stage_s"  # the plan (and stored embeddings) written to staging: chunked runs
+TAG_AND_WRITE_S = "tag_and_write_s"  # every tagging pass, its write and publish
+WRITE_S = "write_s"  # the driver's commit and publish after the last task of a pass ended
+ACCOUNT_S = "account_s"  # counting what the run wrote (and a repair's recount)
+DRIVER_PHASES = (READ_MANIFEST_S, WRITE_S, STAGE_S, TAG_AND_WRITE_S, ACCOUNT_S)
 STARTUP_KEYS = ("jvm_to_driver_s", "session_s", "first_model_ready_s", "model_load_s_max")
 
 

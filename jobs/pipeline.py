@@ -1,11 +1,10 @@
-"""Thin Spark glue: the session from the profile, the tagging pandas_udf, the output columns."""
+"""Thin Spark glue: the tagging pandas_udf, its warm-up, the output's columns (jobs/schema.py) from its results."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import sys
 import threading
 import time
 from collections import Counter, deque
@@ -15,86 +14,16 @@ from pathlib import Path
 
 import pandas as pd
 from pyspark.broadcast import Broadcast
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from jobs import metrics as M
-from jobs.config import ConfigError, Settings
+from jobs.config import Settings
 from jobs.infer import ModelBundle
 from jobs.metrics import StageTimes
+from jobs.schema import PATH_FULL, RESULT_TYPE, head_columns, output_fields
 
 log = logging.getLogger(__name__)
-
-RESULT_TYPE = T.StructType(
-    [
-        T.StructField("status", T.StringType()),
-        T.StructField("error", T.StringType()),
-        T.StructField("tag_labels", T.ArrayType(T.StringType())),
-        T.StructField("tag_scores", T.ArrayType(T.FloatType())),
-        T.StructField("embedding", T.ArrayType(T.FloatType())),
-        T.StructField("embedding_norm", T.FloatType()),
-        T.StructField("head_labels", T.ArrayType(T.StringType())),
-        T.StructField("head_scores", T.ArrayType(T.FloatType())),
-    ]
-)
-# How a row's results were computed: fetched, decoded and run through the backbone, or heads
-# applied to an embedding the output already held for the same backbone version.
-PATH_FULL = "full"
-PATH_STORED_EMBEDDING = "stored_embedding"
-TAG_TYPE = T.StructType([T.StructField("label", T.StringType()), T.StructField("score", T.FloatType())])
-OUTPUT_SCHEMA = T.StructType(
-    [
-        T.StructField("image_id", T.StringType()),
-        T.StructField("url", T.StringType()),
-        T.StructField("status", T.StringType()),
-        T.StructField("error", T.StringType()),
-        T.StructField("tags", T.ArrayType(TAG_TYPE, containsNull=False)),
-        T.StructField("path", T.StringType(), False),
-        T.StructField("model_name", T.StringType(), False),
-        T.StructField("model_version", T.StringType(), False),
-        T.StructField("models", T.MapType(T.StringType(), T.StringType(), False), False),
-        T.StructField("processed_at", T.TimestampType(), False),
-        T.StructField("run_id", T.StringType(), False),
-    ]
-)
-
-
-def build_spark(settings: Settings) -> SparkSession:
-    """A SparkSession configured from the profile (spark-submit's --master wins if given)."""
-    if settings.spark.master.startswith("local"):
-        # Local Python workers must run the interpreter that has our dependencies.
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(settings.spark.app_name)
-    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # plain `python`, not spark-submit
-        builder = builder.master(settings.spark.master)
-    for key, value in settings.spark.conf.items():
-        builder = builder.config(key, value)
-    return builder.getOrCreate()
-
-
-def require_filesystems(spark: SparkSession, uris: dict[str, str]) -> None:
-    """Fail fast, naming the argument, when Spark has no Hadoop filesystem for a URI's scheme.
-
-    Spark reads the manifest and writes the output through Hadoop's FileSystem: on EMR, EMRFS
-    serves s3://; Spark from the pip package has no S3 filesystem at all and would otherwise die
-    later with a Java stack trace.
-    """
-    jvm = spark.sparkContext._jvm
-    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
-    for argument, uri in uris.items():
-        scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
-        if scheme in ("", "file"):
-            continue
-        try:
-            jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(scheme, hadoop_conf)
-        except Exception:  # py4j wraps Hadoop's UnsupportedFileSystemException
-            raise ConfigError(
-                f"{argument} {uri}: this Spark has no Hadoop filesystem for {scheme}:// (local mode from the pip "
-                "package has none). Run the job on EMR, where EMRFS serves s3://; or add hadoop-aws to Spark's "
-                "classpath (spark-submit --packages org.apache.hadoop:hadoop-aws:<Spark's Hadoop version>) and use "
-                "s3a://; or use a local path."
-            ) from None
 
 
 def process_started_at() -> float | None:
@@ -264,7 +193,7 @@ def tag_dataframe(
     backbone_needed: bool = True,
     models_bc: Broadcast | None = None,
 ) -> DataFrame:
-    """(image_id, url) -> the output schema, one row per input row, every model in one pass.
+    """(image_id, url) -> the output's columns (jobs.schema.output_fields), one row per input row, every model in one pass.
 
     Rows may also carry a plan (path, needed heads, the stored embedding and its norm, see
     jobs.ledger.plan_paths); without one every row takes the full path. models_bc: the models
@@ -283,23 +212,36 @@ def tag_dataframe(
     }
     pending = pending.select("image_id", "url", *[F.col(c) if c in pending.columns else v.alias(c) for c, v in plan.items()])
     result = pending.withColumn("result", tag_udf(F.struct("url", "path", "embedding", "embedding_norm", "needed")))
-    columns = [
-        "image_id",
-        "url",
-        F.col("result.status").alias("status"),
-        F.col("result.error").alias("error"),
-        F.zip_with(
+    computed = {
+        "tags": F.zip_with(
             "result.tag_labels", "result.tag_scores", lambda label, score: F.struct(label.alias("label"), score.alias("score"))
-        ).alias("tags"),
-    ]
+        ),
+        **_head_columns(models),
+        **_provenance(models, run_id),
+    }
+    fields = output_fields([name for name, _head in models.heads], settings.model.embedding)
+    return result.select(*[_output_column(field.name, computed) for field in fields])
+
+
+def _output_column(name: str, computed: dict[str, Column]) -> Column:
+    """An output column: computed from the row, else the UDF result's field of that name, else the input's."""
+    if name in computed:
+        return computed[name].alias(name)
+    if name in RESULT_TYPE.fieldNames():
+        return F.col(f"result.{name}").alias(name)
+    return F.col(name)  # image_id, url, path: the input row's
+
+
+def _head_columns(models: ModelBundle) -> dict[str, Column]:
+    """Each head's label and score, from the i-th entries of the result's head arrays (profile order)."""
+    columns = {}
     for i, (name, _head) in enumerate(models.heads):
-        columns += [F.col("result.head_labels")[i].alias(name), F.col("result.head_scores")[i].alias(f"{name}_score")]
-    if settings.model.embedding:
-        columns += [F.col("result.embedding").alias("embedding"), F.col("result.embedding_norm").alias("embedding_norm")]
-    return result.select(*columns, "path", *_provenance(models, run_id))
+        label, score = head_columns(name)
+        columns |= {label: F.col("result.head_labels")[i], score: F.col("result.head_scores")[i]}
+    return columns
 
 
-def _provenance(models: ModelBundle, run_id: str) -> list:
+def _provenance(models: ModelBundle, run_id: str) -> dict[str, Column]:
     """Which models made the row: all of them on the full path; on the stored-embedding path the
     backbone (whose embedding the heads read) and only the heads that row needed."""
     backbone = F.create_map(F.lit(models.backbone.name), F.lit(models.backbone.version))
@@ -325,10 +267,10 @@ def _provenance(models: ModelBundle, run_id: str) -> list:
         if held is None
         else F.map_concat(backbone, F.map_from_entries(F.transform(held, lambda entry: F.struct(entry["key"], entry["value"]))))
     )
-    return [
-        F.lit(models.backbone.name).alias("model_name"),
-        F.lit(models.backbone.version).alias("model_version"),
-        versions.alias("models"),
-        F.current_timestamp().alias("processed_at"),
-        F.lit(run_id).alias("run_id"),
-    ]
+    return {
+        "model_name": F.lit(models.backbone.name),
+        "model_version": F.lit(models.backbone.version),
+        "models": versions,
+        "processed_at": F.current_timestamp(),
+        "run_id": F.lit(run_id),
+    }

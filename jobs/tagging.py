@@ -1,6 +1,6 @@
 """One batch of URLs -> one row of results per URL: fetch, decode, preprocess, infer.
 
-Pure Python (no Spark): per Arrow batch, the pandas_udf in jobs/pipeline.py starts the loads
+Pure Python (no Spark session): per Arrow batch, the pandas_udf in jobs/pipeline.py starts the loads
 of its full-path rows (`start_loading`, a few batches ahead) and turns the batch into result
 rows with `tag_batch`. Downloads and decodes run in a thread pool (I/O and Pillow release the
 GIL); the model then sees the good images as one batch (`tag_loaded`); rows on the
@@ -23,15 +23,15 @@ from jobs.config import Settings
 from jobs.decode import DecodeError, prepare_with
 from jobs.fetch import FetchError, fetch
 from jobs.infer import Head, Prediction, Tagger, heads_on_stored
+from jobs.schema import ResultRow
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
-RESULT_COLUMNS = ["status", "error", "tag_labels", "tag_scores", "embedding", "embedding_norm", "head_labels", "head_scores"]
 
 
-def error_row(message: str) -> tuple:
-    """A RESULT_COLUMNS row of a failed image: the status, the message, no results."""
-    return (STATUS_ERROR, message, *[None] * (len(RESULT_COLUMNS) - 2))
+def error_row(message: str) -> ResultRow:
+    """The result of a failed image: the status, the message, no results."""
+    return ResultRow(STATUS_ERROR, error=message)
 
 
 @dataclass
@@ -73,7 +73,7 @@ def tag_batch(
     batch: pd.DataFrame, full: np.ndarray, futures: list[Future], tagger: Tagger | None, heads: list[Head], timings: Counter
 ) -> pd.DataFrame:
     """One Arrow batch: full rows (their loads in `futures`) through the backbone and heads,
-    stored-embedding rows through the heads they need alone. RESULT_COLUMNS, in input order.
+    stored-embedding rows through the heads they need alone. One ResultRow per row, in input order.
 
     `timings` accumulates seconds per stage (fetch and decode summed over threads)."""
     rows: list = [None] * len(batch)
@@ -88,10 +88,10 @@ def tag_batch(
             results = [error_row(f"heads: {type(exc).__name__}: {exc}")] * len(stored)
         for i, row in zip(stored, results, strict=True):
             rows[i] = row
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    return pd.DataFrame(rows, columns=ResultRow._fields)
 
 
-def stored_embedding_rows(batch: pd.DataFrame, heads: list[Head], timings: Counter) -> list[tuple]:
+def stored_embedding_rows(batch: pd.DataFrame, heads: list[Head], timings: Counter) -> list[ResultRow]:
     """Result rows of heads run on embeddings the output already holds: no fetch, decode or backbone."""
     started = time.perf_counter()
     unit = np.stack(batch["embedding"].to_numpy()).astype(np.float32)
@@ -101,21 +101,16 @@ def stored_embedding_rows(batch: pd.DataFrame, heads: list[Head], timings: Count
     timings[M.STORED_EMBEDDING_S] += time.perf_counter() - started
     missing = (None, None)
     return [
-        (
+        ResultRow(
             STATUS_OK,
-            None,
-            None,
-            None,
-            None,
-            None,
-            [answer.get(head.name, missing)[0] for head in heads],
-            [answer.get(head.name, missing)[1] for head in heads],
+            head_labels=[answer.get(head.name, missing)[0] for head in heads],
+            head_scores=[answer.get(head.name, missing)[1] for head in heads],
         )
         for answer in answers
     ]
 
 
-def tag_loaded(futures: list[Future], tagger: Tagger, timings: Counter) -> list[tuple]:
+def tag_loaded(futures: list[Future], tagger: Tagger, timings: Counter) -> list[ResultRow]:
     """Wait for a batch's loads, run the model on the good images, build the result rows."""
     waited = time.perf_counter()
     loaded = [future.result() for future in futures]
@@ -139,15 +134,14 @@ def tag_loaded(futures: list[Future], tagger: Tagger, timings: Counter) -> list[
         if i in predictions:
             p = predictions[i]
             rows.append(
-                (
+                ResultRow(
                     STATUS_OK,
-                    None,
-                    [label for label, _ in p.tags],
-                    [score for _, score in p.tags],
-                    p.embedding,
-                    p.embedding_norm,
-                    [label for label, _ in p.heads],
-                    [score for _, score in p.heads],
+                    tag_labels=[label for label, _ in p.tags],
+                    tag_scores=[score for _, score in p.tags],
+                    embedding=p.embedding,
+                    embedding_norm=p.embedding_norm,
+                    head_labels=[label for label, _ in p.heads],
+                    head_scores=[score for _, score in p.heads],
                 )
             )
         else:

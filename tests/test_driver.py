@@ -25,7 +25,8 @@ def write_manifest(path, rows):
 def run_job(spark, artifact, manifest, output, *, incremental=False, overrides=()):
     settings = load_settings(overrides=["spark.partitions=2", "inference.batch_size=8", *overrides])
     job = TaggingRun(spark, settings, ModelBundle(artifact), JobArgs(manifest, str(output), incremental=incremental))
-    return job.execute()
+    result = job.execute()
+    return {"run_id": result.run_id, **result.counts}
 
 
 def output_rows(spark, output):
@@ -181,7 +182,7 @@ def test_process_start_is_before_now():
 
 
 def test_startup_breakdown_segments_add_up_to_the_first_ready_model():
-    from jobs.driver import startup_breakdown
+    from jobs.run_record import startup_breakdown
 
     marks = {"main_at": 102.0, "session_at": 102.5, "execute_at": 105.0, "tagging_submitted_at": 106.0}
     times = {"worker_start_at_min": 107.5, "task_start_at_min": 108.0, "ready_at_min": 108.25, "first_batch_at_min": 109.0}

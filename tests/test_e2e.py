@@ -17,8 +17,6 @@ from jobs.spark_args import job_command
 REPO = Path(__file__).resolve().parent.parent
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 
-pytestmark = pytest.mark.e2e
-
 
 def test_bad_arguments_fail_fast_naming_the_problem(capsys, tmp_path):
     assert main(["--manifest", "m.csv", "--output", str(tmp_path), "--set", "fetch.threads=0"]) == 2
@@ -31,6 +29,7 @@ def test_bad_arguments_fail_fast_naming_the_problem(capsys, tmp_path):
         main(["--output", str(tmp_path)])  # argparse: --manifest is required
 
 
+@pytest.mark.e2e
 def test_spark_submit_end_to_end(tmp_path, photos, s3_bucket, model_dir):
     spaced = tmp_path / "shop images" / "chelsea the cat.png"
     spaced.parent.mkdir()
@@ -85,13 +84,14 @@ def test_spark_submit_end_to_end(tmp_path, photos, s3_bucket, model_dir):
 @pytest.mark.spark
 def test_a_uri_spark_has_no_filesystem_for_is_named(spark):
     from jobs.config import ConfigError
-    from jobs.pipeline import require_filesystems
+    from jobs.session import require_filesystems
 
     require_filesystems(spark, {"--manifest": "/tmp/m.csv", "--output": "file:///tmp/out"})
     with pytest.raises(ConfigError, match=r"--output s3://bucket/out: this Spark has no Hadoop filesystem for s3://"):
         require_filesystems(spark, {"--manifest": "/tmp/m.csv", "--output": "s3://bucket/out"})
 
 
+@pytest.mark.e2e
 def test_s3_manifest_in_local_mode_exits_2_with_what_to_do(tmp_path):
     settings = load_settings(overrides=["spark.master=local[1]"])
     command = job_command(

@@ -7,7 +7,7 @@ import pytest
 
 from jobs.config import load_settings
 from jobs.infer import Head, ModelBundle, Tagger, tagger_for_worker, top_k, worker_model_loads
-from jobs.pipeline import PATH_FULL
+from jobs.schema import PATH_FULL
 from jobs.tagging import STATUS_ERROR, STATUS_OK, start_loading, tag_batch
 from tests import image_factory as f
 

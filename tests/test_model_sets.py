@@ -58,7 +58,8 @@ def tag_run(spark, models, manifest, out, *, incremental, embedding=True, chunks
             f"model.embedding={str(embedding).lower()}",
         ]
     )
-    return TaggingRun(spark, settings, models, JobArgs(manifest, str(out), incremental=incremental)).execute()
+    result = TaggingRun(spark, settings, models, JobArgs(manifest, str(out), incremental=incremental)).execute()
+    return {"run_id": result.run_id, "resumed": result.resumed, **result.counts}
 
 
 def rows_of(spark, out, run_id):
@@ -160,7 +161,7 @@ def test_min_score_leaves_the_label_null_and_keeps_the_score(spark, backbone, he
 
 
 def test_summary_shows_both_paths():
-    from jobs.driver import render_summary
+    from jobs.run_record import render_summary
 
     record = {
         "model_name": "b",

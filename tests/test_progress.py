@@ -131,8 +131,9 @@ def test_reporter_stops_when_the_run_fails():
 @pytest.mark.spark
 def test_chunked_run_prints_progress_and_records_the_series(spark, artifact, photos, tmp_path, caplog):
     from jobs.config import load_settings
-    from jobs.driver import JobArgs, TaggingRun, metrics_record
+    from jobs.driver import JobArgs, TaggingRun
     from jobs.infer import ModelBundle
+    from jobs.run_record import metrics_record
 
     (tmp_path / "bad.jpg").write_text("not an image")
     urls = [photos["coffee"].as_uri(), photos["rocket"].as_uri(), (tmp_path / "bad.jpg").as_uri()]
@@ -142,18 +143,20 @@ def test_chunked_run_prints_progress_and_records_the_series(spark, artifact, pho
         overrides=["spark.partitions=2", "inference.batch_size=8", "output.chunks=2", "progress.interval_s=0.2"]
     )
     started = time.time()
-    job = TaggingRun(spark, settings, ModelBundle(artifact), JobArgs(str(manifest), str(tmp_path / "out")))
+    args, models = JobArgs(str(manifest), str(tmp_path / "out")), ModelBundle(artifact)
     with caplog.at_level(logging.INFO, logger="jobs.progress"):
-        result = job.execute()
+        result = TaggingRun(spark, settings, models, args).execute()
     lines = [r.getMessage() for r in caplog.records if r.name == "jobs.progress"]
-    assert (result["ok"], result["error"]) == (4, 2)
+    assert (result.counts["ok"], result.counts["error"]) == (4, 2)
     assert any(x.startswith("progress  staging the plan, 0/? images") for x in lines), lines
     chunk = [x for x in lines if "chunk 1/2 committed" in x]
     assert chunk and "/6 images (" in chunk[0] and "ETA" in chunk[0], lines
     assert any("chunk 2/2 committed, 6/6 images (100%), ok 4, error 2" in x for x in lines), lines
     assert lines[-1].startswith("progress  tagging finished, 6/6 images")
 
-    record = metrics_record(job, result, main_started=started, session_s=0.0, jvm_started=started)
+    record = metrics_record(
+        result, args=args, settings=settings, models=models, main_started=started, session_s=0.0, jvm_started=started
+    )
     series = record["progress"]
     assert len(series) >= 4 and set(series[0]) == {"t_s", "images_done", "ok", "error", "images_per_s"}
     assert [p["t_s"] for p in series] == sorted(p["t_s"] for p in series) and series[0]["t_s"] >= 0

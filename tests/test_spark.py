@@ -10,7 +10,8 @@ from jobs.config import load_settings
 from jobs.infer import ModelBundle
 from jobs.manifest import ManifestError, read_manifest, stable_image_id, with_image_ids
 from jobs.metrics import StageTimes
-from jobs.pipeline import OUTPUT_SCHEMA, tag_dataframe
+from jobs.pipeline import tag_dataframe
+from jobs.schema import OUTPUT_SCHEMA
 
 pytestmark = pytest.mark.spark
 

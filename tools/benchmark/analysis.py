@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+from jobs import metrics as M
 from tools.benchmark import cost, findings
 from tools.benchmark.records import (
     KIND_JOB,
@@ -33,13 +34,13 @@ MEMORY_TARGET_MB = 4096  # peak RSS of the whole local run < 4 GB
 CHANGE_NOISE = 0.03  # |change| under 3% is reported as no clear change
 
 
-STAGES = ("read_manifest_s", "fetch_s", "decode_s", "infer_s", "spark_io_s", "write_s", "model_load_s")
+STAGES = (M.READ_MANIFEST_S, M.FETCH_S, M.DECODE_S, M.INFER_S, M.SPARK_IO_S, M.WRITE_S, M.MODEL_LOAD_S)
 
 
-PER_IMAGE_STAGES = ("fetch_s", "decode_s", "infer_s", "spark_io_s")  # grow with the images
+PER_IMAGE_STAGES = (M.FETCH_S, M.DECODE_S, M.INFER_S, M.SPARK_IO_S)  # grow with the images
 
 
-ONE_OFF_STAGES = ("read_manifest_s", "write_s", "model_load_s")  # once per run or per worker
+ONE_OFF_STAGES = (M.READ_MANIFEST_S, M.WRITE_S, M.MODEL_LOAD_S)  # once per run or per worker
 
 
 # The stage table adds two that overlap the stages above (so the stacked plot leaves them out).

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from jobs import metrics as M
 from jobs.config import load_settings
 from jobs.spark_args import job_command
 from tools.benchmark.dataset import make_bench_dataset
@@ -55,7 +56,7 @@ def run_job(manifest: Path, output: Path, metrics: Path, overrides: list[str], i
 
 def rates(record: dict, rows: int) -> dict:
     stages = record["stages"]
-    work_s = stages["read_manifest_s"] + stages.get("stage_s", 0.0) + stages["tag_and_write_s"] + stages["account_s"]
+    work_s = stages[M.READ_MANIFEST_S] + stages.get(M.STAGE_S, 0.0) + stages[M.TAG_AND_WRITE_S] + stages[M.ACCOUNT_S]
     udf_s = max(record["steady_s"], 1e-9) if record["paths"]["full"] else max(record["stored_embedding_s"], 1e-9)
     return {
         "rows": rows,

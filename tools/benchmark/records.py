@@ -18,6 +18,7 @@ import json
 import numbers
 from pathlib import Path
 
+from jobs import metrics as M
 from jobs.metrics import STARTUP_KEYS
 
 RECORD_VERSION = 1
@@ -51,7 +52,7 @@ JOB_KEYS = (
     "model_builds",
 )
 # Required of every record (jobs.metrics defines them; records from before load_wait_s and task_s still read).
-STAGE_KEYS = ("read_manifest_s", "fetch_s", "decode_s", "infer_s", "write_s", "spark_io_s", "model_load_s")
+STAGE_KEYS = (M.READ_MANIFEST_S, M.FETCH_S, M.DECODE_S, M.INFER_S, M.WRITE_S, M.SPARK_IO_S, M.MODEL_LOAD_S)
 RUNNER_KEYS = (
     "record_version",
     "bench_id",

@@ -183,12 +183,12 @@ def measure_reference(args: argparse.Namespace) -> dict:
     timing = run_record(
         times, jvm_started=jvm_started, main_started=main_started, session_s=session_s, rows_in=rows_in, ended=ended,
         driver_stages={
-            "read_manifest_s": read_manifest_s,
-            "write_s": None,  # lazy: the write is the action that runs everything
-            "spark_io_s": None,  # not separable inside predict_batch_udf
-            "load_wait_s": None,  # no overlap of loading and inference to wait on
-            "task_s": None,
-            "tag_and_write_s": tag_and_write_s,
+            M.READ_MANIFEST_S: read_manifest_s,
+            M.WRITE_S: None,  # lazy: the write is the action that runs everything
+            M.SPARK_IO_S: None,  # not separable inside predict_batch_udf
+            M.LOAD_WAIT_S: None,  # no overlap of loading and inference to wait on
+            M.TASK_S: None,
+            M.TAG_AND_WRITE_S: tag_and_write_s,
         },
     )  # fmt: skip
     return {

@@ -1,0 +1,67 @@
+"""Planning a run: the manifest against the ledger -> the rows still to tag, each with its path.
+
+The counts the accounting needs (rows in, unique image_ids, rows left after the ledger, rows on the
+stored-embedding path) are observed while the tagging pass runs, or counted separately when
+spark.single_pass is off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pyspark.sql import DataFrame, Observation
+from pyspark.sql import functions as F
+
+from jobs.infer import ModelBundle
+from jobs.ledger import coverage, plan_paths, skip_done
+from jobs.schema import PATH_STORED_EMBEDDING
+
+
+def plan_pending(
+    manifest: DataFrame,
+    ledger: DataFrame | None,
+    *,
+    models: ModelBundle,
+    embedding: bool,
+    run_id: str,
+    incremental: bool,
+    partitions: int,
+    single_pass: bool = True,
+) -> tuple[DataFrame, Callable[[], dict]]:
+    """Manifest -> rows still to tag with their path, and a function giving the accounting counts after the action.
+
+    single_pass: the counts are observed while the tagging pass runs and the dedup reuses the
+    repartition shuffle. Otherwise (the straightforward way) each count is its own Spark action.
+    """
+    stored = F.coalesce(F.sum(F.when(F.col("path") == PATH_STORED_EMBEDDING, 1).otherwise(0)), F.lit(0))
+    metrics = {"rows_in": [], "unique": [], "after_ledger": [stored.alias("stored")]}
+    observations = {name: Observation(name) for name in metrics}
+    counted: dict[str, int] = {}
+
+    def measure(df: DataFrame, name: str) -> DataFrame:
+        if single_pass:
+            return df.observe(observations[name], F.count(F.lit(1)).alias("n"), *metrics[name])
+        counted[name] = df.count()
+        if name == "after_ledger":
+            counted["stored_embedding"] = df.where(F.col("path") == PATH_STORED_EMBEDDING).count()
+        return df
+
+    rows = measure(manifest, "rows_in")
+    if partitions and single_pass:
+        rows = rows.repartition(partitions, "image_id")  # the dedup below reuses this shuffle
+    rows = measure(rows.dropDuplicates(["image_id"]), "unique")
+    earlier = ledger.where(~F.col("run_id").eqNullSafe(run_id)) if ledger is not None and incremental else None
+    rows = plan_paths(rows, coverage(earlier, models) if earlier is not None else None, models, embedding)
+    rows = measure(rows, "after_ledger")
+    if ledger is not None:
+        rows = skip_done(rows, ledger.where(F.col("run_id") == run_id))  # resumed: already written
+    if partitions and not single_pass:
+        rows = rows.repartition(partitions)
+
+    def counts() -> dict:
+        if not single_pass:
+            return counted
+        values = {name: int(obs.get["n"]) for name, obs in observations.items()}
+        return {**values, "stored_embedding": int(observations["after_ledger"].get["stored"])}
+
+    return rows, counts
