@@ -1,5 +1,5 @@
 # EMR cluster targets: included by the top-level Makefile, or run alone with
-# `make -f infra/infra.mk TARGET`. See infra/README.md.
+# `make -f infra/infra.mk TARGET`. See docs/cluster.md.
 #
 # AWS access is whatever the AWS CLI/SDKs use: AWS_PROFILE or access keys,
 # and AWS_ENDPOINT_URL to talk to another endpoint (an emulator) instead.
@@ -24,6 +24,9 @@ EMR_PROFILE ?= $(basename $(notdir $(PROFILE)))
 else
 EMR_PROFILE ?= emr
 endif
+# The profile as Terraform reads it: `python -m jobs.config --resolve`, every default
+# filled in (Terraform never reads the YAML itself), written before each terraform run.
+RESOLVED_PROFILE ?= dist/profile-$(EMR_PROFILE).json
 # What the profile's relative model URIs (model.uri, model.heads[*].uri) resolve
 # against: the repository root. Terraform uploads each artifact directory they name.
 ARTIFACTS_ROOT ?= .
@@ -48,7 +51,7 @@ PLAN_ARGS ?=
 TF = TF_IN_AUTOMATION=1 $(TERRAFORM) -chdir=$(TF_DIR)
 TF_INIT_ARGS = -input=false $(if $(TF_PLUGIN_DIR),-plugin-dir=$(abspath $(TF_PLUGIN_DIR)))
 TF_VARS = -var 'region=$(REGION)' \
-	-var 'profile_path=$(abspath conf/$(EMR_PROFILE).yaml)' \
+	-var 'resolved_profile_path=$(abspath $(RESOLVED_PROFILE))' \
 	-var 'code_package=$(abspath $(CODE_PACKAGE))' \
 	-var 'artifacts_root=$(abspath $(ARTIFACTS_ROOT))' \
 	-var 'bootstrap_script=$(abspath infra/scripts/bootstrap.sh)' \
@@ -59,14 +62,14 @@ CLUSTER_ON = -var cluster_enabled=true
 CLUSTER_OFF = -var cluster_enabled=false
 
 .PHONY: deploy-cluster plan-cluster submit destroy-cluster destroy-all check-infra install-infra package-code \
-	infra-preflight infra-init infra-model
+	infra-preflight infra-init infra-model infra-profile
 
-deploy-cluster: infra-preflight package-code infra-model infra-init ## Package the code, build missing models, terraform apply the cluster and buckets, upload bootstrap/code/the profile's models
+deploy-cluster: infra-preflight infra-profile package-code infra-model infra-init ## Package the code, build missing models, terraform apply the cluster and buckets, upload bootstrap/code/the profile's models
 	$(TF) apply -input=false -auto-approve $(TF_VARS) $(CLUSTER_ON)
 	$(EMR_CTL) fallback --poll $(POLL) --timeout $(FALLBACK_TIMEOUT)
 	@$(TF) output
 
-plan-cluster: infra-preflight package-code infra-model infra-init ## terraform plan of the cluster (PLAN_ARGS=-detailed-exitcode etc.)
+plan-cluster: infra-preflight infra-profile package-code infra-model infra-init ## terraform plan of the cluster (PLAN_ARGS=-detailed-exitcode etc.)
 	$(TF) plan -input=false $(TF_VARS) $(CLUSTER_ON) $(PLAN_ARGS)
 
 submit: ## Add a spark-submit step (adds to the profile's output dataset, prints the Athena query): make submit MANIFEST=s3://... [PROFILE=emr OUTPUT=s3://... REPLACE=1 SET='k=v ...' WAIT=0 POLL=30 TIMEOUT=7200]
@@ -76,7 +79,7 @@ submit: ## Add a spark-submit step (adds to the profile's output dataset, prints
 		$(if $(OUTPUT),--output '$(OUTPUT)') $(if $(filter 1 yes true,$(REPLACE)),--replace) $(foreach kv,$(SET),--set '$(kv)') \
 		$(if $(filter 0 no false,$(WAIT)),--no-wait) --poll $(POLL) --timeout $(TIMEOUT)
 
-destroy-cluster: infra-preflight infra-init ## Remove the cluster, network, roles and artifacts bucket; KEEP the data and logs buckets and their contents
+destroy-cluster: infra-preflight infra-profile infra-init ## Remove the cluster, network, roles and artifacts bucket; KEEP the data and logs buckets and their contents
 	$(TF) apply -input=false -auto-approve $(TF_VARS) $(CLUSTER_OFF)
 	@echo "destroy-cluster: kept the data and logs buckets; make deploy-cluster brings the cluster back, make destroy-all deletes them"
 
@@ -84,7 +87,7 @@ destroy-cluster: infra-preflight infra-init ## Remove the cluster, network, role
 # The apply removes the compute first (a running cluster writes logs until it ends) and stores
 # force_destroy=true, which Terraform reads from state at delete time: objects that arrive after
 # the emptying (late S3 access logs) do not stop the destroy.
-destroy-all: infra-preflight infra-init ## DESTRUCTIVE: delete EVERYTHING, the data bucket (manifests, outputs, all versions) and the logs bucket included
+destroy-all: infra-preflight infra-profile infra-init ## DESTRUCTIVE: delete EVERYTHING, the data bucket (manifests, outputs, all versions) and the logs bucket included
 	@state=$$($(TF) show -json) || exit 1; \
 	if ! echo "$$state" | grep -q '"resources"'; then echo "destroy-all: nothing deployed from $(TF_DIR)"; exit 0; fi; \
 	echo "destroy-all: deleting the cluster and every bucket with ALL its objects (data: manifests/, outputs/; logs)"; \
@@ -116,6 +119,12 @@ infra-preflight:
 
 infra-init: infra-preflight
 	$(TF) init $(TF_INIT_ARGS)
+
+# Exits 2 naming the key when the profile is invalid; the file is replaced only when it is whole.
+infra-profile:
+	@mkdir -p $(dir $(RESOLVED_PROFILE))
+	$(PY) -m jobs.config --resolve conf/$(EMR_PROFILE).yaml > $(RESOLVED_PROFILE).tmp && mv $(RESOLVED_PROFILE).tmp $(RESOLVED_PROFILE) \
+		|| { rm -f $(RESOLVED_PROFILE).tmp; exit 2; }
 
 # Builds the artifacts with the top-level `make model` when one the profile names is missing
 # (exit 3 of check-models); the product-category head is committed (make train-head rebuilds it).

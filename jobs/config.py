@@ -2,6 +2,8 @@
 
 A profile is YAML (see conf/local.yaml). `--set dotted.key=value` overrides any key, the
 value parsed as YAML. Validation runs before any Spark work and names the offending key.
+`python -m jobs.config --resolve PROFILE [--set ...]` prints the resolved settings as JSON
+(what infra/ reads: Terraform and infra/scripts/emr_ctl.py never read a profile themselves).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from typing import Any
 
 import yaml
 
+from jobs.schema import output_fields
+
 DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
 # The defaults below are the only ones: a profile names only what it changes (conf/local.yaml
 # sets Spark's own settings for one machine and nothing else). tests/test_config.py holds
-# conf/local.yaml and README's table of keys to them.
+# every job profile in conf/ and docs/profile.md's table of keys to them.
 
 
 class ConfigError(ValueError):
@@ -182,21 +186,8 @@ def _spark_value(name: str, value: Any) -> str:
     raise ConfigError(f"spark.conf.{name}: expected a scalar, got {value!r}")
 
 
-RESERVED_COLUMNS = {
-    "image_id",
-    "url",
-    "status",
-    "error",
-    "tags",
-    "embedding",
-    "embedding_norm",
-    "path",
-    "model_name",
-    "model_version",
-    "models",
-    "processed_at",
-    "run_id",
-}
+# Names a head may not take: the output's own columns, whatever the profile (jobs/schema.py).
+RESERVED_COLUMNS = frozenset(field.name for field in output_fields([], embedding=True))
 
 
 def _validate_heads(heads: list) -> None:
@@ -279,3 +270,47 @@ def load_settings(profile: str | Path | None = None, overrides: list[str] = ()) 
     _validate_cross_fields(settings)
     conf = {name: _spark_value(name, value) for name, value in settings.spark.conf.items()}
     return dataclasses.replace(settings, spark=dataclasses.replace(settings.spark, conf=conf))
+
+
+def resolve(profile: str | Path | None = None, overrides: list[str] = ()) -> dict:
+    """A profile as the infrastructure reads it: every setting resolved (defaults filled, validated) as plain data.
+
+    Adds what Terraform derives from the settings: ``profile`` (the file's name without .yaml) and
+    ``output_columns`` (the Glue table's columns: [{name, type}] in Hive types, in the order the job
+    writes them). infra/scripts/emr_ctl.py calls this and Terraform reads its JSON (`python -m
+    jobs.config --resolve PROFILE`), so neither reads the YAML nor restates a default.
+    """
+    from jobs.schema import output_columns
+
+    settings = load_settings(profile, overrides)
+    heads = [head["name"] for head in settings.model.heads]
+    return {
+        **settings.as_dict(),
+        "profile": (Path(profile) if profile else DEFAULT_PROFILE).stem,
+        "output_columns": [
+            {"name": name, "type": hive_type} for name, hive_type in output_columns(heads, settings.model.embedding)
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m jobs.config --resolve PROFILE [--set k=v ...]`: print the resolved profile as JSON; exit 2 when invalid."""
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(description="Print a profile's resolved settings (defaults filled, validated) as JSON.")
+    parser.add_argument("--resolve", required=True, metavar="PROFILE", help="profile file, e.g. conf/emr.yaml")
+    add_overrides_argument(parser)
+    args = parser.parse_args(argv)
+    try:
+        resolved = resolve(args.resolve, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(resolved, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

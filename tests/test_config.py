@@ -1,8 +1,15 @@
+import dataclasses
+import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from jobs.config import DEFAULT_PROFILE, ConfigError, apply_override, load_settings, parse_override
+from jobs.config import DEFAULT_PROFILE, ConfigError, Settings, apply_override, load_settings, parse_override
+from jobs.config import main as config_main
 from jobs.spark_args import spark_submit_args
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,20 +114,82 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def test_conf_local_yaml_restates_no_default():
-    """One source of defaults: jobs/config.py. The local profile sets only Spark's own settings."""
-    import dataclasses
+# The job profiles. conf/0N-*.yaml are left out on purpose: each records a benchmark iteration and pins
+# the knobs the iterations vary, even where a value equals today's default, so that the recorded
+# measurement still describes the profile after a default moves.
+JOB_PROFILES = [p for p in PROFILES if not re.match(r"\d\d-", p.name)]
 
-    import yaml
 
-    from jobs.config import Settings
+@pytest.mark.parametrize("profile", JOB_PROFILES, ids=lambda p: p.name)
+def test_profile_restates_no_default(profile):
+    """One source of defaults: jobs/config.py. A profile names only what it changes."""
+    defaults = _flatten(Settings().as_dict())
+    written = _flatten(yaml.safe_load(profile.read_text()) or {})
+    restated = sorted(key for key, value in written.items() if key in defaults and value == defaults[key])
+    assert restated == [], f"{profile.name} restates the defaults of jobs/config.py for {restated}: drop them"
 
+
+def test_conf_local_yaml_sets_only_spark_conf():
+    """The local profile is the defaults on one machine: it sets only Spark's own settings."""
     assert set(_flatten(yaml.safe_load(DEFAULT_PROFILE.read_text()))) == {"spark.conf"}
     local = load_settings()
     assert local == dataclasses.replace(Settings(), spark=dataclasses.replace(Settings().spark, conf=local.spark.conf))
 
 
-def test_readme_table_of_profile_keys_shows_the_real_defaults():
+EMR = REPO / "conf" / "emr.yaml"
+
+
+def test_resolve_prints_every_setting_with_the_defaults_filled_in(capsys):
+    assert config_main(["--resolve", str(EMR)]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert set(_flatten(resolved)) == set(_flatten(Settings().as_dict())) | {"profile", "output_columns"}
+    assert resolved["profile"] == "emr"
+    assert resolved["spark"]["master"] == "yarn"  # the profile's own value
+    # conf/emr.yaml names no model, batch size or timeout: the defaults stand in the resolution.
+    assert resolved["model"] == Settings().as_dict()["model"]
+    assert resolved["fetch"]["connect_timeout_s"] == Settings().fetch.connect_timeout_s
+    # What Terraform reads takes nothing from elsewhere: the settings are load_settings' own.
+    assert {k: v for k, v in resolved.items() if k not in ("profile", "output_columns")} == load_settings(EMR).as_dict()
+
+
+def test_resolve_applies_overrides_and_lists_the_columns_they_make(capsys):
+    heads = "model.heads=[{name: style, uri: model/artifacts/style_tflite}, {name: colour, uri: c}]"
+    assert config_main(["--resolve", str(EMR), "--set", "fetch.threads=3", "--set", heads, "--set", "model.embedding=false"]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["fetch"]["threads"] == 3
+    columns = {c["name"]: c["type"] for c in resolved["output_columns"]}
+    assert columns["style"] == "string" and columns["colour_score"] == "float"
+    assert "category" not in columns and "embedding" not in columns
+    assert list(columns).index("style") < list(columns).index("colour")  # the heads' order
+
+
+def test_resolve_exits_2_naming_the_bad_key(tmp_path, capsys):
+    assert config_main(["--resolve", str(EMR), "--set", "fetch.threads=0"]) == 2
+    assert "fetch.threads=0: must be between 1 and 256" in capsys.readouterr().err
+    assert config_main(["--resolve", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read profile" in capsys.readouterr().err
+    (tmp_path / "typo.yaml").write_text("fetch: {thread: 4}\n")
+    assert config_main(["--resolve", str(tmp_path / "typo.yaml")]) == 2
+    assert "unknown profile key fetch.thread" in capsys.readouterr().err
+
+
+def test_resolve_runs_as_a_module():
+    """`python -m jobs.config --resolve`: how make deploy-cluster writes what Terraform reads."""
+    ok = subprocess.run(
+        [sys.executable, "-m", "jobs.config", "--resolve", "conf/emr.yaml"], cwd=REPO, capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["profile"] == "emr"
+    bad = subprocess.run(
+        [sys.executable, "-m", "jobs.config", "--resolve", "conf/emr.yaml", "--set", "model.top_k=0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert (bad.returncode, bad.stdout) == (2, "") and "model.top_k=0" in bad.stderr
+
+
+def test_profile_reference_table_of_keys_shows_the_real_defaults():
     import re
 
     import yaml
@@ -128,8 +197,8 @@ def test_readme_table_of_profile_keys_shows_the_real_defaults():
     from jobs.config import Settings
 
     defaults = _flatten(Settings().as_dict())
-    readme = (REPO / "README.md").read_text()
-    rows = re.findall(r"^\| ((?:`[a-z_.]+`(?:, )?)+) \| ((?:`[^`]*`(?:, )?)+) \|", readme, re.MULTILINE)
+    page = (REPO / "docs" / "profile.md").read_text()  # the profile reference, linked from README
+    rows = re.findall(r"^\| ((?:`[a-z_.]+`(?:, )?)+) \| ((?:`[^`]*`(?:, )?)+) \|", page, re.MULTILINE)
     checked = set()
     for keys_cell, values_cell in rows:
         keys = re.findall(r"`([^`]+)`", keys_cell)
@@ -137,6 +206,6 @@ def test_readme_table_of_profile_keys_shows_the_real_defaults():
             continue  # another table (arguments, columns)
         values = re.findall(r"`([^`]*)`", values_cell)
         for key, shown in zip(keys, values, strict=True):
-            assert yaml.safe_load(shown) == defaults[key], f"README: {key} defaults to {shown}; jobs/config.py: {defaults[key]!r}"
+            assert yaml.safe_load(shown) == defaults[key], f"docs/profile.md: {key} = {shown}; jobs/config.py: {defaults[key]!r}"
             checked.add(key)
-    assert checked == set(defaults), f"README's table lacks {sorted(set(defaults) - checked)}"
+    assert checked == set(defaults), f"docs/profile.md's table lacks {sorted(set(defaults) - checked)}"

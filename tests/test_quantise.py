@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
+from jobs.config import load_settings
 from model import quantise
 
 REPO = Path(__file__).resolve().parent.parent
@@ -130,8 +130,7 @@ def test_int8_tags_a_real_photo_as_float_does(int8_meta):
 
 
 def test_emr_profile_names_int8_exactly_when_its_gates_passed(int8_meta):
-    emr = yaml.safe_load((REPO / "conf/emr.yaml").read_text())
-    uses_int8 = emr["model"]["uri"].rstrip("/").endswith("efficientnet_lite0_int8")
+    uses_int8 = load_settings(REPO / "conf/emr.yaml").model.uri.rstrip("/").endswith("efficientnet_lite0_int8")
     assert uses_int8 == int8_meta["quality"]["adopted"], (
         "conf/emr.yaml must name the int8 backbone when (and only when) its quality gates passed"
     )

@@ -5,9 +5,11 @@ Cluster facts (id, buckets, uploaded model URIs, install dir, region) come from
 Every AWS call goes through boto3, so the usual credentials (AWS_PROFILE, ...)
 and ``AWS_ENDPOINT_URL`` apply unchanged.
 
-The job profile (conf/<profile>.yaml) names its models as local artifact
-directories; ``make deploy-cluster`` uploads each one and ``submit`` points
-every model URI of the profile at its uploaded copy.
+The job profile (conf/<profile>.yaml) is read only as the job's config
+resolves it (``jobs.config.resolve``: every default filled in, validated), as
+Terraform reads it. Its models are local artifact directories;
+``make deploy-cluster`` uploads each one and ``submit`` points every model URI
+of the resolved profile at its uploaded copy.
 
 ``submit`` writes by default to the stable output dataset of the profile,
 ``s3://<data bucket>/outputs/<profile>/tags/``, with the job's
@@ -25,7 +27,7 @@ Usage::
     python infra/scripts/emr_ctl.py empty-buckets [--bucket NAME ...]
 
 Exit status: 0 done (or submitted with --no-wait), 1 the step failed or was
-cancelled, 2 bad usage or missing cluster facts, 3 a model artifact the
+cancelled, 2 bad usage, an invalid profile or missing cluster facts, 3 a model artifact the
 profile names is missing (check-models), 124 timed out while waiting.
 """
 
@@ -146,68 +148,55 @@ def athena_hint(glue_table: Mapping[str, Any] | None, output: str) -> str:
     return f"Athena: SELECT {columns} FROM {name} LIMIT 10"
 
 
-def load_profile(profile: str, conf_dir: Path = DEFAULT_CONF_DIR) -> dict[str, Any]:
-    """The job profile ``conf_dir/<profile>.yaml`` as plain data (what Terraform deployed from)."""
-    import yaml
+def resolved_profile(profile: str, conf_dir: Path = DEFAULT_CONF_DIR) -> dict[str, Any]:
+    """The profile ``conf_dir/<profile>.yaml`` resolved by the job's own config (``jobs.config.resolve``).
 
-    path = conf_dir / f"{profile}.yaml"
+    Every default filled in and validated, as Terraform deployed it (make deploy-cluster
+    writes the same resolution for Terraform): the one reading of a profile.
+    """
+    from jobs.config import ConfigError, resolve
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise CtlError(f"cannot read profile {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise CtlError(f"profile {path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise CtlError(f"profile {path} is not a mapping")
-    return data
+        return resolve(conf_dir / f"{profile}.yaml")
+    except ConfigError as exc:
+        raise CtlError(f"profile {profile}: {exc}") from None
 
 
-def profile_model_uris(profile_data: Mapping[str, Any]) -> list[str]:
-    """Every model URI the profile names, as written: ``model.uri`` then each ``model.heads[*].uri``.
+def profile_model_uris(resolved: Mapping[str, Any]) -> list[str]:
+    """Every model URI of a resolved profile, as written: ``model.uri`` then each ``model.heads[*].uri``.
 
-    The same list Terraform uploads (infra/terraform/locals.tf); heads may be
-    absent or empty.
+    The same list Terraform uploads (infra/terraform/locals.tf).
     """
-    model = profile_data.get("model") or {}
-    uris = [model["uri"]] if model.get("uri") else []
-    uris += [head["uri"] for head in model.get("heads") or [] if isinstance(head, dict) and head.get("uri")]
-    return list(dict.fromkeys(uris))
+    model = resolved["model"]
+    return list(dict.fromkeys([model["uri"], *(head["uri"] for head in model["heads"])]))
 
 
-def model_overrides(profile_data: Mapping[str, Any], model_uris: Mapping[str, str], *, profile: str) -> list[str]:
-    """``--set`` values that point every model of the profile at its uploaded copy.
+def model_overrides(resolved: Mapping[str, Any], model_uris: Mapping[str, str], *, profile: str) -> list[str]:
+    """``--set`` values that point every model of a resolved profile at its uploaded copy.
 
-    ``model.uri=s3://...`` for the backbone and, when the profile has heads, one
+    ``model.uri=s3://...`` for the backbone and, when there are heads, one
     ``model.heads=[{name: ..., uri: s3://...}]`` (YAML flow: the job's --set
-    parses YAML values). Raises :class:`CtlError` naming a model the cluster did
-    not upload, such as a GPU profile submitted to a cluster deployed from emr.
+    parses YAML values). Models the profile leaves to the defaults are pointed
+    at their copies too: on the nodes the defaults' local paths exist nowhere.
+    Raises :class:`CtlError` naming a model the cluster did not upload, such as
+    a GPU profile submitted to a cluster deployed from emr.
     """
     import yaml
 
-    model = profile_data.get("model") or {}
-    redeploy = f"make deploy-cluster PROFILE={profile}"
+    model = resolved["model"]
 
     def uploaded(uri: str) -> str:
         if uri not in model_uris:
             deployed = ", ".join(sorted(model_uris)) or "none"
             raise CtlError(
-                f"profile {profile} names model {uri!r}, which the cluster did not upload (uploaded: {deployed}): run {redeploy}"
+                f"profile {profile} names model {uri!r}, which the cluster did not upload (uploaded: {deployed}): "
+                f"run make deploy-cluster PROFILE={profile}"
             )
         return model_uris[uri]
 
-    # Left out, either would fall back to the job's built-in default: local
-    # paths that exist on no node.
-    if "uri" not in model:
-        raise CtlError(f"profile {profile} sets no model.uri: name a local artifact directory there and run {redeploy}")
-    if "heads" not in model:
-        raise CtlError(
-            f"profile {profile} sets no model.heads, so the job would load its default heads from local paths "
-            f"that are on no node: list them (heads: [] for none) and run {redeploy}"
-        )
     sets = [f"model.uri={uploaded(model['uri'])}"]
-    heads = model["heads"] or []
-    if heads:
-        moved = [{**head, "uri": uploaded(head["uri"])} for head in heads]
+    if model["heads"]:
+        moved = [{**head, "uri": uploaded(head["uri"])} for head in model["heads"]]
         flow = yaml.safe_dump(moved, default_flow_style=True, width=float("inf")).strip()
         sets.append(f"model.heads={flow}")
     return sets
@@ -219,7 +208,7 @@ def emr_step_args(
     manifest: str,
     output: str,
     profile: str,
-    profile_data: Mapping[str, Any],
+    resolved: Mapping[str, Any],
     overrides: Sequence[str] = (),
     incremental: bool = True,
 ) -> list[str]:
@@ -227,7 +216,7 @@ def emr_step_args(
 
     The code, the profile and the virtual environment were installed on every
     node by the bootstrap action; the models live in S3, so every model URI of
-    ``profile_data`` (the profile's content) is pointed at its uploaded copy
+    ``resolved`` (the profile as :func:`resolved_profile` reads it) is pointed at its uploaded copy
     before the caller's ``overrides``. ``incremental`` adds the job's
     ``--incremental``: the output keeps earlier runs' rows (without it the
     job replaces the output).
@@ -252,7 +241,7 @@ def emr_step_args(
     ]
     if incremental:
         args.append("--incremental")
-    for item in [*model_overrides(profile_data, facts.model_uris, profile=profile), *overrides]:
+    for item in [*model_overrides(resolved, facts.model_uris, profile=profile), *overrides]:
         args += ["--set", item]
     return args
 
@@ -551,7 +540,7 @@ def _submit(args: argparse.Namespace) -> int:
         manifest=args.manifest,
         output=output,
         profile=args.profile,
-        profile_data=load_profile(args.profile, args.conf_dir),
+        resolved=resolved_profile(args.profile, args.conf_dir),
         overrides=args.overrides,
         incremental=args.incremental,
     )
@@ -588,7 +577,7 @@ def _fallback(args: argparse.Namespace) -> int:
 
 
 def _check_models(args: argparse.Namespace) -> int:
-    uris = profile_model_uris(load_profile(args.profile, args.conf_dir))
+    uris = profile_model_uris(resolved_profile(args.profile, args.conf_dir))
     remote = [uri for uri in uris if "://" in uri]
     if remote:
         raise CtlError(

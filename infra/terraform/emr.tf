@@ -34,7 +34,7 @@ resource "aws_emr_cluster" "this" {
 
   service_role           = aws_iam_role.emr_service[0].arn
   security_configuration = aws_emr_security_configuration.this[0].name
-  log_uri                = "s3://${aws_s3_bucket.logs.id}/emr/"
+  log_uri                = "s3://${aws_s3_bucket.this["logs"].id}/emr/"
 
   # Steps are submitted by `make submit`; the cluster stays up between them
   # and ends itself after idle_timeout_seconds without work.
@@ -84,17 +84,17 @@ resource "aws_emr_cluster" "this" {
     ], local.gpu_nodes ? ["--gpu"] : [])
   }
 
-  # spark-defaults comes verbatim from the job profile (conf/<profile>.yaml).
+  # spark-defaults comes verbatim from the resolved job profile (locals.tf: spark_conf).
   configurations_json = jsonencode(local.configurations)
 
   tags = { Name = var.name, Profile = local.profile_name }
 
-  # The models come from the profile (model.uri, model.heads[*].uri) and are
+  # The models come from the resolved profile (model.uri, model.heads[*].uri) and are
   # uploaded by aws_s3_object.model; make submit points the job at the copies.
   lifecycle {
     precondition {
       condition     = length(local.models_remote) == 0
-      error_message = "Profile ${var.profile_path} names ${join(", ", local.models_remote)}: the profile must name local artifact directories (e.g. model/artifacts/efficientnet_lite0_tflite), which make deploy-cluster uploads and make submit points at their S3 copies."
+      error_message = "Profile ${local.profile_name} names ${join(", ", local.models_remote)}: the profile must name local artifact directories (e.g. model/artifacts/efficientnet_lite0_tflite), which make deploy-cluster uploads and make submit points at their S3 copies."
     }
     precondition {
       condition     = length(local.models_missing) == 0
@@ -111,9 +111,7 @@ resource "aws_emr_cluster" "this" {
     aws_iam_role_policy.emr_service_pass_role,
     aws_iam_role_policy.instance_s3,
     aws_s3_object.model,
-    aws_s3_bucket_policy.data,
-    aws_s3_bucket_policy.artifacts,
-    aws_s3_bucket_policy.logs,
+    aws_s3_bucket_policy.this,
     aws_vpc_security_group_egress_rule.nodes,
     aws_vpc_security_group_egress_rule.service_to_nodes,
     aws_vpc_security_group_ingress_rule.master_to_service,

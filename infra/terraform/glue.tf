@@ -4,10 +4,11 @@
 # that `make submit` writes to by default (incrementally: runs accumulate in
 # one dataset). Athena can query it as soon as a run has written:
 #   SELECT url, category FROM image_tagger.tags LIMIT 10
-# The columns follow the deployed profile (locals.tf: output_columns): heads
+# The columns follow the deployed profile: its resolution lists them (locals.tf:
+# output_columns, from the job's own jobs.schema), so they match the job's: heads
 # add <name> and <name>_score, model.embedding adds embedding and
 # embedding_norm. No partitions: the job appends unpartitioned Parquet files
-# and readers filter by run_id / processed_at (see infra/README.md).
+# and readers filter by run_id / processed_at (see docs/cluster.md).
 #
 # Data, not compute: no cluster_count. destroy-cluster keeps the database and
 # the table with the data bucket; destroy-all deletes them.

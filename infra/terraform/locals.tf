@@ -20,29 +20,30 @@ locals {
   cluster_count = var.cluster_enabled ? 1 : 0
 
   # Resolve a relative path against this directory, keep an absolute one.
-  profile_file   = startswith(var.profile_path, "/") ? var.profile_path : "${path.module}/${var.profile_path}"
-  code_file      = startswith(var.code_package, "/") ? var.code_package : "${path.module}/${var.code_package}"
-  bootstrap_file = startswith(var.bootstrap_script, "/") ? var.bootstrap_script : "${path.module}/${var.bootstrap_script}"
-  artifacts_root = startswith(var.artifacts_root, "/") ? var.artifacts_root : "${path.module}/${var.artifacts_root}"
+  resolved_profile_file = startswith(var.resolved_profile_path, "/") ? var.resolved_profile_path : "${path.module}/${var.resolved_profile_path}"
+  code_file             = startswith(var.code_package, "/") ? var.code_package : "${path.module}/${var.code_package}"
+  bootstrap_file        = startswith(var.bootstrap_script, "/") ? var.bootstrap_script : "${path.module}/${var.bootstrap_script}"
+  artifacts_root        = startswith(var.artifacts_root, "/") ? var.artifacts_root : "${path.module}/${var.artifacts_root}"
 
-  # One source of truth: the job profile. Its spark.conf map becomes the
-  # cluster's spark-defaults verbatim (EMR wants every value as a string).
-  profile      = yamldecode(file(local.profile_file))
-  profile_name = trimsuffix(basename(var.profile_path), ".yaml")
-  spark_conf   = { for k, v in local.profile.spark.conf : k => tostring(v) }
+  # One source of truth: the job profile, as the job's own config resolves it
+  # (`python -m jobs.config --resolve conf/<profile>.yaml`, written by make
+  # deploy-cluster): every setting present, the defaults of jobs/config.py
+  # filled in, validated. Terraform never reads the YAML nor knows a default.
+  # Its spark.conf map becomes the cluster's spark-defaults verbatim (values
+  # already strings, as EMR wants them).
+  settings     = jsondecode(file(local.resolved_profile_file))
+  profile_name = local.settings.profile
+  spark_conf   = local.settings.spark.conf
   venv_python  = "${var.install_dir}/venv/bin/python"
   # GPU instance families (g4dn, g5, g6, p3, p4, p5...): the bootstrap installs CUDA TensorFlow.
   gpu_nodes = anytrue([for t in [var.core_instance_type, var.task_instance_type] : can(regex("^(g[0-9]|p[0-9])", t))])
   # Read only while the cluster exists: destroy-cluster needs no code package.
   code_checksum = var.cluster_enabled ? filemd5(local.code_file) : ""
 
-  # The models the profile names (backbone, then heads; heads may be absent
-  # or empty), exactly as written there: local artifact directories, relative
-  # to artifacts_root unless absolute. Each is uploaded to models/<basename>/.
-  model_uris_named = distinct(concat(
-    [local.profile.model.uri],
-    [for head in coalesce(try(local.profile.model.heads, null), []) : head.uri],
-  ))
+  # The models of the profile (backbone, then heads), exactly as written
+  # there: local artifact directories, relative to artifacts_root unless
+  # absolute. Each is uploaded to models/<basename>/.
+  model_uris_named = distinct(concat([local.settings.model.uri], [for head in local.settings.model.heads : head.uri]))
   models = var.cluster_enabled ? {
     for uri in local.model_uris_named : uri => {
       dir  = startswith(uri, "/") ? trimsuffix(uri, "/") : "${local.artifacts_root}/${trimsuffix(uri, "/")}"
@@ -60,32 +61,11 @@ locals {
     }
   ]...)
 
-  # The output's columns, in the order the job writes them (jobs/pipeline.py
-  # tag_dataframe), in Hive types for the Glue table (glue.tf). Keys the
-  # profile leaves out take the job's defaults (jobs/config.py ModelSettings):
-  # model.embedding true, model.heads one head named category (make submit
-  # refuses a profile without model.heads; heads: [] means none).
-  output_head_names = can(local.profile.model.heads) ? [for head in coalesce(local.profile.model.heads, []) : head.name] : ["category"]
-  output_embedding  = can(local.profile.model.embedding) ? coalesce(local.profile.model.embedding, true) : true
-  output_columns = concat(
-    [
-      { name = "image_id", type = "string" },
-      { name = "url", type = "string" },
-      { name = "status", type = "string" },
-      { name = "error", type = "string" },
-      { name = "tags", type = "array<struct<label:string,score:float>>" },
-    ],
-    flatten([for head in local.output_head_names : [{ name = head, type = "string" }, { name = "${head}_score", type = "float" }]]),
-    local.output_embedding ? [{ name = "embedding", type = "array<float>" }, { name = "embedding_norm", type = "float" }] : [],
-    [
-      { name = "path", type = "string" },
-      { name = "model_name", type = "string" },
-      { name = "model_version", type = "string" },
-      { name = "models", type = "map<string,string>" },
-      { name = "processed_at", type = "timestamp" },
-      { name = "run_id", type = "string" },
-    ],
-  )
+  # The output's columns for the Glue table (glue.tf), in the order the job
+  # writes them, in Hive types: computed by the job's code from the resolved
+  # settings (heads add <name> and <name>_score, model.embedding the embedding).
+  output_columns    = local.settings.output_columns
+  output_head_names = [for head in local.settings.model.heads : head.name]
   # One stable output dataset per profile: make submit writes here by default
   # (emr_ctl.py default_output_uri), the Glue table reads it. Athena and Glue
   # names allow only lower-case letters, digits and underscores.

@@ -43,11 +43,11 @@ resource "aws_flow_log" "this" {
   vpc_id               = aws_vpc.this[0].id
   traffic_type         = "REJECT"
   log_destination_type = "s3"
-  log_destination      = aws_s3_bucket.logs.arn # delivered under AWSLogs/<account>/vpcflowlogs/
+  log_destination      = aws_s3_bucket.this["logs"].arn # delivered under AWSLogs/<account>/vpcflowlogs/
 
   tags = { Name = "${var.name}-flow-log" }
 
-  depends_on = [aws_s3_bucket_policy.logs]
+  depends_on = [aws_s3_bucket_policy.this]
 }
 
 resource "aws_subnet" "private" {

@@ -22,8 +22,8 @@ output "log_uri" {
 }
 
 output "model_uris" {
-  description = "Each model URI exactly as the profile writes it (model.uri, model.heads[*].uri) => the s3:// prefix of its uploaded copy; make submit passes these to the job."
-  value       = { for uri, prefix in local.model_prefixes : uri => "s3://${aws_s3_bucket.artifacts[0].id}/${prefix}" }
+  description = "Each model URI exactly as the resolved profile has it (model.uri, model.heads[*].uri; the defaults where the profile names none) => the s3:// prefix of its uploaded copy; make submit passes these to the job."
+  value       = { for uri, prefix in local.model_prefixes : uri => "s3://${aws_s3_bucket.this["artifacts"].id}/${prefix}" }
 }
 
 output "install_dir" {

@@ -2,42 +2,57 @@
 #   data      - manifests/ in, outputs/ out (versioned: protects results)
 #   artifacts - code/, models/, bootstrap/ (versioned: a bad upload can be rolled back)
 #   logs      - EMR logs, S3 access logs, VPC flow logs (expire after log_retention_days)
-# Written out per bucket (no for_each) so that checkov can follow each
-# bucket's settings. The artifacts bucket belongs to the cluster (count =
-# local.cluster_count): make destroy-cluster removes it with its objects and
-# keeps data and logs; make destroy-all empties those two and destroys them.
+# Each resource below is one for_each over the buckets that exist: the
+# artifacts bucket belongs to the cluster (only while cluster_enabled), so make
+# destroy-cluster removes it with its objects and keeps data and logs; make
+# destroy-all empties those two and destroys them. moved.tf maps the addresses
+# of the former one-resource-per-bucket layout onto these.
 
-# ---------------------------------------------------------------------------
-# data: manifests/ in, outputs/ out
-# ---------------------------------------------------------------------------
+locals {
+  # name by purpose (locals.tf: buckets) of every bucket that exists now.
+  deployed_buckets = { for purpose, name in local.buckets : purpose => name if purpose != "artifacts" || var.cluster_enabled }
+  # data and artifacts keep replaced versions for a while and log their access
+  # into the logs bucket; the logs bucket's own objects simply expire.
+  versioned_buckets = { for purpose, name in local.deployed_buckets : purpose => name if purpose != "logs" }
+}
 
-resource "aws_s3_bucket" "data" {
+resource "aws_s3_bucket" "this" {
   #checkov:skip=CKV_AWS_144:Cross-region replication is not needed: manifests and artifacts are re-created by make deploy-cluster and outputs by re-running the job; logs are transient.
   #checkov:skip=CKV_AWS_145:Encrypted with SSE-S3 (AES256, below); a customer-managed KMS key adds cost and key-policy upkeep that this batch job does not need.
   #checkov:skip=CKV2_AWS_62:No consumer listens for S3 events: jobs are started by make submit, not by uploads.
-  bucket        = local.buckets.data
-  force_destroy = var.force_destroy_buckets
+  for_each = local.deployed_buckets
 
-  tags = { Name = local.buckets.data, Purpose = "data" }
+  bucket = each.value
+  # The artifacts are rebuilt from the repository by every deploy; data and
+  # logs go with their objects only once destroy-all has applied force_destroy_buckets.
+  force_destroy = each.key == "artifacts" ? true : var.force_destroy_buckets
+
+  tags = { Name = each.value, Purpose = each.key }
 }
 
-resource "aws_s3_bucket_public_access_block" "data" {
-  bucket                  = aws_s3_bucket.data.id
+resource "aws_s3_bucket_public_access_block" "this" {
+  for_each = aws_s3_bucket.this
+
+  bucket                  = each.value.id
   block_public_acls       = true
   block_public_policy     = true
   ignore_public_acls      = true
   restrict_public_buckets = true
 }
 
-resource "aws_s3_bucket_ownership_controls" "data" {
-  bucket = aws_s3_bucket.data.id
+resource "aws_s3_bucket_ownership_controls" "this" {
+  for_each = aws_s3_bucket.this
+
+  bucket = each.value.id
   rule {
     object_ownership = "BucketOwnerEnforced"
   }
 }
 
-resource "aws_s3_bucket_server_side_encryption_configuration" "data" {
-  bucket = aws_s3_bucket.data.id
+resource "aws_s3_bucket_server_side_encryption_configuration" "this" {
+  for_each = aws_s3_bucket.this
+
+  bucket = each.value.id
   rule {
     apply_server_side_encryption_by_default {
       sse_algorithm = "AES256"
@@ -45,206 +60,66 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "data" {
   }
 }
 
-resource "aws_s3_bucket_policy" "data" {
-  bucket = aws_s3_bucket.data.id
-  policy = data.aws_iam_policy_document.bucket["data"].json
+resource "aws_s3_bucket_policy" "this" {
+  for_each = aws_s3_bucket.this
 
-  depends_on = [aws_s3_bucket_public_access_block.data]
+  bucket = each.value.id
+  policy = data.aws_iam_policy_document.bucket[each.key].json
+
+  depends_on = [aws_s3_bucket_public_access_block.this]
 }
 
-resource "aws_s3_bucket_versioning" "data" {
-  bucket = aws_s3_bucket.data.id
+resource "aws_s3_bucket_versioning" "this" {
+  for_each = local.versioned_buckets
+
+  bucket = aws_s3_bucket.this[each.key].id
   versioning_configuration {
     status = "Enabled"
   }
 }
 
-resource "aws_s3_bucket_lifecycle_configuration" "data" {
-  bucket = aws_s3_bucket.data.id
+# Versioned buckets: replaced and deleted versions expire. Logs: the objects expire.
+resource "aws_s3_bucket_lifecycle_configuration" "this" {
+  for_each = aws_s3_bucket.this
+
+  bucket = each.value.id
 
   rule {
-    id     = "expire-old-versions"
+    id     = each.key == "logs" ? "expire-logs" : "expire-old-versions"
     status = "Enabled"
     filter {}
 
-    noncurrent_version_expiration {
-      noncurrent_days = var.noncurrent_version_retention_days
+    dynamic "noncurrent_version_expiration" {
+      for_each = each.key == "logs" ? [] : [var.noncurrent_version_retention_days]
+      content {
+        noncurrent_days = noncurrent_version_expiration.value
+      }
+    }
+    dynamic "expiration" {
+      for_each = each.key == "logs" ? [var.log_retention_days] : []
+      content {
+        days = expiration.value
+      }
     }
     abort_incomplete_multipart_upload {
-      days_after_initiation = 7
+      days_after_initiation = each.key == "logs" ? 1 : 7
     }
   }
 
-  depends_on = [aws_s3_bucket_versioning.data]
+  depends_on = [aws_s3_bucket_versioning.this]
 }
 
-resource "aws_s3_bucket_logging" "data" {
-  bucket        = aws_s3_bucket.data.id
-  target_bucket = aws_s3_bucket.logs.id
-  target_prefix = "s3-access/data/"
+# S3 server access logs of the versioned buckets, into the logs bucket (which
+# is not logged itself: that would loop).
+resource "aws_s3_bucket_logging" "this" {
+  for_each = local.versioned_buckets
+
+  bucket        = aws_s3_bucket.this[each.key].id
+  target_bucket = aws_s3_bucket.this["logs"].id
+  target_prefix = "s3-access/${each.key}/"
 
   # The logs bucket must grant the logging service first.
-  depends_on = [aws_s3_bucket_policy.logs]
-}
-
-# ---------------------------------------------------------------------------
-# artifacts: code/, models/, bootstrap/
-# ---------------------------------------------------------------------------
-
-resource "aws_s3_bucket" "artifacts" {
-  #checkov:skip=CKV_AWS_144:Cross-region replication is not needed: manifests and artifacts are re-created by make deploy-cluster and outputs by re-running the job; logs are transient.
-  #checkov:skip=CKV_AWS_145:Encrypted with SSE-S3 (AES256, below); a customer-managed KMS key adds cost and key-policy upkeep that this batch job does not need.
-  #checkov:skip=CKV2_AWS_62:No consumer listens for S3 events: jobs are started by make submit, not by uploads.
-  count = local.cluster_count
-
-  bucket        = local.buckets.artifacts
-  force_destroy = true # rebuilt from the repository by every deploy
-
-  tags = { Name = local.buckets.artifacts, Purpose = "artifacts" }
-}
-
-resource "aws_s3_bucket_public_access_block" "artifacts" {
-  count = local.cluster_count
-
-  bucket                  = aws_s3_bucket.artifacts[0].id
-  block_public_acls       = true
-  block_public_policy     = true
-  ignore_public_acls      = true
-  restrict_public_buckets = true
-}
-
-resource "aws_s3_bucket_ownership_controls" "artifacts" {
-  count = local.cluster_count
-
-  bucket = aws_s3_bucket.artifacts[0].id
-  rule {
-    object_ownership = "BucketOwnerEnforced"
-  }
-}
-
-resource "aws_s3_bucket_server_side_encryption_configuration" "artifacts" {
-  count = local.cluster_count
-
-  bucket = aws_s3_bucket.artifacts[0].id
-  rule {
-    apply_server_side_encryption_by_default {
-      sse_algorithm = "AES256"
-    }
-  }
-}
-
-resource "aws_s3_bucket_policy" "artifacts" {
-  count = local.cluster_count
-
-  bucket = aws_s3_bucket.artifacts[0].id
-  policy = data.aws_iam_policy_document.bucket["artifacts"].json
-
-  depends_on = [aws_s3_bucket_public_access_block.artifacts]
-}
-
-resource "aws_s3_bucket_versioning" "artifacts" {
-  count = local.cluster_count
-
-  bucket = aws_s3_bucket.artifacts[0].id
-  versioning_configuration {
-    status = "Enabled"
-  }
-}
-
-resource "aws_s3_bucket_lifecycle_configuration" "artifacts" {
-  count = local.cluster_count
-
-  bucket = aws_s3_bucket.artifacts[0].id
-
-  rule {
-    id     = "expire-old-versions"
-    status = "Enabled"
-    filter {}
-
-    noncurrent_version_expiration {
-      noncurrent_days = var.noncurrent_version_retention_days
-    }
-    abort_incomplete_multipart_upload {
-      days_after_initiation = 7
-    }
-  }
-
-  depends_on = [aws_s3_bucket_versioning.artifacts]
-}
-
-resource "aws_s3_bucket_logging" "artifacts" {
-  count = local.cluster_count
-
-  bucket        = aws_s3_bucket.artifacts[0].id
-  target_bucket = aws_s3_bucket.logs.id
-  target_prefix = "s3-access/artifacts/"
-
-  # The logs bucket must grant the logging service first.
-  depends_on = [aws_s3_bucket_policy.logs]
-}
-
-# ---------------------------------------------------------------------------
-# logs: EMR logs, S3 access logs, VPC flow logs
-# ---------------------------------------------------------------------------
-
-resource "aws_s3_bucket" "logs" {
-  #checkov:skip=CKV_AWS_144:Cross-region replication is not needed: manifests and artifacts are re-created by make deploy-cluster and outputs by re-running the job; logs are transient.
-  #checkov:skip=CKV_AWS_145:Encrypted with SSE-S3 (AES256, below); a customer-managed KMS key adds cost and key-policy upkeep that this batch job does not need.
-  #checkov:skip=CKV2_AWS_62:No consumer listens for S3 events: jobs are started by make submit, not by uploads.
-  #checkov:skip=CKV_AWS_18:This is the access-log target bucket; logging it into itself would loop.
-  #checkov:skip=CKV_AWS_21:Logs expire after log_retention_days; versioning would keep expired logs as noncurrent versions.
-  bucket        = local.buckets.logs
-  force_destroy = var.force_destroy_buckets
-
-  tags = { Name = local.buckets.logs, Purpose = "logs" }
-}
-
-resource "aws_s3_bucket_public_access_block" "logs" {
-  bucket                  = aws_s3_bucket.logs.id
-  block_public_acls       = true
-  block_public_policy     = true
-  ignore_public_acls      = true
-  restrict_public_buckets = true
-}
-
-resource "aws_s3_bucket_ownership_controls" "logs" {
-  bucket = aws_s3_bucket.logs.id
-  rule {
-    object_ownership = "BucketOwnerEnforced"
-  }
-}
-
-resource "aws_s3_bucket_server_side_encryption_configuration" "logs" {
-  bucket = aws_s3_bucket.logs.id
-  rule {
-    apply_server_side_encryption_by_default {
-      sse_algorithm = "AES256"
-    }
-  }
-}
-
-resource "aws_s3_bucket_policy" "logs" {
-  bucket = aws_s3_bucket.logs.id
-  policy = data.aws_iam_policy_document.bucket["logs"].json
-
-  depends_on = [aws_s3_bucket_public_access_block.logs]
-}
-
-resource "aws_s3_bucket_lifecycle_configuration" "logs" {
-  bucket = aws_s3_bucket.logs.id
-
-  rule {
-    id     = "expire-logs"
-    status = "Enabled"
-    filter {}
-
-    expiration {
-      days = var.log_retention_days
-    }
-    abort_incomplete_multipart_upload {
-      days_after_initiation = 1
-    }
-  }
+  depends_on = [aws_s3_bucket_policy.this]
 }
 
 # ---------------------------------------------------------------------------
@@ -253,11 +128,8 @@ resource "aws_s3_bucket_lifecycle_configuration" "logs" {
 # ---------------------------------------------------------------------------
 
 locals {
-  bucket_names = {
-    data      = aws_s3_bucket.data.id
-    artifacts = one(aws_s3_bucket.artifacts[*].id) # null after make destroy-cluster
-    logs      = aws_s3_bucket.logs.id
-  }
+  # artifacts: null after make destroy-cluster.
+  bucket_names = { for purpose in keys(local.buckets) : purpose => try(aws_s3_bucket.this[purpose].id, null) }
 }
 
 data "aws_iam_policy_document" "bucket" {
@@ -357,38 +229,38 @@ data "aws_iam_policy_document" "bucket" {
 resource "aws_s3_object" "bootstrap" {
   count = local.cluster_count
 
-  bucket = aws_s3_bucket.artifacts[0].id
+  bucket = aws_s3_bucket.this["artifacts"].id
   key    = local.bootstrap_key
   source = local.bootstrap_file
   etag   = filemd5(local.bootstrap_file)
 
   content_type = "text/x-shellscript"
 
-  depends_on = [aws_s3_bucket_versioning.artifacts, aws_s3_bucket_server_side_encryption_configuration.artifacts]
+  depends_on = [aws_s3_bucket_versioning.this, aws_s3_bucket_server_side_encryption_configuration.this]
 }
 
 resource "aws_s3_object" "code" {
   count = local.cluster_count
 
-  bucket = aws_s3_bucket.artifacts[0].id
+  bucket = aws_s3_bucket.this["artifacts"].id
   key    = local.code_key
   source = local.code_file
   etag   = local.code_checksum
 
   content_type = "application/gzip"
 
-  depends_on = [aws_s3_bucket_versioning.artifacts, aws_s3_bucket_server_side_encryption_configuration.artifacts]
+  depends_on = [aws_s3_bucket_versioning.this, aws_s3_bucket_server_side_encryption_configuration.this]
 }
 
 resource "aws_s3_object" "model" {
   for_each = local.model_files
 
-  bucket = aws_s3_bucket.artifacts[0].id
+  bucket = aws_s3_bucket.this["artifacts"].id
   key    = each.value.key
   source = each.value.source
   # Not etag: the provider uploads files over 5 MiB (model weights) in parts,
   # so S3's ETag is not their MD5 and would differ on every plan.
   source_hash = filemd5(each.value.source)
 
-  depends_on = [aws_s3_bucket_versioning.artifacts, aws_s3_bucket_server_side_encryption_configuration.artifacts]
+  depends_on = [aws_s3_bucket_versioning.this, aws_s3_bucket_server_side_encryption_configuration.this]
 }

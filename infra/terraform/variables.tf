@@ -35,10 +35,15 @@ variable "tags" {
 # Inputs packaged by `make deploy-cluster`
 # ---------------------------------------------------------------------------
 
-variable "profile_path" {
+variable "resolved_profile_path" {
   type        = string
-  description = "Path of the job profile (conf/*.yaml) whose spark.conf becomes the cluster's spark-defaults; relative paths are resolved against this directory."
-  default     = "../../conf/emr.yaml"
+  description = "Path of the resolved job profile: the JSON that `python -m jobs.config --resolve conf/<profile>.yaml` prints (make deploy-cluster writes it to dist/profile-<profile>.json), every setting with the job's defaults filled in, plus the profile's name and its output columns. Its spark.conf becomes the cluster's spark-defaults, its models are uploaded, its output_columns are the Glue table's. Relative paths are resolved against this directory."
+  default     = "../../dist/profile-emr.json"
+
+  validation {
+    condition     = endswith(var.resolved_profile_path, ".json")
+    error_message = "resolved_profile_path must name the JSON file written by `python -m jobs.config --resolve conf/<profile>.yaml > FILE.json` (make deploy-cluster does it), not the YAML profile itself."
+  }
 }
 
 variable "code_package" {

@@ -79,38 +79,18 @@ def expected_step_args(
     return args
 
 
-# The output's columns (README "Output schema") in Hive types: those before a profile's head and
-# embedding columns, and those after them.
-LEADING_COLUMNS = [
-    ("image_id", "string"),
-    ("url", "string"),
-    ("status", "string"),
-    ("error", "string"),
-    ("tags", "array<struct<label:string,score:float>>"),
-]
-TRAILING_COLUMNS = [
-    ("path", "string"),
-    ("model_name", "string"),
-    ("model_version", "string"),
-    ("models", "map<string,string>"),
-    ("processed_at", "timestamp"),
-    ("run_id", "string"),
-]
-
-
 def job_output_columns(profile_path: Path) -> list[tuple[str, str]]:
     """(name, Hive type) of every column, in order, that the job must write for this profile.
 
-    Written out from the profile (its heads, model.embedding), independently of the job's code:
-    the test compares the Parquet files the real job wrote (run_job_locally) and the Glue
+    From the profile's heads and model.embedding through jobs/schema.py, the one list of the output's
+    columns: the test compares the Parquet files the real job wrote (run_job_locally) and the Glue
     table's columns with it.
     """
     from jobs.config import load_settings
+    from jobs.schema import output_columns
 
     settings = load_settings(profile_path)
-    heads = [column for head in settings.model.heads for column in ((head["name"], "string"), (f"{head['name']}_score", "float"))]
-    embedding = [("embedding", "array<float>"), ("embedding_norm", "float")] if settings.model.embedding else []
-    return [*LEADING_COLUMNS, *heads, *embedding, *TRAILING_COLUMNS]
+    return output_columns([head["name"] for head in settings.model.heads], settings.model.embedding)
 
 
 def arrow_hive_type(data_type: Any) -> str:
@@ -143,7 +123,6 @@ def run_job_locally(profile_path: Path, photos: Sequence[Path], output: Path, ti
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import yaml
 
     from jobs.config import load_settings
     from jobs.spark_args import job_command
@@ -151,13 +130,13 @@ def run_job_locally(profile_path: Path, photos: Sequence[Path], output: Path, ti
     def local(uri: str) -> str:
         return uri if "://" in uri or uri.startswith("/") else str(REPO / uri)
 
-    profile = yaml.safe_load(profile_path.read_text())
-    heads = [{**head, "uri": local(head["uri"])} for head in profile["model"].get("heads") or []]
+    model = load_settings(profile_path).model
+    heads = [{**head, "uri": local(head["uri"])} for head in model.heads]
     overrides = [
         "spark.master=local[2]",
         "spark.partitions=2",
         "output.chunks=1",
-        f"model.uri={local(profile['model']['uri'])}",
+        f"model.uri={local(model.uri)}",
         f"model.heads={json.dumps(heads)}",
     ]
     manifest = output.parent / f"{output.name}-manifest.parquet"

@@ -13,7 +13,7 @@ import yaml
 from moto import mock_aws
 
 from infra.scripts import emr_ctl, package
-from jobs.config import load_settings
+from jobs.config import Settings, load_settings
 from tests.infra.infra_support import REPO, expected_step_args
 
 BACKBONE = "model/artifacts/efficientnet_lite0_tflite"
@@ -22,6 +22,7 @@ UPLOADED = {
     BACKBONE: "s3://art-bkt/models/efficientnet_lite0_tflite",
     HEAD: "s3://art-bkt/models/product_category_tflite",
 }
+# The parts of a resolved profile (jobs.config.resolve) that emr_ctl reads.
 PROFILE = {"model": {"uri": BACKBONE, "top_k": 5, "heads": [{"name": "category", "uri": HEAD}]}}
 # The step PROFILE gives on FACTS' cluster, as make submit must add it.
 expected_emr_args = functools.partial(
@@ -92,7 +93,7 @@ def test_emr_step_args_run_the_installed_job_with_every_model_uploaded() -> None
         manifest="s3://d/m.csv",
         output="s3://d/out/",
         profile="emr",
-        profile_data=PROFILE,
+        resolved=PROFILE,
         overrides=["inference.batch_size=32"],
     )
     assert args == expected_emr_args(manifest="s3://d/m.csv", output="s3://d/out/", overrides=["inference.batch_size=32"])
@@ -102,7 +103,7 @@ def test_step_args_add_to_the_output_unless_replace() -> None:
     """The default output is one dataset per profile: runs add to it (--incremental); --replace does not."""
     from jobs.cli import parse_args
 
-    common = {"manifest": "m", "output": "o", "profile": "emr", "profile_data": PROFILE}
+    common = {"manifest": "m", "output": "o", "profile": "emr", "resolved": PROFILE}
     adding = emr_ctl.emr_step_args(FACTS, **common)
     assert "--incremental" in adding
     # The job's own parser reads the arguments after the script as the step passes them.
@@ -115,17 +116,17 @@ def test_step_args_add_to_the_output_unless_replace() -> None:
 
 def test_emr_step_args_without_heads_set_only_the_backbone() -> None:
     profile = {"model": {"uri": BACKBONE, "heads": []}}
-    args = emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="emr", profile_data=profile)
+    args = emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="emr", resolved=profile)
     assert args == expected_step_args(manifest="m", output="o", profile="emr", backbone=UPLOADED[BACKBONE])
 
 
 @pytest.mark.parametrize("profile", ["emr", "gpu"])
 def test_the_job_reads_the_overrides_as_the_uploaded_copies(profile: str) -> None:
     """The --set values go through the job's own config loader: every model URI becomes its S3 copy."""
-    data = emr_ctl.load_profile(profile)
+    data = emr_ctl.resolved_profile(profile)
     uploaded = {uri: f"s3://art-bkt/models/{Path(uri).name}" for uri in emr_ctl.profile_model_uris(data)}
     facts = emr_ctl.ClusterFacts(cluster_id="j", region="eu-west-1", data_bucket="d", model_uris=uploaded)
-    args = emr_ctl.emr_step_args(facts, manifest="m", output="o", profile=profile, profile_data=data)
+    args = emr_ctl.emr_step_args(facts, manifest="m", output="o", profile=profile, resolved=data)
     sets = [args[i + 1] for i, arg in enumerate(args) if arg == "--set"]
     settings = load_settings(REPO / "conf" / f"{profile}.yaml", sets)
     assert settings.model.uri == uploaded[data["model"]["uri"]]
@@ -135,9 +136,9 @@ def test_the_job_reads_the_overrides_as_the_uploaded_copies(profile: str) -> Non
 
 def test_a_model_the_cluster_did_not_upload_fails_naming_it() -> None:
     # PROFILE=gpu submitted to a cluster deployed from emr: its Keras backbone was never uploaded.
-    gpu = emr_ctl.load_profile("gpu")
+    gpu = emr_ctl.resolved_profile("gpu")
     with pytest.raises(emr_ctl.CtlError) as err:
-        emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="gpu", profile_data=gpu)
+        emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="gpu", resolved=gpu)
     assert repr(gpu["model"]["uri"]) in str(err.value)
     assert "make deploy-cluster PROFILE=gpu" in str(err.value)
 
@@ -145,24 +146,41 @@ def test_a_model_the_cluster_did_not_upload_fails_naming_it() -> None:
 def test_a_head_the_cluster_did_not_upload_fails_naming_it() -> None:
     profile = {"model": {"uri": BACKBONE, "heads": [{"name": "colour", "uri": "model/artifacts/colour_tflite"}]}}
     with pytest.raises(emr_ctl.CtlError, match="'model/artifacts/colour_tflite'.*make deploy-cluster PROFILE=emr"):
-        emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="emr", profile_data=profile)
+        emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="emr", resolved=profile)
 
 
-def test_a_profile_without_heads_fails_instead_of_using_the_jobs_local_defaults() -> None:
-    with pytest.raises(emr_ctl.CtlError, match="no model.heads"):
-        emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="emr", profile_data={"model": {"uri": BACKBONE}})
+def test_models_a_profile_leaves_to_the_defaults_point_at_their_uploaded_copies(tmp_path: Path) -> None:
+    """A profile without model: the resolution has the defaults' backbone and head, and the step
+    points both at their S3 copies (on the nodes the defaults' local paths exist nowhere)."""
+    (tmp_path / "bare.yaml").write_text("spark: {master: yarn}\n")
+    resolved = emr_ctl.resolved_profile("bare", tmp_path)
+    assert resolved["model"] == Settings().as_dict()["model"]
+    assert emr_ctl.profile_model_uris(resolved) == [BACKBONE, HEAD]  # what Terraform uploads (locals.tf)
+    args = emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="bare", resolved=resolved)
+    assert args == expected_step_args(
+        manifest="m", output="o", profile="bare", backbone=UPLOADED[BACKBONE], heads=[("category", UPLOADED[HEAD])]
+    )
+
+
+def test_an_invalid_profile_fails_naming_the_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "bad.yaml").write_text("fetch: {threads: 0}\n")
+    with pytest.raises(emr_ctl.CtlError, match="profile bad: fetch.threads=0: must be between 1 and 256"):
+        emr_ctl.resolved_profile("bad", tmp_path)
+    assert emr_ctl.main(["--conf-dir", str(tmp_path), "check-models", "--profile", "bad"]) == emr_ctl.EXIT_USAGE
+    assert emr_ctl.main(["--conf-dir", str(tmp_path), "check-models", "--profile", "absent"]) == emr_ctl.EXIT_USAGE
+    assert "fetch.threads=0" in caplog.text and "cannot read profile" in caplog.text
 
 
 def test_emr_step_args_reject_override_without_equals() -> None:
     with pytest.raises(emr_ctl.CtlError, match="key=value"):
-        emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="emr", profile_data=PROFILE, overrides=["oops"])
+        emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="emr", resolved=PROFILE, overrides=["oops"])
 
 
 @pytest.mark.parametrize("profile", ["emr", "gpu"])
 def test_profile_models_are_local_artifacts_that_deploy_uploads(profile: str) -> None:
-    data = yaml.safe_load((REPO / "conf" / f"{profile}.yaml").read_text())
-    named = [data["model"]["uri"], *(head["uri"] for head in data["model"].get("heads") or [])]
-    assert emr_ctl.profile_model_uris(data) == list(dict.fromkeys(named))
+    model = load_settings(REPO / "conf" / f"{profile}.yaml").model
+    named = [model.uri, *(head["uri"] for head in model.heads)]
+    assert emr_ctl.profile_model_uris(emr_ctl.resolved_profile(profile)) == list(dict.fromkeys(named))
     for uri in named:
         assert "://" not in uri and not Path(uri).is_absolute(), uri
         assert (REPO / uri / "model.json").is_file(), f"{uri} has no model.json: run make model"

@@ -4,7 +4,8 @@ The Makefile targets run exactly as a user runs them; only the environment
 differs (AWS_ENDPOINT_URL and dummy credentials, see conftest.aws_env). The
 Terraform files are copied to a temporary directory so state and provider
 downloads never land in the repository. The models are the real artifacts
-that conf/emr.yaml names (make model builds them).
+that conf/emr.yaml resolves to (make model builds them): Terraform reads the
+profile only as `python -m jobs.config --resolve` writes it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pytest
 import yaml
 from botocore.exceptions import ClientError
 
+from jobs.config import resolve
 from tests.infra.infra_support import (
     REGION,
     REPO,
@@ -87,8 +89,8 @@ def objects_under(s3: Any, bucket: str, prefix: str) -> dict[str, bytes]:
 
 
 def profile_models(profile: dict[str, Any]) -> list[str]:
-    """Every model URI the profile names: the backbone, then each head."""
-    return [profile["model"]["uri"], *(head["uri"] for head in profile["model"].get("heads") or [])]
+    """Every model URI of a resolved profile: the backbone, then each head."""
+    return [profile["model"]["uri"], *(head["uri"] for head in profile["model"]["heads"])]
 
 
 @pytest.mark.infra
@@ -99,7 +101,7 @@ def test_deploy_submit_destroy_cluster_redeploy_destroy_all(aws_env: dict[str, s
     tf_dir.mkdir()
     for tf_file in (REPO / "infra" / "terraform").glob("*.tf"):
         shutil.copy(tf_file, tf_dir)
-    profile = yaml.safe_load((REPO / "conf" / "emr.yaml").read_text())
+    profile = resolve(REPO / "conf" / "emr.yaml")
     for uri in profile_models(profile):
         if not (REPO / uri / "model.json").is_file():
             pytest.fail(f"{uri} has no model.json: run make model (the cycle uploads the real artifacts)", pytrace=False)
@@ -118,6 +120,7 @@ def test_deploy_submit_destroy_cluster_redeploy_destroy_all(aws_env: dict[str, s
         f"TERRAFORM={terraform_bin}",
         f"PY={sys.executable}",
         f"CODE_PACKAGE={tmp_path / 'dist' / 'code.tar.gz'}",
+        f"RESOLVED_PROFILE={tmp_path / 'dist' / 'profile-emr.json'}",
         f"PACKAGE_ROOT={source}",
         f"REGION={REGION}",
         "PROFILE=emr",
@@ -141,8 +144,9 @@ def test_deploy_submit_destroy_cluster_redeploy_destroy_all(aws_env: dict[str, s
     real_output = pool.submit(run_job_locally, REPO / "conf" / "emr.yaml", photos, tmp_path / "job-output")
     pool.shutdown(wait=False)
 
-    # init + plan: everything is to be created.
+    # init + plan: everything is to be created, from the profile as the job's config resolves it.
     timed("init+plan", "plan-cluster", "PLAN_ARGS=-detailed-exitcode", expected=2)
+    assert json.loads((tmp_path / "dist" / "profile-emr.json").read_text()) == profile
 
     # init + apply, uploads, spot fallback check.
     deploy_out = timed("deploy", "deploy-cluster")
@@ -369,6 +373,8 @@ def test_plan_refuses_remote_and_missing_models_and_other_spark(aws_env: dict[st
             }
         )
     )
+    resolved = tmp_path / "bad.json"  # what make writes with `python -m jobs.config --resolve`
+    resolved.write_text(json.dumps(resolve(profile)))
     (tmp_path / "code.tar.gz").write_bytes(b"code")
 
     def terraform(*args: str) -> subprocess.CompletedProcess:
@@ -378,7 +384,7 @@ def test_plan_refuses_remote_and_missing_models_and_other_spark(aws_env: dict[st
 
     assert terraform("init", "-input=false", f"-plugin-dir={mirror}").returncode == 0
     tf_vars = [
-        f"-var=profile_path={profile}",
+        f"-var=resolved_profile_path={resolved}",
         f"-var=artifacts_root={tmp_path / 'artifacts'}",
         f"-var=code_package={tmp_path / 'code.tar.gz'}",
         f"-var=bootstrap_script={REPO / 'infra' / 'scripts' / 'bootstrap.sh'}",
@@ -394,3 +400,8 @@ def test_plan_refuses_remote_and_missing_models_and_other_spark(aws_env: dict[st
     release = terraform("plan", "-input=false", "-no-color", *tf_vars, "-var=release_label=emr-7.10.0")
     assert release.returncode == 1
     assert "pinned pyspark (3.5.6, requirements.txt) must match the cluster's Spark" in " ".join(release.stderr.split())
+
+    # The YAML itself is not what Terraform reads.
+    yaml_path = terraform("plan", "-input=false", "-no-color", *tf_vars, f"-var=resolved_profile_path={profile}")
+    assert yaml_path.returncode == 1
+    assert "python -m jobs.config --resolve" in " ".join(yaml_path.stderr.split())
