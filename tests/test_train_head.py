@@ -1,4 +1,4 @@
-"""The product-category head: render, split, cache, train, evaluate, artifact round trip.
+"""The built-in product-category head: its labelled images (Fashion-MNIST renders), the shared trainer, the command.
 
 Everything here runs on tiny data (a few hundred items, fake embeddings) in seconds; the 90%
 test-accuracy target is checked by `make train-head` itself (exit status 1 below it).
@@ -11,15 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jobs.decode import prepare
+from jobs.config import DecodeSettings
+from jobs.decode import prepare_with
 from model.artifact import content_version, load_artifact
 from model.efficientnet_lite import HEAD_CHANNELS
 from tools import category_head as th
 from tools import head_training as ht
+from tools import train_head as jt
 from tools.datasets import FASHION_CLASSES, fashion_mnist, product_photo
 
 HEAD_DIR = Path(__file__).resolve().parent.parent / "model" / "artifacts" / "product_category"
 TFLITE_HEAD_DIR = HEAD_DIR.parent / "product_category_tflite"
+DECODE = DecodeSettings()  # the job's default decode: what conf/local.yaml gives
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +34,7 @@ def job_input(item: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """What the job feeds the backbone for a generated product photo."""
     buffer = io.BytesIO()
     product_photo(item, rng).save(buffer, "JPEG", quality=90)
-    return prepare(buffer.getvalue(), max_pixels=64_000_000, resize_shorter=256, image_size=224)
+    return prepare_with(buffer.getvalue(), DECODE)
 
 
 def object_box(image: np.ndarray) -> tuple[int, int]:
@@ -43,12 +46,12 @@ def object_box(image: np.ndarray) -> tuple[int, int]:
 
 def test_render_item_is_a_seeded_catalogue_photo(test_items):
     items, _ = test_items
-    a = th.render_item(items[0], th.item_rng(7, "t10k", 0))
+    a = th.render_item(items[0], th.item_rng(7, "t10k", 0), decode=DECODE)
     assert a.shape == (224, 224, 3) and a.dtype == np.uint8
-    assert np.array_equal(a, th.render_item(items[0], th.item_rng(7, "t10k", 0)))
-    assert not np.array_equal(a, th.render_item(items[0], th.item_rng(7, "t10k", 1)))
+    assert np.array_equal(a, th.render_item(items[0], th.item_rng(7, "t10k", 0), decode=DECODE))
+    assert not np.array_equal(a, th.render_item(items[0], th.item_rng(7, "t10k", 1), decode=DECODE))
     assert a[:4, :4].min() > 180  # off-white backdrop in the corners
-    batch = th.render_items(items, np.array([3, 0]), split="t10k", seed=7)
+    batch = th.render_items(items, np.array([3, 0]), split="t10k", seed=7, decode=DECODE)
     assert np.array_equal(batch[1], a)
 
 
@@ -57,7 +60,7 @@ def test_render_item_frames_the_object_like_the_job_does(test_items):
     items, labels = test_items
     rng = np.random.default_rng(0)
     for i in np.nonzero(labels == 1)[0][:4]:  # trousers: tall, thin, easy to measure
-        rendered = object_box(th.render_item(items[i], rng))[0]
+        rendered = object_box(th.render_item(items[i], rng, decode=DECODE))[0]
         photo = object_box(job_input(items[i], rng))[0]
         assert 0.75 < rendered / photo < 1.33, (i, rendered, photo)
         assert 130 < rendered <= 224
@@ -65,11 +68,11 @@ def test_render_item_frames_the_object_like_the_job_does(test_items):
 
 def test_render_plain_is_a_dark_item_on_white(test_items):
     items, _ = test_items
-    a = th.render_plain(items[0], th.item_rng(7, "t10k", 0))
+    a = th.render_plain(items[0], th.item_rng(7, "t10k", 0), decode=DECODE)
     assert a.shape == (224, 224, 3) and a.dtype == np.uint8
     assert (a[:4, :4] == 255).all() and a[112, 112].max() < 200
     assert (a[..., 0] == a[..., 2]).all()  # grey
-    assert np.array_equal(th.render_items(items, np.array([0]), split="t10k", seed=7, style="plain")[0], a)
+    assert np.array_equal(th.render_items(items, np.array([0]), split="t10k", seed=7, decode=DECODE, style="plain")[0], a)
 
 
 def test_assign_styles_is_seeded_and_mixed():
@@ -82,24 +85,24 @@ def test_assign_styles_is_seeded_and_mixed():
 
 def test_stratified_subset_is_balanced_and_nested():
     labels = np.repeat(np.arange(10), [100, 50, 150, 100, 100, 100, 100, 100, 100, 100])
-    subset = th.stratified_subset(labels, 100, seed=1)
+    subset = ht.stratified_subset(labels, 100, seed=1)
     assert len(set(subset.tolist())) == 100
     counts = np.bincount(labels[subset], minlength=10)
     np.testing.assert_allclose(counts, np.bincount(labels) / 10, atol=1)
-    assert np.array_equal(th.stratified_subset(labels, 40, seed=1), subset[:40])
-    assert not np.array_equal(th.stratified_subset(labels, 100, seed=2), subset)
+    assert np.array_equal(ht.stratified_subset(labels, 40, seed=1), subset[:40])
+    assert not np.array_equal(ht.stratified_subset(labels, 100, seed=2), subset)
     with pytest.raises(ValueError, match="cannot take"):
-        th.stratified_subset(labels, 1001, seed=1)
+        ht.stratified_subset(labels, 1001, seed=1)
 
 
 def test_train_val_split_is_disjoint_and_stratified():
     labels = np.repeat(np.arange(10), 20)
-    train, val = th.train_val_split(labels, 0.1, seed=3)
+    train, val = ht.train_val_split(labels, 0.1, seed=3)
     assert len(val) == 20 and len(train) == 180
     assert not set(train.tolist()) & set(val.tolist())
     assert np.bincount(labels[val], minlength=10).tolist() == [2] * 10
     with pytest.raises(ValueError, match="val_fraction"):
-        th.train_val_split(labels, 1.5, seed=3)
+        ht.train_val_split(labels, 1.5, seed=3)
 
 
 def test_cached_embeddings_compute_only_what_is_missing(tmp_path):
@@ -129,9 +132,9 @@ def fake_embeddings(labels: np.ndarray, seed: int = 0) -> np.ndarray:
 def tiny_heads():
     labels = np.tile(np.arange(10), 20)
     x = fake_embeddings(labels)
-    train, val = th.train_val_split(labels, 0.2, seed=0)
+    train, val = ht.train_val_split(labels, 0.2, seed=0)
     heads = {
-        kind: th.train_head(
+        kind: ht.train_head(
             kind,
             x[train],
             labels[train],
@@ -153,7 +156,7 @@ def test_train_head_learns_and_reports(tiny_heads):
     for kind, (model, info) in heads.items():
         assert model.output_shape == (None, 10)
         assert {"epochs_run", "best_epoch", "train_s"} <= info.keys() and 1 <= info["best_epoch"] <= 5
-        probabilities = th.predict(model, val_x)
+        probabilities = ht.predict(model, val_x)
         np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
         assert (probabilities.argmax(axis=1) == val_y).mean() > 0.8, kind
     assert "hidden" in [layer.name for layer in heads["mlp"][0].layers]
@@ -164,7 +167,7 @@ def test_train_head_learns_and_reports(tiny_heads):
 def test_evaluate_counts_precision_and_recall():
     labels = np.array([0, 0, 1, 1, 2])
     probabilities = np.eye(3)[[0, 1, 1, 1, 0]]
-    record = th.evaluate(probabilities, labels, ["a", "b", "c"])
+    record = ht.evaluate(probabilities, labels, ["a", "b", "c"])
     assert record["accuracy"] == 0.6 and record["count"] == 5
     assert record["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
     a, b, c = record["per_class"]
@@ -174,15 +177,15 @@ def test_evaluate_counts_precision_and_recall():
 
 
 def test_choose_head_prefers_linear_unless_mlp_clearly_wins():
-    assert th.choose_head({"linear": 0.90, "mlp": 0.903}, margin=0.005) == "linear"
-    assert th.choose_head({"linear": 0.88, "mlp": 0.90}, margin=0.005) == "mlp"
-    assert th.choose_head({"linear": 0.88}, margin=0.005) == "linear"
-    assert th.choose_head({"mlp": 0.5}, margin=0.005) == "mlp"
+    assert ht.choose_head({"linear": 0.90, "mlp": 0.903}, margin=0.005) == "linear"
+    assert ht.choose_head({"linear": 0.88, "mlp": 0.90}, margin=0.005) == "mlp"
+    assert ht.choose_head({"linear": 0.88}, margin=0.005) == "linear"
+    assert ht.choose_head({"mlp": 0.5}, margin=0.005) == "mlp"
 
 
 def test_plot_confusion_writes_png(tmp_path):
     path = tmp_path / "cm.png"
-    th.plot_confusion(np.array([[3, 1], [0, 4]]), ["a", "b"], path, "title")
+    ht.plot_confusion(np.array([[3, 1], [0, 4]]), ["a", "b"], path, "title")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -191,7 +194,9 @@ def test_head_artifact_round_trip(tiny_heads, tmp_path):
 
     model, _ = tiny_heads[0]["mlp"]
     backbone = {"name": "efficientnet_lite0", "version": "abcdefabcdef"}
-    meta = th.write_head_artifact(model, tmp_path, class_names=FASHION_CLASSES, backbone_meta=backbone, head_kind="mlp")
+    meta = ht.write_head_artifact(
+        model, tmp_path, name="product_category", class_names=FASHION_CLASSES, backbone_meta=backbone, head_kind="mlp"
+    )
     on_disk = json.loads((tmp_path / "model.json").read_text())
     assert on_disk == meta
     assert on_disk["name"] == "product_category" and on_disk["kind"] == "head" and on_disk["format"] == "keras"
@@ -206,29 +211,68 @@ def test_head_artifact_round_trip(tiny_heads, tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
 
 
-def test_main_writes_record_and_gates_on_target(tmp_path, monkeypatch):
-    """The whole command on 120 + 40 items with a fake backbone (pixels as 'embeddings')."""
+def fake_backbone(seen: list[tuple[int, ...]]):
+    """A stand-in for the profile's backbone: pixels as 'embeddings'; the shape of every batch it gets goes to seen."""
 
-    def fake_backbone(*_args, **_kwargs):
-        return lambda batch: batch[:, ::7, ::7, :].reshape(len(batch), -1)[:, :HEAD_CHANNELS].astype(np.float32)
+    def embedder(*_args, **_kwargs):
+        def embed(batch: np.ndarray) -> np.ndarray:
+            seen.append(batch.shape)
+            return batch.reshape(len(batch), -1)[:, ::7][:, :HEAD_CHANNELS].astype(np.float32)
 
-    monkeypatch.setattr(th, "backbone_embedder", fake_backbone)
-    common = ["--train-size", "120", "--test-size", "40", "--epochs", "3", "--pipeline-check", "4"]
-    common += ["--cache", str(tmp_path / "cache"), "--reports", str(tmp_path / "reports"), "--out", str(tmp_path / "head")]
-    assert th.main([*common, "--target", "1.01"], prepare=prepare) == 1
-    record = json.loads((tmp_path / "reports" / "evaluation.json").read_text())
-    assert not record["passed"] and record["head_version"] is None and not (tmp_path / "head").exists()
-    assert {k: record["sizes"][k] for k in ("train", "validation", "test")} == {"train": 108, "validation": 12, "test": 40}
-    assert sum(record["sizes"]["train_by_render"].values()) == 108 and set(record["test_by_render"]) == {"catalogue", "plain"}
-    assert record["gate"]["render"] == "plain" and record["gate"]["passed"] is False
+        return embed
+
+    return embedder
+
+
+def built_in_args(tmp_path: Path, *more: str) -> list[str]:
+    """make train-head without LABELS, on 120 + 40 items: the same command as an own-data head."""
+    return [
+        "--train-size", "120", "--test-size", "40", "--epochs", "3", "--pipeline-check", "4",
+        "--cache", str(tmp_path / "cache"), "--reports", str(tmp_path / "reports"), "--artifacts", str(tmp_path / "art"),
+        *more,
+    ]  # fmt: skip
+
+
+def test_built_in_head_goes_through_the_one_trainer_and_gates_on_target(tmp_path, monkeypatch, model_dir):
+    monkeypatch.setattr(th, "backbone_embedder", fake_backbone([]))
+    assert jt.main(built_in_args(tmp_path, "--target", "1.01")) == 1
+    reports = tmp_path / "reports" / "product_category"
+    record = json.loads((reports / "evaluation.json").read_text())
+    assert not record["passed"] and record["head_version"] is None and not (tmp_path / "art").exists()
+    assert {k: record["split"][k] for k in ("train", "validation", "test")} == {"train": 108, "validation": 12, "test": 40}
+    assert sum(record["renders"]["train_by_render"].values()) == 108 and set(record["other_tests"]) == {"catalogue"}
+    assert record["target_test_accuracy"] == 1.01 and record["input_normalisation"] == "none"
     assert set(record["candidates"]) == {"linear", "mlp"} and record["head_type"] in record["candidates"]
     assert len(record["test"]["confusion_matrix"]) == 10 and record["product_photo_check"]["count"] == 4
-    assert (tmp_path / "reports" / "confusion_matrix.png").is_file()
+    # The same evaluation as an own-data head: calibration, min_score, the out-of-domain check.
+    assert {"validation", "test", "catalogue"} <= set(record["calibration"]) and "recommended_min_score" in record
+    assert record["out_of_domain"]["images"] == 6 and set(record["min_score_effect"]) == {"validation", "test", "catalogue"}
+    assert (reports / "confusion_matrix.png").is_file()
 
-    assert th.main([*common, "--target", "0", "--heads", "linear"], prepare=prepare) == 0  # second run: embeddings from the cache
-    record = json.loads((tmp_path / "reports" / "evaluation.json").read_text())
-    meta = json.loads((tmp_path / "head" / "model.json").read_text())
-    assert record["passed"] and record["head_version"] == meta["version"] and meta["head"] == "linear"
+    assert jt.main(built_in_args(tmp_path, "--target", "0", "--heads", "linear")) == 0  # second run: embeddings cached
+    record = json.loads((reports / "evaluation.json").read_text())
+    meta = json.loads((tmp_path / "art" / "product_category" / "model.json").read_text())
+    tflite_meta = json.loads((tmp_path / "art" / "product_category_tflite" / "model.json").read_text())
+    assert record["passed"] and record["head_version"] == meta["version"] == tflite_meta["converted_from"]
+    assert meta["head"] == "linear" and meta["input_normalisation"] == "none" and meta["temperature"] > 0
+
+
+def test_built_in_head_trains_on_the_profiles_decode(tmp_path, monkeypatch, model_dir):
+    """A profile's decode.image_size / resize_shorter reach the renders, the checks and the cache: nothing is hard-coded."""
+    seen: list[tuple[int, ...]] = []
+    monkeypatch.setattr(th, "backbone_embedder", fake_backbone(seen))
+    decode = ["--set", "decode.image_size=96", "--set", "decode.resize_shorter=110"]
+    assert jt.main(built_in_args(tmp_path, "--target", "1.01", "--heads", "linear", *decode)) == 1
+    assert seen and {shape[1:] for shape in seen} == {(96, 96, 3)}
+    assert sum(shape[0] for shape in seen) == 120 + 2 * 40 + 4 + 6  # train, test in two renders, photo check, out-of-domain
+    record = json.loads((tmp_path / "reports" / "product_category" / "evaluation.json").read_text())
+    assert record["renders"]["decode"] == {"image_size": 96, "resize_shorter": 110}
+    assert {p.name.split("_seed7_")[1] for p in (tmp_path / "cache").iterdir()} == {"96from110_render1"}
+
+
+def test_built_in_head_takes_no_other_name(tmp_path, capsys):
+    assert jt.main(built_in_args(tmp_path, "--name", "shop_type")) == 2
+    assert "NAME='shop_type' needs LABELS" in capsys.readouterr().err
 
 
 def test_trained_head_names_product_photos(model_dir, test_items):

@@ -1,4 +1,4 @@
-"""A head on your own labelled images (tools/train_head.py, tools/head_training.py).
+"""A head on your own labelled images (tools/train_head.py, tools/head_training.py: the one trainer).
 
 Rules and calibration on small arrays; the command with the job replaced by a fake output (no
 Spark); and one end-to-end run: generated product photos + a broken URL, the real job
@@ -320,23 +320,17 @@ def class_tree(root: Path, counts: dict[str, int]) -> Path:
     return root
 
 
-def cli_args(tmp_path: Path, labels: Path, name: str = "shop_type") -> list[str]:
+def run_args(tmp_path: Path, labels: Path, name: str = "shop_type") -> list[str]:
+    """The command's arguments with every output under tmp_path."""
     return [
-        "--labels",
-        str(labels),
-        "--name",
-        name,
-        "--work",
-        str(tmp_path / "work"),
-        "--artifacts",
-        str(tmp_path / "art"),
-        "--reports",
-        str(tmp_path / "reports"),
-        "--epochs",
-        "30",
-        "--spark-submit",
-        "spark-submit",
-    ]
+        "--labels", str(labels), "--name", name,
+        "--work", str(tmp_path / "work"), "--artifacts", str(tmp_path / "art"), "--reports", str(tmp_path / "reports"),
+    ]  # fmt: skip
+
+
+def cli_args(tmp_path: Path, labels: Path, name: str = "shop_type") -> list[str]:
+    """run_args for the fake job: few epochs, any spark-submit."""
+    return [*run_args(tmp_path, labels, name), "--epochs", "30", "--spark-submit", "spark-submit"]
 
 
 def test_command_writes_head_and_evaluation(fake_job, tmp_path, model_dir):
@@ -430,25 +424,8 @@ def test_train_own_head_end_to_end(tmp_path, model_dir):
     with manifest.open("a", newline="") as f:
         csv.writer(f).writerow([(tmp_path / "gone.jpg").as_uri(), "Bag"])
     tflite_backbone = model_dir.parent / "efficientnet_lite0_tflite"
-    args = [
-        "--labels",
-        str(manifest),
-        "--name",
-        "shop_type",
-        "--work",
-        str(tmp_path / "work"),
-        "--artifacts",
-        str(tmp_path / "art"),
-        "--reports",
-        str(tmp_path / "reports"),
-        "--set",
-        "spark.master=local[2]",
-        "--set",
-        f"model.uri={tflite_backbone}",
-        "--set",
-        "spark.partitions=2",
-    ]
-    assert jt.main(args) == 0
+    sets = ["--set", "spark.master=local[2]", "--set", f"model.uri={tflite_backbone}", "--set", "spark.partitions=2"]
+    assert jt.main([*run_args(tmp_path, manifest), *sets]) == 0
     record = json.loads((tmp_path / "reports" / "shop_type" / "evaluation.json").read_text())
     assert record["classes"] == ["Bag", "Sneaker", "Trouser"]
     assert record["counts"]["rows"] == 46 and record["counts"]["used"] == 45 and record["counts"]["dropped"] == 1

@@ -1,41 +1,33 @@
-"""Product-category head: a classifier on the frozen EfficientNet-Lite0 embedding.
+"""The built-in product-category head's labelled images: Fashion-MNIST items rendered as product photos.
 
-    python -m tools.train_category_head [--train-size N] [--cache DIR] [--out DIR] [--reports DIR]   (make train-head)
+    make train-head   (python -m tools.train_head: no --labels means these images, the head product_category)
 
-Transfer learning, last layer first: the backbone stays frozen; only a small head on its
-1280-d embedding (global average pool, raw: not L2-normalised) is trained. Steps, each a
-small function:
+The head is trained as any own-data head is (tools/head_training.py: split, linear and MLP heads,
+temperature scaling, min_score, the one report); only its labelled images differ, and this module
+makes them, with the job's decode settings (jobs.config DecodeSettings from the profile: a head is
+never trained on other preprocessing than the job gives it):
 
-1. render: each 28x28 item becomes a 224x224 backbone input in one of two styles (RENDERS):
-   "catalogue", the crop the job would feed the backbone for a tools.datasets.product_photo
-   (`render_item`, a 224-pixel shortcut of product_photo + jobs.decode.prepare), or "plain",
-   the inverted greyscale item on white (`render_plain`). Training mixes both (--plain-share):
-   a head trained on plain renders alone gets 28% of catalogue renders right, one trained on
-   catalogue renders alone tops out near 87% on them (random tints are a large nuisance for
-   the ImageNet backbone), and the mix serves both. The test set is evaluated in both styles;
-   the target (--gate, --target) applies to one of them, and the record shows both;
-2. embed: the backbone (TFLite via a SavedModel export: ~2x faster than Keras on CPU, same
-   numbers to 1e-5) turns images into embeddings, cached as .npz so a rerun only trains;
+1. render: each 28x28 item becomes a backbone input in one of two styles (RENDERS): "catalogue",
+   the crop the job would feed the backbone for a tools.datasets.product_photo (`render_item`, a
+   shortcut of product_photo + jobs.decode.prepare at the crop's final scale), or "plain", the
+   inverted greyscale item on white (`render_plain`). Training mixes both (--plain-share): a head
+   trained on plain renders alone gets 28% of catalogue renders right, one trained on catalogue
+   renders alone tops out near 87% on them (random tints are a large nuisance for the ImageNet
+   backbone), and the mix serves both. The test items are rendered in both styles: the --gate
+   style is the report's test split, the other one of its other_tests;
+2. embed: the profile's backbone (model.uri, through the job's runtime) turns renders into raw
+   embeddings (input_normalisation "none"), cached as .npz so a rerun only trains;
 3. split: a stratified subset of the 60,000 training items, of which a stratified share is held
-   out for validation (early stopping, head choice); the 10,000 test items are only evaluated;
-4. train: a linear softmax head first, then a one-hidden-layer MLP (HEAD_SETTINGS); the MLP is
-   kept only when it beats the linear head on validation by `--mlp-margin`;
-5. evaluate + write: reports/train-head/evaluation.json, confusion_matrix.png, and the versioned
-   artifact model/artifacts/product_category (written only when the test target is met; the
-   exit status is 1 otherwise). With --pipeline-check N, N generated product photos also run
-   the job's own path (JPEG, the job's decode, backbone, head): the command
-   (tools/train_category_head.py) passes the job's decode in (`main(..., prepare=jobs.decode.prepare)`).
-
-Steps 3-5 use the building blocks in tools/head_training.py, which the own-data path
-(`make train-head LABELS=... NAME=...`, tools/train_head.py) shares.
+   out for validation (early stopping, head choice, calibration, min_score); the 10,000 test
+   items are only evaluated;
+4. checks on the job's own path: --pipeline-check N generated product photos (JPEG, the job's
+   decode, backbone, head), and the real photos of the out-of-domain check, prepared the same way.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import io
-import json
 import logging
 import os
 import time
@@ -46,56 +38,37 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from jobs.config import DecodeSettings
+from jobs.decode import prepare_with
 from model.efficientnet_lite import HEAD_CHANNELS
-from tools import head_training
-from tools.datasets import FASHION_CLASSES, fashion_mnist, product_photo
-from tools.head_training import (
-    choose_head,
-    evaluate,
-    plot_confusion,
-    predict,
-    stratified_subset,
-    train_head,
-    train_val_split,
-)
+from tools.datasets import FASHION_CLASSES, fashion_mnist, product_photo, real_photo_paths
+from tools.head_training import LabelledEmbeddings, predict, stratified_subset, train_val_split
 
 HEAD_NAME = "product_category"
-BACKBONE_DIR = Path("model/artifacts/efficientnet_lite0")
-DEFAULT_OUT = Path("model/artifacts") / HEAD_NAME
-DEFAULT_CACHE = Path("data/cache")
-DEFAULT_REPORTS = Path("reports/train-head")
-IMAGE_SIZE = 224
-RESIZE_SHORTER = 256
-# Bump when render_item changes: cached embeddings of the old renders are then ignored.
+# Bump when render_item or render_plain changes: cached embeddings of the old renders are then ignored.
 RENDER_VERSION = 1
 log = logging.getLogger(__name__)
 
 Embed = Callable[[np.ndarray], np.ndarray]
-# The job's decode, jobs.decode.prepare: (image bytes, *, max_pixels, resize_shorter, image_size) -> uint8 (H, W, 3).
-# Passed in by the command (tools/train_category_head.py).
-Prepare = Callable[..., np.ndarray]
-# The product-category head's artifact: raw (not L2-normalised) embedding in.
-write_head_artifact = functools.partial(head_training.write_head_artifact, name=HEAD_NAME, input_normalisation="none")
 
 
 # --------------------------------------------------------------------------------------------
 # 1. render
 # --------------------------------------------------------------------------------------------
-def render_item(
-    item: np.ndarray, rng: np.random.Generator, *, image_size: int = IMAGE_SIZE, resize_shorter: int = RESIZE_SHORTER
-) -> np.ndarray:
+def render_item(item: np.ndarray, rng: np.random.Generator, *, decode: DecodeSettings) -> np.ndarray:
     """A 28x28 Fashion-MNIST item as the backbone input the job would make of its product photo.
 
     Why render and not just invert-and-upscale: at run time the head sees embeddings of
     catalogue photos (tools.datasets.product_photo: a tinted object on an off-white, unevenly
     lit backdrop with a soft shadow and sensor noise, 600-1000 px), resized to 256 on the
-    shorter side and centre-cropped to 224 by jobs.decode.prepare. A black-background,
+    shorter side and centre-cropped by jobs.decode.prepare (the job's decode settings). A black-background,
     white-object upscale is a different input for an ImageNet backbone (different embedding
     statistics), so a head trained on it transfers poorly. Rendering every 600-1000 px photo
     and shrinking it would cost ~10x the time, so this draws the same random photo geometry
     and paints only the 224x224 crop that prepare() keeps, at its final scale (~1 ms/item).
-    Returns uint8 (image_size, image_size, 3).
+    Returns uint8 (image_size, image_size, 3), both sizes from decode.
     """
+    image_size, resize_shorter = decode.image_size, decode.resize_shorter
     # The photo's geometry, drawn as product_photo draws it.
     long_side = int(rng.integers(600, 1001))
     short_side = int(long_side * rng.uniform(0.75, 1.0))
@@ -151,15 +124,14 @@ def item_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, {"train": 0, "t10k": 1}[split], int(index)])
 
 
-def render_plain(
-    item: np.ndarray, rng: np.random.Generator, *, image_size: int = IMAGE_SIZE, resize_shorter: int = RESIZE_SHORTER
-) -> np.ndarray:
+def render_plain(item: np.ndarray, rng: np.random.Generator, *, decode: DecodeSettings) -> np.ndarray:
     """The item inverted (dark garment on white) and upscaled, framed as render_item frames it.
 
     The usual way Fashion-MNIST is fed to an ImageNet backbone; a plain studio shot. A head
     trained on plain renders alone gets 28% of catalogue renders right (colour is a large
     nuisance for the backbone), so training mixes both styles (see RENDERS).
     """
+    image_size, resize_shorter = decode.image_size, decode.resize_shorter
     side = max(2, min(image_size, round(resize_shorter * rng.uniform(0.6, 0.85))))
     canvas = np.full((image_size, image_size), 255, np.uint8)
     top = (image_size - side) // 2
@@ -174,10 +146,12 @@ def render_plain(
 RENDERS = {"catalogue": render_item, "plain": render_plain}
 
 
-def render_items(items: np.ndarray, indices: np.ndarray, *, split: str, seed: int, style: str = "catalogue") -> np.ndarray:
-    """Render items[indices] in a style (seeded per item); uint8 (len(indices), 224, 224, 3)."""
+def render_items(
+    items: np.ndarray, indices: np.ndarray, *, split: str, seed: int, decode: DecodeSettings, style: str = "catalogue"
+) -> np.ndarray:
+    """Render items[indices] in a style (seeded per item); uint8 (len(indices), image_size, image_size, 3)."""
     render = RENDERS[style]
-    return np.stack([render(items[i], item_rng(seed, split, i)) for i in indices])
+    return np.stack([render(items[i], item_rng(seed, split, i), decode=decode) for i in indices])
 
 
 def assign_styles(count: int, plain_share: float, seed: int) -> np.ndarray:
@@ -189,29 +163,31 @@ def assign_styles(count: int, plain_share: float, seed: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # 2. embed (with an on-disk cache)
 # --------------------------------------------------------------------------------------------
-def read_backbone_meta(backbone_dir: Path) -> dict:
-    path = backbone_dir / "model.json"
-    if not path.is_file():
-        raise SystemExit(f"backbone artifact missing: {path} (run `make model`)")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def backbone_embedder(backbone_dir: Path, *, backend: str = "tflite", threads: int = 0, batch_size: int = 32) -> Embed:
-    """uint8 (N, 224, 224, 3) -> raw float32 (N, 1280) embeddings, through the job's own runtime (model.runtime).
-
-    backend "tflite" uses the TFLite artifact `make model` builds beside the Keras one (same
-    weights, about half the time per image); "keras" the Keras artifact itself.
-    """
-    from model.artifact import load_artifact
+def backbone_embedder(artifact, *, batch_size: int) -> Embed:
+    """uint8 (N, H, W, 3) -> raw float32 (N, 1280) embeddings, through the job's own runtime (model.runtime), all cores."""
     from model.runtime import build_model_runner
 
-    source = backbone_dir.parent / f"{backbone_dir.name}_tflite" if backend == "tflite" else backbone_dir
-    artifact = load_artifact(str(source))
-    model = build_model_runner(artifact, batch_size=batch_size, threads=threads or os.cpu_count() or 1)
+    model = build_model_runner(artifact, batch_size=batch_size, threads=os.cpu_count() or 1)
 
     def embed(batch: np.ndarray) -> np.ndarray:
         chunks = [model(batch[i : i + batch_size])["embedding"] for i in range(0, len(batch), batch_size)]
         return np.concatenate(chunks).astype(np.float32)
+
+    return embed
+
+
+def job_backbone(model_uri: str, *, batch_size: int) -> Embed:
+    """The profile's backbone (model.uri) as an embedder, loaded on first use: a run whose
+    embeddings are all cached never loads it."""
+    loaded: list[Embed] = []
+
+    def embed(batch: np.ndarray) -> np.ndarray:
+        if not loaded:
+            from jobs.fetch import s3_client
+            from model.artifact import load_artifact
+
+            loaded.append(backbone_embedder(load_artifact(model_uri, s3_client=s3_client), batch_size=batch_size))
+        return loaded[0](batch)
 
     return embed
 
@@ -238,9 +214,10 @@ def embed_images(render: Callable[[np.ndarray], np.ndarray], count: int, embed: 
     return out
 
 
-def cache_dir_for(cache: Path, backbone_version: str, split: str, seed: int, style: str = "catalogue") -> Path:
-    """Where one split's embeddings of one style live: renders depend on (seed, split, item, style)."""
-    return cache / f"fashion_embeddings_{backbone_version}_{split}_{style}_seed{seed}_render{RENDER_VERSION}"
+def cache_dir_for(cache: Path, backbone_version: str, split: str, seed: int, style: str, decode: DecodeSettings) -> Path:
+    """Where one split's embeddings of one style live: renders depend on (seed, split, item, style, decode sizes)."""
+    sizes = f"{decode.image_size}from{decode.resize_shorter}"
+    return cache / f"fashion_embeddings_{backbone_version}_{split}_{style}_seed{seed}_{sizes}_render{RENDER_VERSION}"
 
 
 def read_cache(directory: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -286,27 +263,21 @@ def cached_embeddings(
 
 
 # --------------------------------------------------------------------------------------------
-# 3-5. split, train, evaluate: tools/head_training.py; the check on the job's own path
+# 3. the labelled embeddings the trainer takes; 4. the checks on the job's own path
 # --------------------------------------------------------------------------------------------
-def product_photo_check(
-    model, embed: Embed, items: np.ndarray, labels: np.ndarray, count: int, seed: int, *, prepare: Prepare
-) -> dict:
-    """Accuracy on the job's own path: product_photo -> JPEG -> prepare (the job's decode) -> backbone -> head."""
-    rng = np.random.default_rng(seed)
-    positions = rng.choice(len(items), size=count, replace=False)
-    images = []
-    for i in positions:
-        buffer = io.BytesIO()
-        product_photo(items[i], rng).save(buffer, "JPEG", quality=int(rng.integers(85, 96)))
-        images.append(prepare(buffer.getvalue(), max_pixels=64_000_000, resize_shorter=RESIZE_SHORTER, image_size=IMAGE_SIZE))
-    embeddings = np.concatenate([embed(np.stack(images[s : s + 16])) for s in range(0, count, 16)])
-    predicted = predict(model, embeddings).argmax(axis=1)
-    return {"count": count, "accuracy": round(float((predicted == labels[positions]).mean()), 4)}
+@dataclass(frozen=True)
+class FashionOptions:
+    """What the Fashion-MNIST images are: how many, which renders, where the cache is."""
+
+    train_size: int = 50000
+    test_size: int = 10000
+    val_fraction: float = 0.1
+    plain_share: float = 0.5
+    gate: str = "plain"  # the test render the report's test split (and the target) uses
+    cache: Path = Path("data/cache")
+    seed: int = 7
 
 
-# --------------------------------------------------------------------------------------------
-# The command: each step a function, main() runs them in order
-# --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Split:
     """One Fashion-MNIST split and the items of it in use (sorted indices)."""
@@ -321,261 +292,109 @@ class Split:
         return self.labels[self.indices].astype(np.int64)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-size", type=int, default=50000, help="items from the 60,000 training split (stratified)")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="share of --train-size held out for validation")
-    parser.add_argument("--plain-share", type=float, default=0.5, help="share of training items rendered plain, not catalogue")
-    parser.add_argument("--test-size", type=int, default=10000, help="test items to evaluate (all 10,000 for the record)")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="embedding cache directory")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="head artifact directory to write")
-    parser.add_argument("--reports", type=Path, default=DEFAULT_REPORTS, help="evaluation record directory")
-    parser.add_argument("--backbone", type=Path, default=BACKBONE_DIR, help="backbone artifact directory")
-    parser.add_argument("--backend", choices=["tflite", "keras"], default="tflite", help="backbone runtime for embedding")
-    parser.add_argument("--heads", default="linear,mlp", help="heads to train, comma-separated: linear, mlp")
-    parser.add_argument("--mlp-margin", type=float, default=0.005, help="validation gain the MLP needs over the linear head")
-    parser.add_argument("--gate", choices=sorted(RENDERS), default="plain", help="test render style the target applies to")
-    parser.add_argument("--target", type=float, default=0.90, help="required test top-1 accuracy (exit 1 below it)")
-    parser.add_argument("--pipeline-check", type=int, default=200, help="product photos run through the job's decode path")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=32, help="images per backbone call")
-    parser.add_argument("--threads", type=int, default=0, help="backbone threads (0: all cores)")
-    parser.add_argument("--seed", type=int, default=7)
-    return parser.parse_args(argv)
-
-
-def load_splits(args: argparse.Namespace) -> tuple[Split, Split]:
-    """The stratified training subset (--train-size) and test subset (--test-size) of Fashion-MNIST."""
-    splits = []
-    for name, size in (("train", args.train_size), ("t10k", args.test_size)):
-        items, labels = fashion_mnist(name)
-        splits.append(Split(name, items, labels, np.sort(stratified_subset(labels, size, args.seed))))
-    train, test = splits
-    return train, test
-
-
-def lazy_backbone(args: argparse.Namespace) -> Embed:
-    """The backbone embedder, loaded on first use: a run whose embeddings are all cached never loads it."""
-    loaded: list[Embed] = []
-
-    def embed(batch: np.ndarray) -> np.ndarray:
-        if not loaded:
-            loaded.append(
-                backbone_embedder(args.backbone, backend=args.backend, threads=args.threads, batch_size=args.batch_size)
-            )
-        return loaded[0](batch)
-
-    return embed
+def load_split(name: str, size: int, seed: int) -> Split:
+    """A stratified subset of `size` items of a Fashion-MNIST split."""
+    items, labels = fashion_mnist(name)
+    return Split(name, items, labels, np.sort(stratified_subset(labels, size, seed)))
 
 
 def split_embeddings(
-    args: argparse.Namespace, split: Split, indices: np.ndarray, style: str, embed: Embed, backbone_version: str
+    split: Split,
+    indices: np.ndarray,
+    style: str,
+    *,
+    options: FashionOptions,
+    decode: DecodeSettings,
+    embed: Embed,
+    backbone_version: str,
+    batch_size: int,
 ) -> np.ndarray:
     """Embeddings of split.items[indices] rendered in `style`: cached ones read, the others rendered and embedded."""
 
     def compute(missing: np.ndarray) -> np.ndarray:
         log.info("rendering (%s) and embedding %d %s items", style, len(missing), split.name)
         return embed_images(
-            lambda pos: render_items(split.items, missing[pos], split=split.name, seed=args.seed, style=style),
+            lambda pos: render_items(split.items, missing[pos], split=split.name, seed=options.seed, decode=decode, style=style),
             len(missing),
             embed,
-            batch_size=args.batch_size,
+            batch_size=batch_size,
         )
 
-    directory = cache_dir_for(args.cache, backbone_version, split.name, args.seed, style)
+    directory = cache_dir_for(options.cache, backbone_version, split.name, options.seed, style, decode)
     return cached_embeddings(directory, indices, compute)
 
 
-def embed_splits(
-    args: argparse.Namespace, train: Split, styles: np.ndarray, test: Split, embed: Embed, backbone_version: str
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(training embeddings, each in its assigned style; test embeddings per style, every style)."""
+def fashion_embeddings(
+    options: FashionOptions, *, decode: DecodeSettings, embed: Embed, backbone_version: str, batch_size: int
+) -> tuple[LabelledEmbeddings, dict]:
+    """The labelled embeddings of the rendered items, and what the report says of them ("labels", "counts", "renders")."""
+    train, test = load_split("train", options.train_size, options.seed), load_split("t10k", options.test_size, options.seed)
+    styles = assign_styles(len(train.indices), options.plain_share, options.seed)
+    embedded = functools.partial(
+        split_embeddings, options=options, decode=decode, embed=embed, backbone_version=backbone_version, batch_size=batch_size
+    )
     x_train = np.empty((len(train.indices), HEAD_CHANNELS), np.float32)
     for style in RENDERS:
         chosen = styles == style
         if chosen.any():
-            x_train[chosen] = split_embeddings(args, train, train.indices[chosen], style, embed, backbone_version)
-    x_test = {style: split_embeddings(args, test, test.indices, style, embed, backbone_version) for style in RENDERS}
-    return x_train, x_test
-
-
-def train_candidates(
-    args: argparse.Namespace,
-    x: np.ndarray,
-    y: np.ndarray,
-    train_pos: np.ndarray,
-    val_pos: np.ndarray,
-    x_test: dict[str, np.ndarray],
-    y_test: np.ndarray,
-    class_names: list[str],
-) -> tuple[dict, dict]:
-    """Each --heads kind trained: (kind -> model, kind -> validation and test accuracy per style + training info)."""
-    heads, scores = {}, {}
-    for kind in [k.strip() for k in args.heads.split(",") if k.strip()]:
-        heads[kind], info = train_head(
-            kind,
-            x[train_pos],
-            y[train_pos],
-            x[val_pos],
-            y[val_pos],
-            num_classes=len(class_names),
-            seed=args.seed,
-            epochs=args.epochs,
-            name=HEAD_NAME,
-        )
-        scores[kind] = {
-            "validation_accuracy": evaluate(predict(heads[kind], x[val_pos]), y[val_pos], class_names)["accuracy"],
-            **{
-                f"test_accuracy_{s}": evaluate(predict(heads[kind], xs), y_test, class_names)["accuracy"]
-                for s, xs in x_test.items()
-            },
-            **info,
-        }
-        log.info("%s head: %s", kind, scores[kind])
-    return heads, scores
-
-
-def evaluation_record(
-    args: argparse.Namespace,
-    *,
-    meta: dict | None,
-    chosen: str,
-    scores: dict,
-    backbone_meta: dict,
-    styles: np.ndarray,
-    train_pos: np.ndarray,
-    val_pos: np.ndarray,
-    test: Split,
-    tests: dict[str, dict],
-    validation: dict,
-    pipeline: dict | None,
-    timings: dict[str, float],
-) -> dict:
-    """reports/train-head/evaluation.json: the candidates, the chosen head, the gate, every evaluation."""
-    accuracy = tests[args.gate]["accuracy"]
-    passed = accuracy >= args.target
-    return {
-        "head": HEAD_NAME,
-        "head_version": meta["version"] if meta else None,
-        "head_type": chosen,
-        "head_choice": f"linear unless the MLP beats it on validation accuracy by more than {args.mlp_margin}",
-        "candidates": scores,
-        "input_normalisation": "none (raw embedding; standardisation is a layer of the head)",
-        "backbone": backbone_meta["name"],
-        "backbone_version": backbone_meta["version"],
+            x_train[chosen] = embedded(train, train.indices[chosen], style)
+    x_test = {style: embedded(test, test.indices, style) for style in RENDERS}
+    train_pos, val_pos = train_val_split(train.y, options.val_fraction, options.seed)
+    test_pos = len(x_train) + np.arange(len(test.indices))
+    data = LabelledEmbeddings(
+        x=np.concatenate([x_train, x_test[options.gate]]),
+        y=np.concatenate([train.y, test.y]),
+        class_names=list(FASHION_CLASSES),
+        train=train_pos,
+        val=val_pos,
+        test=test_pos,
+        split_rule=(
+            f"a stratified {options.train_size} of the 60,000 training items, {options.val_fraction:.0%} of them "
+            f"(stratified) validation; test: {options.test_size} test items rendered {options.gate} "
+            f"(other_tests: the same items in the other renders)"
+        ),
+        input_normalisation="none",
+        other_tests={style: (x, test.y) for style, x in x_test.items() if style != options.gate},
+    )
+    about = {
+        "labels": f"Fashion-MNIST train split, rendered as catalogue or plain photos (seed {options.seed})",
+        "counts": {"rows": len(train.indices), "used": len(train.indices), "dropped": 0},
         "renders": {
             "catalogue": "tinted object on an off-white backdrop, as tools.datasets.product_photo + jobs.decode.prepare",
             "plain": "inverted greyscale item on white (the usual Fashion-MNIST transfer setting)",
-            "train_plain_share": args.plain_share,
-        },
-        "sizes": {
-            "train": len(train_pos),
-            "validation": len(val_pos),
-            "test": len(test.indices),
+            "train_plain_share": options.plain_share,
             "train_by_render": {style: int((styles[train_pos] == style).sum()) for style in RENDERS},
+            "decode": {"image_size": decode.image_size, "resize_shorter": decode.resize_shorter},
         },
-        "seed": args.seed,
-        "gate": {"render": args.gate, "target_test_accuracy": args.target, "test_accuracy": accuracy, "passed": passed},
-        "passed": passed,
-        "test": tests[args.gate],
-        "test_by_render": {style: {"accuracy": r["accuracy"], "per_class": r["per_class"]} for style, r in tests.items()},
-        "validation": validation,
-        "product_photo_check": pipeline,
-        "timings": timings,
     }
+    return data, about
 
 
-def write_reports(reports: Path, record: dict, class_names: list[str]) -> None:
-    """evaluation.json and confusion_matrix.png (of the gate's test renders) under reports."""
-    reports.mkdir(parents=True, exist_ok=True)
-    (reports / "evaluation.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    gate = record["gate"]
-    plot_confusion(
-        np.array(record["test"]["confusion_matrix"]),
-        class_names,
-        reports / "confusion_matrix.png",
-        f"{HEAD_NAME} ({record['head_type']}), {record['sizes']['test']} {gate['render']} test renders: "
-        f"top-1 {gate['test_accuracy']:.2%}",
-    )
+def jpeg_bytes(image: Image.Image, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
 
 
-def main(argv: list[str] | None = None, *, prepare: Prepare) -> int:
-    """The whole command (python -m tools.train_category_head passes the job's decode as `prepare`)."""
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
+def product_photo_check(model, embed: Embed, count: int, seed: int, *, decode: DecodeSettings) -> dict:
+    """Accuracy on the job's own path: product_photo -> JPEG -> the job's decode -> backbone -> head (test items)."""
+    items, labels = fashion_mnist("t10k")
+    rng = np.random.default_rng(seed)
+    positions = rng.choice(len(items), size=count, replace=False)
+    images = [prepare_with(jpeg_bytes(product_photo(items[i], rng), int(rng.integers(85, 96))), decode) for i in positions]
+    embeddings = np.concatenate([embed(np.stack(images[s : s + 16])) for s in range(0, count, 16)])
+    predicted = predict(model, embeddings).argmax(axis=1)
+    return {"count": count, "accuracy": round(float((predicted == labels[positions]).mean()), 4)}
 
-    # 1-2. render and embed (cached)
-    backbone_meta = read_backbone_meta(args.backbone)
-    class_names = list(FASHION_CLASSES)
-    train, test = load_splits(args)
-    styles = assign_styles(len(train.indices), args.plain_share, args.seed)
-    embed = lazy_backbone(args)
-    t = time.perf_counter()
-    x_train, x_test = embed_splits(args, train, styles, test, embed, backbone_meta["version"])
-    timings["embed_s"] = round(time.perf_counter() - t, 1)
 
-    # 3-4. split and train; the head chosen on validation
-    y_train, y_test = train.y, test.y
-    train_pos, val_pos = train_val_split(y_train, args.val_fraction, args.seed)
-    heads, scores = train_candidates(args, x_train, y_train, train_pos, val_pos, x_test, y_test, class_names)
-    timings["train_s"] = round(sum(s["train_s"] for s in scores.values()), 1)
-    chosen = choose_head({k: s["validation_accuracy"] for k, s in scores.items()}, args.mlp_margin)
-    model = heads[chosen]
-
-    # 5. evaluate, then write the artifact (only when the gate passes) and the record
-    tests = {style: evaluate(predict(model, x), y_test, class_names) for style, x in x_test.items()}
-    validation = evaluate(predict(model, x_train[val_pos]), y_train[val_pos], class_names)
-    t = time.perf_counter()
-    pipeline = (
-        product_photo_check(model, embed, test.items, test.labels, args.pipeline_check, args.seed, prepare=prepare)
-        if args.pipeline_check
-        else None
-    )
-    timings["pipeline_check_s"] = round(time.perf_counter() - t, 1)
-    accuracy = tests[args.gate]["accuracy"]
-    meta = None
-    if accuracy >= args.target:
-        meta = write_head_artifact(
-            model,
-            args.out,
-            class_names=class_names,
-            backbone_meta=backbone_meta,
-            head_kind=chosen,
-            extra={
-                "test_accuracy": {style: record["accuracy"] for style, record in tests.items()},
-                "trained_on": f"Fashion-MNIST train split, {len(train_pos)} items rendered as catalogue or plain photos "
-                "(tools/category_head.py)",
-            },
-        )
-    timings["total_s"] = round(time.perf_counter() - started, 1)
-    record = evaluation_record(
-        args,
-        meta=meta,
-        chosen=chosen,
-        scores=scores,
-        backbone_meta=backbone_meta,
-        styles=styles,
-        train_pos=train_pos,
-        val_pos=val_pos,
-        test=test,
-        tests=tests,
-        validation=validation,
-        pipeline=pipeline,
-        timings=timings,
-    )
-    write_reports(args.reports, record, class_names)
-    log.info(
-        "test top-1 %s, validation %.4f, product photos %s; evaluation in %s (%.0f s in all)",
-        {style: r["accuracy"] for style, r in tests.items()},
-        validation["accuracy"],
-        pipeline and pipeline["accuracy"],
-        args.reports,
-        timings["total_s"],
-    )
-    if meta is None:
-        log.error("%s test accuracy %.4f is below the target %.2f: no artifact written", args.gate, accuracy, args.target)
-        return 1
-    log.info("wrote %s version %s to %s", meta["name"], meta["version"], args.out)
-    return 0
+def out_of_domain_embeddings(embed: Embed, *, decode: DecodeSettings) -> dict[str, np.ndarray]:
+    """Raw embeddings of the shipped real photos, prepared by the job's decode (none without scikit-image)."""
+    try:
+        paths = [p for p in real_photo_paths() if p.is_file()]
+    except SystemExit as exc:  # skimage_data_dir: scikit-image is missing
+        log.warning("no out-of-domain check: %s", exc)
+        return {}
+    if not paths:
+        return {}
+    images = np.stack([prepare_with(p.read_bytes(), decode) for p in paths])
+    return dict(zip((p.name for p in paths), embed(images), strict=True))

@@ -1,15 +1,17 @@
-"""Heads on the frozen backbone's embedding: split, train, choose, calibrate, evaluate, write.
+"""The one head trainer: split, train, choose, calibrate, evaluate, write, and the one report shape.
 
-The building blocks behind both `make train-head` paths: the Fashion-MNIST product-category head
-(tools/category_head.py) and a head on your own labelled images (tools/train_head.py, which gets the
-embeddings from the tagging job). Nothing here reads images or knows where embeddings came
-from: arrays in, a Keras model and plain dicts out.
+Every head goes through it (tools/train_head.py, `make train-head`): a head on your own labelled
+images (embedded by the tagging job) and the built-in product-category head (whose labelled
+images are Fashion-MNIST renders, tools/category_head.py). A source hands over
+LabelledEmbeddings (embeddings, classes, the split); fit_head and write_head do the rest. Nothing
+here reads images or knows where embeddings came from: arrays in, a Keras model, artifacts and
+plain dicts out.
 
-Own-data rules (train_own_head):
-- classes: at least two, each with at least MIN_EXAMPLES_PER_CLASS usable images (one for
-  validation, one for test, three for training); otherwise LabelError names the classes;
-- split: per class, a seeded shuffle, then round(n * val_fraction) (at least 1) for validation,
-  round(n * test_fraction) (at least 1) for test, the rest for training;
+Rules:
+- classes (own labels): at least two, each with at least MIN_EXAMPLES_PER_CLASS usable images
+  (one for validation, one for test, three for training); otherwise LabelError names the classes;
+- split (own labels): per class, a seeded shuffle, then round(n * val_fraction) (at least 1) for
+  validation, round(n * test_fraction) (at least 1) for test, the rest for training;
 - heads: linear and MLP, the MLP kept only when it beats the linear head on validation accuracy
   by more than mlp_margin (choose_head);
 - calibration: temperature scaling fitted on the validation split (minimum NLL) and baked into
@@ -19,6 +21,7 @@ Own-data rules (train_own_head):
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -492,10 +495,44 @@ def out_of_domain_report(probabilities: dict[str, np.ndarray], class_names: list
 
 
 # --------------------------------------------------------------------------------------------
-# a head on your own labelled images, end to end (arrays in, calibrated model + record out)
+# one head, end to end: labelled embeddings in, calibrated model + the one report shape out
 # --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Recipe:
+    """How a head is trained and scored; the same steps for every head, whatever its images."""
+
+    kinds: tuple[str, ...] = ("linear", "mlp")
+    epochs: int = 200  # at most: early stopping on validation loss
+    min_delta: float = 1e-3
+    clip: float | None = 5.0  # standardised features clipped to +-clip (build_head)
+    mlp_margin: float = 0.005
+    target_precision: float = 0.9  # what recommended_min_score keeps on validation
+    keep_correct: float = 0.95
+    seed: int = 7
+
+
 @dataclass
-class OwnHead:
+class LabelledEmbeddings:
+    """What a source of labelled images hands the trainer: embeddings, class indices and the split.
+
+    x: (N, 1280) embeddings as the head will receive them (raw or L2-normalised: input_normalisation);
+    train, val, test: disjoint positions into x; other_tests: more test sets scored the same way
+    (name -> (embeddings, class indices)), e.g. the same test items in another render.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    class_names: list[str]
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    split_rule: str
+    input_normalisation: str
+    other_tests: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+@dataclass
+class TrainedHead:
     """The chosen, calibrated head and what the evaluation says about it."""
 
     model: object
@@ -510,39 +547,45 @@ def training_batch_size(train_count: int) -> int:
     return 32 if train_count < 10_000 else 256
 
 
-def train_own_head(
-    x: np.ndarray,
-    labels: Sequence[str],
-    *,
-    name: str,
-    seed: int = 7,
-    kinds: Sequence[str] = ("linear", "mlp"),
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.15,
-    min_per_class: int = MIN_EXAMPLES_PER_CLASS,
-    epochs: int = 200,
-    min_delta: float = 1e-3,
-    clip: float | None = 5.0,
-    mlp_margin: float = 0.005,
-    target_precision: float = 0.9,
-    keep_correct: float = 0.95,
-    out_of_domain: dict[str, np.ndarray] | None = None,
-) -> OwnHead:
-    """Split, train every kind, choose on validation, calibrate (T baked in), evaluate on test.
-
-    x: (N, 1280) embeddings (L2-normalised, as the job writes them); labels: N class names.
-    out_of_domain: image name -> embedding of images that belong to no class.
-    """
-    started = time.perf_counter()
+def labelled_embeddings(
+    x: np.ndarray, labels: Sequence[str], *, val_fraction: float, test_fraction: float, min_per_class: int, seed: int
+) -> LabelledEmbeddings:
+    """Own labelled images: refuse what cannot train a head (check_classes), then split per class (split_by_class)."""
     class_names = check_classes(labels, min_per_class)
     index = {c: i for i, c in enumerate(class_names)}
     y = np.array([index[label] for label in labels], np.int64)
-    x = np.asarray(x, np.float32)
     train, val, test = split_by_class(y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    rule = (
+        f"per class, seeded: round(n*{val_fraction}) (>=1) validation, round(n*{test_fraction}) (>=1) test, "
+        f"the rest training; every class needs >= {min_per_class} usable images"
+    )
+    return LabelledEmbeddings(np.asarray(x, np.float32), y, class_names, train, val, test, rule, "l2")
+
+
+def calibration_numbers(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict:
+    """ECE and NLL of softmax(logits) before and after dividing by the temperature."""
+    return {
+        "ece_before": round(expected_calibration_error(softmax(logits), labels), 4),
+        "ece_after": round(expected_calibration_error(softmax(logits / temperature), labels), 4),
+        "nll_before": round(nll(logits, labels), 4),
+        "nll_after": round(nll(logits, labels, temperature), 4),
+    }
+
+
+def fit_head(
+    data: LabelledEmbeddings, *, name: str, recipe: Recipe, out_of_domain: dict[str, np.ndarray] | None = None
+) -> TrainedHead:
+    """Train every kind, choose on validation, calibrate (T baked in), evaluate on test and the other tests.
+
+    out_of_domain: image name -> embedding of images that belong to no class.
+    """
+    started = time.perf_counter()
+    x, y, class_names = data.x, data.y, data.class_names
+    train, val, test = data.train, data.val, data.test
     batch_size = training_batch_size(len(train))
 
     heads, candidates = {}, {}
-    for kind in kinds:
+    for kind in recipe.kinds:
         heads[kind], info = train_head(
             kind,
             x[train],
@@ -550,41 +593,42 @@ def train_own_head(
             x[val],
             y[val],
             num_classes=len(class_names),
-            seed=seed,
-            epochs=epochs,
-            min_delta=min_delta,
+            seed=recipe.seed,
+            epochs=recipe.epochs,
+            min_delta=recipe.min_delta,
             batch_size=batch_size,
             name=name,
-            clip=clip,
+            clip=recipe.clip,
         )
         val_accuracy = evaluate(predict(heads[kind], x[val]), y[val], class_names)["accuracy"]
         candidates[kind] = {"validation_accuracy": val_accuracy, **info}
         log.info("%s head: %s", kind, candidates[kind])
-    chosen = choose_head({k: c["validation_accuracy"] for k, c in candidates.items()}, mlp_margin)
+    chosen = choose_head({k: c["validation_accuracy"] for k, c in candidates.items()}, recipe.mlp_margin)
     model = heads[chosen]
 
-    val_logits, test_logits = head_logits(model, x[val]), head_logits(model, x[test])
+    tests = {"test": (x[test], y[test]), **data.other_tests}
+    val_logits = head_logits(model, x[val])
+    test_logits = {split: head_logits(model, tx) for split, (tx, _) in tests.items()}
     temperature = fit_temperature(val_logits, y[val])
     calibration = {
         "method": "temperature scaling: T minimises the validation NLL, baked into the last Dense layer (kernel/T, bias/T)",
         "temperature": round(temperature, 4),
         "ece_bins": ECE_BINS,
         "note": None if temperature != 1.0 else "every validation prediction is right: no evidence to calibrate, T = 1",
+        "validation": calibration_numbers(val_logits, y[val], temperature),
+        **{split: calibration_numbers(test_logits[split], ty, temperature) for split, (_, ty) in tests.items()},
     }
-    for split, logits, truth in (("validation", val_logits, y[val]), ("test", test_logits, y[test])):
-        calibration[split] = {
-            "ece_before": round(expected_calibration_error(softmax(logits), truth), 4),
-            "ece_after": round(expected_calibration_error(softmax(logits / temperature), truth), 4),
-            "nll_before": round(nll(logits, truth), 4),
-            "nll_after": round(nll(logits, truth, temperature), 4),
-        }
     bake_temperature(model, temperature)
 
-    val_probabilities, test_probabilities = predict(model, x[val]), predict(model, x[test])
-    test_record = evaluate(test_probabilities, y[test], class_names)
-    min_score = recommend_min_score(val_probabilities, y[val], precision=target_precision, keep_correct=keep_correct)
+    val_probabilities = predict(model, x[val])
+    test_probabilities = {split: predict(model, tx) for split, (tx, _) in tests.items()}
+    scored = {split: evaluate(test_probabilities[split], ty, class_names) for split, (_, ty) in tests.items()}
+    test_record = scored.pop("test")
+    min_score = recommend_min_score(
+        val_probabilities, y[val], precision=recipe.target_precision, keep_correct=recipe.keep_correct
+    )
     if min_score is None:
-        log.warning("no score floor reaches %.2f validation precision: recommended_min_score is null", target_precision)
+        log.warning("no score floor reaches %.2f validation precision: recommended_min_score is null", recipe.target_precision)
     ood = None
     if out_of_domain:
         names = list(out_of_domain)
@@ -596,34 +640,108 @@ def train_own_head(
 
     record = {
         "head_type": chosen,
-        "head_choice": f"linear unless the MLP beats it on validation accuracy by more than {mlp_margin}",
+        "head_choice": f"linear unless the MLP beats it on validation accuracy by more than {recipe.mlp_margin}",
         "candidates": candidates,
         "classes": class_names,
         "split": {
-            "rule": f"per class, seeded: round(n*{val_fraction}) (>=1) validation, round(n*{test_fraction}) (>=1) test, "
-            f"the rest training; every class needs >= {min_per_class} usable images",
+            "rule": data.split_rule,
             "train": len(train),
             "validation": len(val),
             "test": len(test),
             "per_class": {"train": class_counts(train), "validation": class_counts(val), "test": class_counts(test)},
-            "seed": seed,
+            "seed": recipe.seed,
             "batch_size": batch_size,
         },
         "test_accuracy": test_record["accuracy"],
         "validation_accuracy": evaluate(val_probabilities, y[val], class_names)["accuracy"],
         "test": test_record,
+        "other_tests": {split: {k: r[k] for k in ("accuracy", "count", "per_class")} for split, r in scored.items()},
         "calibration": calibration,
         "recommended_min_score": min_score,
         "min_score_rule": (
-            f"the larger of: the smallest top-1 score at which the kept validation predictions are >= {target_precision:.0%} "
-            f"correct, and the score {keep_correct:.0%} of the correct validation predictions reach; rounded down; "
-            "a profile's min_score leaves the label null below it"
+            f"the larger of: the smallest top-1 score at which the kept validation predictions are >= "
+            f"{recipe.target_precision:.0%} correct, and the score {recipe.keep_correct:.0%} of the correct validation "
+            "predictions reach; rounded down; a profile's min_score leaves the label null below it"
         ),
         "min_score_effect": {
             "validation": floor_effect(val_probabilities, y[val], min_score),
-            "test": floor_effect(test_probabilities, y[test], min_score),
+            "test": floor_effect(test_probabilities["test"], y[test], min_score),
+            **{split: floor_effect(test_probabilities[split], ty, min_score) for split, (_, ty) in data.other_tests.items()},
         },
         "out_of_domain": ood,
         "train_s": round(time.perf_counter() - started, 1),
     }
-    return OwnHead(model, chosen, class_names, record, np.array(test_record["confusion_matrix"]))
+    return TrainedHead(model, chosen, class_names, record, np.array(test_record["confusion_matrix"]))
+
+
+def profile_entry(name: str, uri: str, min_score: float | None) -> str:
+    floor = f", min_score: {min_score}" if min_score is not None else ""
+    return f"model.heads: [{{name: {name}, uri: {uri}{floor}}}]"
+
+
+def write_head(
+    head: TrainedHead,
+    *,
+    name: str,
+    input_normalisation: str,
+    backbone: dict,
+    artifacts: Path,
+    reports: Path,
+    about: dict,
+    target: float | None = None,
+) -> dict:
+    """The one output of head training: ARTIFACTS/NAME (Keras) + NAME_tflite, REPORTS/NAME/evaluation.json + PNG.
+
+    about: what the source says of its images (labels, counts, how they were embedded, checks),
+    placed in the report after the artifact keys. target: the test accuracy the head needs to be
+    written at all (None: any); below it the report says so and no artifact is touched.
+    Returns the record (its "passed" key: the target was met).
+    """
+    from model.convert import convert
+
+    trained = dict(head.record)
+    accuracy = trained.pop("test_accuracy")
+    passed = target is None or accuracy >= target
+    keras_dir, tflite_dir = artifacts / name, artifacts / f"{name}_tflite"
+    meta = tflite_meta = None
+    if passed:
+        meta = write_head_artifact(
+            head.model,
+            keras_dir,
+            name=name,
+            class_names=head.class_names,
+            backbone_meta=backbone,
+            head_kind=head.kind,
+            input_normalisation=input_normalisation,
+            extra={
+                "trained_on": f"{about['labels']}: {trained['split']['train']} images (tools/train_head.py)",
+                "test_accuracy": accuracy,
+                "temperature": trained["calibration"]["temperature"],
+                "recommended_min_score": trained["recommended_min_score"],
+            },
+        )
+        tflite_meta = convert(keras_dir, tflite_dir)
+    record = {
+        "head": name,
+        "head_version": meta and meta["version"],
+        "artifact": str(keras_dir) if passed else None,
+        "tflite_artifact": str(tflite_dir) if passed else None,
+        "tflite_version": tflite_meta and tflite_meta["version"],
+        "profile_entry": profile_entry(name, str(tflite_dir), trained["recommended_min_score"]) if passed else None,
+        "test_accuracy": accuracy,
+        "target_test_accuracy": target,
+        "passed": passed,
+        "input_normalisation": input_normalisation,
+        "backbone": backbone["name"],
+        "backbone_version": backbone["version"],
+        **about,
+        **trained,
+    }
+    plot_confusion(
+        head.test_confusion,
+        head.class_names,
+        reports / name / "confusion_matrix.png",
+        f"{name} ({head.kind}), {trained['split']['test']} test images: top-1 {accuracy:.2%}",
+    )
+    (reports / name / "evaluation.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record

@@ -1,30 +1,37 @@
-"""Train a head on your own labelled images: labels -> the tagging job's embeddings -> a head.
+"""Train a head on the backbone's embedding: your own labelled images, or the built-in product-category head.
 
     python -m tools.train_head --labels URI --name NAME [--profile P] [--set key=value ...]
-    make train-head LABELS=URI NAME=NAME [PROFILE=conf/local.yaml] [TRAIN_HEAD_ARGS='--set fetch.threads=8']
+    python -m tools.train_head [--profile P] [--train-size N] ...   (the built-in head, product_category)
+    make train-head [LABELS=URI NAME=NAME] [PROFILE=conf/local.yaml] [TRAIN_HEAD_ARGS='--set fetch.threads=8']
 
-URI: a CSV or Parquet file with columns `url` and `label` (and optionally `image_id`), local or
-s3://; or a local folder with one subfolder per class (each image file in it, at any depth,
-becomes a file:// url labelled with the subfolder's name). Steps:
+One way to train a head, whatever its labelled images are:
 
-1. labels: read and check them; rows without a url or label, and repeats of an image_id (the
-   first row is kept), are dropped and counted;
-2. embed: write a manifest (image_id, url) with the labelled images plus the out-of-domain
-   photos (tools.datasets.real_photo_paths, image_id `_ood_:<file>`), and run the real job,
-   `spark-submit jobs/tag_images.py --set model.heads=[] --set model.embedding=true`, with the
-   profile's spark-submit options: the cluster does the embedding, so a million images is no
-   harder than a thousand. Rows with status error (fetch/decode failures) are counted as
-   dropped, with examples, and left out;
-3. train (tools/head_training.py): refuse a single class or a class with fewer than 5 usable
-   images (naming it); stratified train/validation/test split; linear and MLP heads chosen on
-   validation; temperature scaling baked in; test accuracy, per-class precision/recall,
-   ECE before/after, a recommended min_score, the out-of-domain check;
-4. write: model/artifacts/NAME (Keras) and model/artifacts/NAME_tflite (model.convert), input
-   the L2-normalised embedding (meta input_normalisation: l2); reports/train-head/NAME/
-   evaluation.json and confusion_matrix.png; the profile entry to use the head is logged.
+1. labelled images, embedded with the job's profile (its backbone, model.uri, and its decode settings):
+   - with --labels: a CSV or Parquet file with columns `url` and `label` (and optionally
+     `image_id`), local or s3://; or a local folder with one subfolder per class (each image file
+     in it, at any depth, becomes a file:// url labelled with the subfolder's name). Rows without
+     a url or label, and repeats of an image_id (the first row is kept), are dropped and counted.
+     A manifest (image_id, url) with them plus the out-of-domain photos
+     (tools.datasets.real_photo_paths, image_id `_ood_:<file>`) goes through the real job,
+     `spark-submit jobs/tag_images.py --set model.heads=[] --set model.embedding=true`, with the
+     profile's spark-submit options: the cluster does the embedding, so a million images is no
+     harder than a thousand. Rows the job could not fetch or decode are counted as dropped, with
+     examples. Input: the L2-normalised embedding (input_normalisation l2); split per class;
+   - without --labels: Fashion-MNIST items rendered as product photos (tools/category_head.py,
+     with the profile's decode settings), embedded by the profile's backbone on this machine and
+     cached; the head is product_category, on the raw embedding (input_normalisation none); the
+     official test items are the test split, and the head is written only when its test accuracy
+     reaches --target (default TARGET_TEST_ACCURACY);
+2. train (tools/head_training.py, the same for both): refuse a single class or a class with too
+   few usable images (naming it); linear and MLP heads chosen on validation; temperature scaling
+   baked in; test accuracy, per-class precision/recall, ECE before/after, a recommended
+   min_score, the out-of-domain check;
+3. write: model/artifacts/NAME (Keras) and model/artifacts/NAME_tflite (model.convert);
+   reports/train-head/NAME/evaluation.json and confusion_matrix.png; the profile entry to use the
+   head is logged.
 
 Exit status: 0 done, 2 bad input (labels, name, profile: the message names the problem),
-1 the embedding job failed.
+1 the embedding job failed or the built-in head missed its target.
 """
 
 from __future__ import annotations
@@ -52,19 +59,32 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.cli import EXIT_BAD_INPUT, exit_status
-from jobs.config import IMAGE_EXTENSIONS, RESERVED_COLUMNS, ConfigError, add_overrides_argument, load_settings
+from jobs.config import IMAGE_EXTENSIONS, RESERVED_COLUMNS, ConfigError, Settings, add_overrides_argument, load_settings
 from jobs.manifest import stable_image_id
 from jobs.spark_args import spark_submit_args
 from model.artifact import ArtifactError
-from tools.head_training import MIN_EXAMPLES_PER_CLASS, LabelError, check_classes
+from tools import category_head
+from tools.head_training import (
+    MIN_EXAMPLES_PER_CLASS,
+    LabelError,
+    LabelledEmbeddings,
+    Recipe,
+    check_classes,
+    fit_head,
+    labelled_embeddings,
+    write_head,
+)
 
 log = logging.getLogger(__name__)
 EXIT_FAILED = 1
 JOB_SCRIPT = Path(__file__).resolve().parents[1] / "jobs" / "tag_images.py"
 IMAGE_SUFFIXES = tuple(IMAGE_EXTENSIONS)
 OOD_PREFIX = "_ood_:"
-# Artifact names that hold the shipped models: a head trained here must not overwrite them.
-BUILT_IN = {"product_category", "efficientnet_lite0"}
+# Artifact names that hold the shipped models: a head on your own labels must not overwrite them.
+BUILT_IN = {category_head.HEAD_NAME, "efficientnet_lite0"}
+# The built-in head is written only at this test accuracy (its test split: Fashion-MNIST's test items, plain renders).
+TARGET_TEST_ACCURACY = 0.90
+OWN_VAL_FRACTION = 0.15
 MAX_EXAMPLES = 10  # failed URLs quoted in the report
 
 
@@ -334,7 +354,7 @@ def join_embeddings(labels: Labels, job: JobRows) -> tuple[np.ndarray, list[str]
 
 
 # --------------------------------------------------------------------------------------------
-# 3-4. train, write
+# 3. the two sources of labelled embeddings; train and write (tools/head_training.py)
 # --------------------------------------------------------------------------------------------
 def backbone_for_heads(model_uri: str) -> dict:
     """{"name", "version"} a head records: the Keras backbone's version (a TFLite backbone's converted_from)."""
@@ -350,121 +370,21 @@ def backbone_for_heads(model_uri: str) -> dict:
     }
 
 
-def profile_entry(name: str, uri: str, min_score: float | None) -> str:
-    floor = f", min_score: {min_score}" if min_score is not None else ""
-    return f"model.heads: [{{name: {name}, uri: {uri}{floor}}}]"
+@dataclass
+class Source:
+    """Labelled embeddings from one source, what the report says of them, and the out-of-domain embeddings."""
+
+    data: LabelledEmbeddings
+    about: dict
+    out_of_domain: dict[str, np.ndarray]
+    ood_failed: dict[str, str]
+    embedding_s: float
 
 
-def train_and_write(
-    args: argparse.Namespace,
-    x: np.ndarray,
-    names: list[str],
-    counts: dict,
-    *,
-    backbone: dict,
-    ood: dict[str, np.ndarray],
-    ood_failed: dict[str, str],
-    job_info: dict,
-) -> dict:
-    """Train, calibrate and evaluate the head; write both artifacts and the confusion matrix; return the record."""
-    from model.convert import convert
-    from tools.head_training import plot_confusion, train_own_head, write_head_artifact
-
-    head = train_own_head(
-        x,
-        names,
-        name=args.name,
-        seed=args.seed,
-        kinds=[k.strip() for k in args.heads.split(",") if k.strip()],
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
-        min_per_class=args.min_per_class,
-        epochs=args.epochs,
-        target_precision=args.target_precision,
-        out_of_domain={image_id[len(OOD_PREFIX) :]: vector for image_id, vector in ood.items()},
-    )
-    record = head.record
-    if record["out_of_domain"] is not None:
-        record["out_of_domain"]["failed"] = {k[len(OOD_PREFIX) :]: v for k, v in ood_failed.items()}
-    keras_dir, tflite_dir = args.artifacts / args.name, args.artifacts / f"{args.name}_tflite"
-    meta = write_head_artifact(
-        head.model,
-        keras_dir,
-        name=args.name,
-        class_names=head.class_names,
-        backbone_meta=backbone,
-        head_kind=head.kind,
-        input_normalisation="l2",
-        extra={
-            "trained_on": f"{args.labels}: {record['split']['train']} images (tools/train_head.py)",
-            "test_accuracy": record["test_accuracy"],
-            "temperature": record["calibration"]["temperature"],
-            "recommended_min_score": record["recommended_min_score"],
-        },
-    )
-    tflite_meta = convert(keras_dir, tflite_dir)
-    entry = profile_entry(args.name, str(tflite_dir), record["recommended_min_score"])
-    record = {
-        "head": args.name,
-        "head_version": meta["version"],
-        "artifact": str(keras_dir),
-        "tflite_artifact": str(tflite_dir),
-        "tflite_version": tflite_meta["version"],
-        "profile_entry": entry,
-        "labels": args.labels,
-        "classes": head.class_names,
-        "test_accuracy": record.pop("test_accuracy"),
-        "counts": counts,
-        "input_normalisation": "l2",
-        "backbone": backbone["name"],
-        "backbone_version": backbone["version"],
-        "embedding_job": job_info,
-        **record,
-    }
-    plot_confusion(
-        head.test_confusion,
-        head.class_names,
-        args.reports / args.name / "confusion_matrix.png",
-        f"{args.name} ({head.kind}), {record['split']['test']} test images: top-1 {record['test_accuracy']:.2%}",
-    )
-    return record
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--labels", required=True, help="CSV/Parquet with url,label (local or s3://), or a class-folder tree")
-    parser.add_argument("--name", required=True, help="the head's name: artifact model/artifacts/NAME(_tflite), report dir")
-    parser.add_argument("--profile", help="the job's profile (default conf/local.yaml): Spark options, backbone, fetch settings")
-    add_overrides_argument(parser, "profile override passed to the embedding job (repeatable)")
-    parser.add_argument("--work", type=Path, default=Path("data/train-head"), help="manifest, job output and log go to WORK/NAME")
-    parser.add_argument(
-        "--job-output",
-        help="where the job writes the embeddings: under this URI, in a folder "
-        "train-head-NAME that each run replaces (default WORK/NAME/embeddings; s3:// on a cluster)",
-    )
-    parser.add_argument("--artifacts", type=Path, default=Path("model/artifacts"), help="where the head artifacts go")
-    parser.add_argument("--reports", type=Path, default=Path("reports/train-head"), help="evaluation goes to REPORTS/NAME")
-    parser.add_argument("--heads", default="linear,mlp", help="head kinds to train and choose from")
-    parser.add_argument("--val-fraction", type=float, default=0.15)
-    parser.add_argument("--test-fraction", type=float, default=0.15)
-    parser.add_argument("--min-per-class", type=int, default=MIN_EXAMPLES_PER_CLASS, help="usable images a class needs")
-    parser.add_argument("--target-precision", type=float, default=0.9, help="validation precision the min_score keeps")
-    parser.add_argument("--epochs", type=int, default=200, help="at most; early stopping on validation loss")
-    parser.add_argument("--no-ood", dest="ood", action="store_false", help="skip the out-of-domain check")
-    parser.add_argument("--spark-submit", help="spark-submit to use (default: beside this Python, else PATH)")
-    parser.add_argument("--seed", type=int, default=7)
-    return parser.parse_args(argv)
-
-
-def train(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    check_name(args.name)
+def own_labelled(args: argparse.Namespace, settings: Settings) -> Source:
+    """--labels: the labelled images embedded by the tagging job (spark-submit)."""
     labels = read_labels(args.labels)
-    # Cheap checks before any Spark work: the profile, the backbone, the classes as labelled.
-    settings = load_settings(args.profile, embedding_overrides(args.overrides))
-    backbone = backbone_for_heads(settings.model.uri)
-    check_classes([r.label for r in labels.rows], args.min_per_class)
-
+    check_classes([r.label for r in labels.rows], args.min_per_class)  # before any Spark work
     work = args.work / args.name
     ood_urls = out_of_domain_photos() if args.ood else {}
     manifest = write_manifest(work / "manifest.parquet", labels.rows, ood_urls)
@@ -482,6 +402,14 @@ def train(args: argparse.Namespace) -> int:
     job = read_job_output(output)
     x, names, counts = join_embeddings(labels, job)
     log.info("used %d images, dropped %d: %s", counts["used"], counts["dropped"], counts["dropped_by_reason"])
+    data = labelled_embeddings(
+        x,
+        names,
+        val_fraction=args.val_fraction or OWN_VAL_FRACTION,
+        test_fraction=args.test_fraction,
+        min_per_class=args.min_per_class,
+        seed=args.seed,
+    )
     metrics = json.loads((work / "metrics.json").read_text()) if (work / "metrics.json").is_file() else {}
     job_info = {
         "command": command,
@@ -490,22 +418,142 @@ def train(args: argparse.Namespace) -> int:
         "steady_images_per_s": round(metrics.get("steady_images_per_s") or 0, 1) or None,
         "output": output,
     }
-    ood = {k: job.embeddings[k] for k in ood_urls if k in job.embeddings}
-    ood_failed = {k: job.errors.get(k, "missing from the job output") for k in ood_urls if k not in job.embeddings}
-    record = train_and_write(args, x, names, counts, backbone=backbone, ood=ood, ood_failed=ood_failed, job_info=job_info)
-    record["timings"] = {
-        "embedding_job_s": round(job_s, 1),
-        "train_s": record.pop("train_s"),
+    return Source(
+        data,
+        {"labels": args.labels, "counts": counts, "embedding_job": job_info},
+        {k[len(OOD_PREFIX) :]: job.embeddings[k] for k in ood_urls if k in job.embeddings},
+        {k[len(OOD_PREFIX) :]: job.errors.get(k, "missing from the job output") for k in ood_urls if k not in job.embeddings},
+        job_s,
+    )
+
+
+def built_in_labelled(args: argparse.Namespace, settings: Settings, backbone: dict, embed: category_head.Embed) -> Source:
+    """No --labels: Fashion-MNIST renders made with the profile's decode settings, embedded by its backbone."""
+    started = time.perf_counter()
+    options = category_head.FashionOptions(
+        train_size=args.train_size,
+        test_size=args.test_size,
+        val_fraction=args.val_fraction or category_head.FashionOptions.val_fraction,
+        plain_share=args.plain_share,
+        gate=args.gate,
+        cache=args.cache,
+        seed=args.seed,
+    )
+    data, about = category_head.fashion_embeddings(
+        options,
+        decode=settings.decode,
+        embed=embed,
+        backbone_version=backbone["job_backbone_version"],
+        batch_size=settings.inference.batch_size,
+    )
+    ood = category_head.out_of_domain_embeddings(embed, decode=settings.decode) if args.ood else {}
+    return Source(data, about, ood, {}, time.perf_counter() - started)
+
+
+def recipe_of(args: argparse.Namespace) -> Recipe:
+    return Recipe(
+        kinds=tuple(k.strip() for k in args.heads.split(",") if k.strip()),
+        epochs=args.epochs,
+        target_precision=args.target_precision,
+        seed=args.seed,
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--labels", help="CSV/Parquet with url,label (local or s3://), or a class-folder tree; none: the built-in head"
+    )
+    parser.add_argument("--name", help="the head's name (with --labels): artifact model/artifacts/NAME(_tflite), report dir")
+    parser.add_argument(
+        "--profile", help="the job's profile (default conf/local.yaml): backbone, decode, Spark and fetch settings"
+    )
+    add_overrides_argument(parser, "profile override, for the embedding and the decode (repeatable)")
+    parser.add_argument("--artifacts", type=Path, default=Path("model/artifacts"), help="where the head artifacts go")
+    parser.add_argument("--reports", type=Path, default=Path("reports/train-head"), help="evaluation goes to REPORTS/NAME")
+    parser.add_argument("--heads", default="linear,mlp", help="head kinds to train and choose from")
+    parser.add_argument(
+        "--val-fraction", type=float, help=f"validation share (default {OWN_VAL_FRACTION}; built-in: 0.1 of --train-size)"
+    )
+    parser.add_argument("--target-precision", type=float, default=0.9, help="validation precision the min_score keeps")
+    parser.add_argument(
+        "--target", type=float, help=f"test accuracy the head needs to be written (built-in default {TARGET_TEST_ACCURACY})"
+    )
+    parser.add_argument("--epochs", type=int, default=Recipe.epochs, help="at most; early stopping on validation loss")
+    parser.add_argument("--no-ood", dest="ood", action="store_false", help="skip the out-of-domain check")
+    parser.add_argument("--seed", type=int, default=7)
+    own = parser.add_argument_group("your own labelled images (--labels)")
+    own.add_argument("--work", type=Path, default=Path("data/train-head"), help="manifest, job output and log go to WORK/NAME")
+    own.add_argument(
+        "--job-output",
+        help="where the job writes the embeddings: under this URI, in a folder "
+        "train-head-NAME that each run replaces (default WORK/NAME/embeddings; s3:// on a cluster)",
+    )
+    own.add_argument("--test-fraction", type=float, default=0.15)
+    own.add_argument("--min-per-class", type=int, default=MIN_EXAMPLES_PER_CLASS, help="usable images a class needs")
+    own.add_argument("--spark-submit", help="spark-submit to use (default: beside this Python, else PATH)")
+    built_in = parser.add_argument_group("the built-in product-category head (no --labels)")
+    defaults = category_head.FashionOptions
+    built_in.add_argument(
+        "--train-size", type=int, default=defaults.train_size, help="items of the 60,000 training split (stratified)"
+    )
+    built_in.add_argument(
+        "--test-size", type=int, default=defaults.test_size, help="test items to evaluate (all 10,000 for the record)"
+    )
+    built_in.add_argument(
+        "--plain-share", type=float, default=defaults.plain_share, help="share of training items rendered plain"
+    )
+    built_in.add_argument("--gate", choices=sorted(category_head.RENDERS), default=defaults.gate, help="the test split's render")
+    built_in.add_argument("--cache", type=Path, default=defaults.cache, help="embedding cache directory")
+    built_in.add_argument("--pipeline-check", type=int, default=200, help="product photos run through the job's decode path")
+    return parser.parse_args(argv)
+
+
+def train(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    if args.labels:
+        check_name(args.name)
+    elif args.name not in (None, category_head.HEAD_NAME):
+        raise LabelError(f"NAME={args.name!r} needs LABELS: without labelled images the head is {category_head.HEAD_NAME}")
+    name = args.name if args.labels else category_head.HEAD_NAME
+    # Cheap checks before any embedding work: the profile and the backbone.
+    settings = load_settings(args.profile, embedding_overrides(args.overrides))
+    backbone = backbone_for_heads(settings.model.uri)
+    embed = category_head.job_backbone(settings.model.uri, batch_size=settings.inference.batch_size)
+    source = own_labelled(args, settings) if args.labels else built_in_labelled(args, settings, backbone, embed)
+
+    head = fit_head(source.data, name=name, recipe=recipe_of(args), out_of_domain=source.out_of_domain)
+    if head.record["out_of_domain"] is not None:
+        head.record["out_of_domain"]["failed"] = source.ood_failed
+    about = dict(source.about)
+    checks_s = time.perf_counter()
+    if not args.labels and args.pipeline_check:
+        about["product_photo_check"] = category_head.product_photo_check(
+            head.model, embed, args.pipeline_check, args.seed, decode=settings.decode
+        )
+    about["timings"] = {
+        "embedding_s": round(source.embedding_s, 1),
+        "train_s": head.record.pop("train_s"),
+        "checks_s": round(time.perf_counter() - checks_s, 1),
         "total_s": round(time.perf_counter() - started, 1),
     }
-    (args.reports / args.name).mkdir(parents=True, exist_ok=True)
-    (args.reports / args.name / "evaluation.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    target = args.target if args.target is not None or args.labels else TARGET_TEST_ACCURACY
+    record = write_head(
+        head,
+        name=name,
+        input_normalisation=source.data.input_normalisation,
+        backbone=backbone,
+        artifacts=args.artifacts,
+        reports=args.reports,
+        about=about,
+        target=target,
+    )
     calibration = record["calibration"]
     ood_record = record["out_of_domain"]
     ood_said = f"; out-of-domain above it: {ood_record['labelled_above_min_score']}/{ood_record['images']}" if ood_record else ""
     log.info(
         "%s: %s head, test top-1 %.2f%% on %d images; ECE (test) %.3f -> %.3f with T=%.3f; recommended min_score %s%s",
-        args.name,
+        name,
         record["head_type"],
         100 * record["test_accuracy"],
         record["split"]["test"],
@@ -515,7 +563,10 @@ def train(args: argparse.Namespace) -> int:
         record["recommended_min_score"],
         ood_said,
     )
-    log.info("wrote %s and %s; report %s", record["artifact"], record["tflite_artifact"], args.reports / args.name)
+    if not record["passed"]:
+        log.error("test accuracy %.4f is below the target %.2f: no artifact written", record["test_accuracy"], target)
+        return EXIT_FAILED
+    log.info("wrote %s and %s; report %s", record["artifact"], record["tflite_artifact"], args.reports / name)
     log.info("to tag with it, add to a profile: %s", record["profile_entry"])
     return 0
 
