@@ -570,3 +570,17 @@ def test_an_iteration_after_a_rejected_one_is_compared_with_the_one_before(full_
     note = next(n for n in iteration_notes(runs, {"07-int8"}) if n.startswith("**08-h**"))
     assert "Versus 06-f" in note
     assert bench["index"]["int8"]["profile"] == "07-int8"
+
+
+def test_cpu_facts_name_the_instruction_sets_int8_depends_on():
+    from tools.benchmark.markdown import cpu_isa_text
+    from tools.benchmark.runner import cpu_facts
+
+    x86 = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx2 fma\n\nprocessor\t: 1\nmodel name\t: other\n"
+    assert cpu_facts(x86) == ("AMD EPYC 7B13", ["avx2"])
+    sapphire = "model name\t: Intel(R) Xeon(R)\nflags\t: avx2 avx512f avx512_vnni avx_vnni amx_int8 amx_tile\n"
+    assert cpu_facts(sapphire)[1] == ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"]
+    graviton = "processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\nCPU part\t: 0xd40\n"
+    assert cpu_facts(graviton) == ("", ["asimddp", "i8mm"])
+    assert cpu_isa_text({"cpu_isa": ["avx2"]}) == "; avx2"
+    assert cpu_isa_text({}) == "; instruction sets not recorded"

@@ -145,8 +145,8 @@ def test_resolve_prints_every_setting_with_the_defaults_filled_in(capsys):
     assert set(_flatten(resolved)) == set(_flatten(Settings().as_dict())) | {"profile", "output_columns"}
     assert resolved["profile"] == "emr"
     assert resolved["spark"]["master"] == "yarn"  # the profile's own value
-    # conf/emr.yaml names no model, batch size or timeout: the defaults stand in the resolution.
-    assert resolved["model"] == Settings().as_dict()["model"]
+    # conf/emr.yaml names its backbone (int8) but no head, batch size or timeout: the defaults stand in.
+    assert resolved["model"] == {**Settings().as_dict()["model"], "uri": "model/artifacts/efficientnet_lite0_int8"}
     assert resolved["fetch"]["connect_timeout_s"] == Settings().fetch.connect_timeout_s
     # What Terraform reads takes nothing from elsewhere: the settings are load_settings' own.
     assert {k: v for k, v in resolved.items() if k not in ("profile", "output_columns")} == load_settings(EMR).as_dict()

@@ -56,14 +56,33 @@ def test_gate_measurements_and_verdict():
         {"probabilities": float_p, "embedding": embedding}, {"probabilities": int8_p, "embedding": embedding * 2}, photo_rows
     )
     assert measured["confident_images"] == 100 and measured["top1_agreement_confident"] == pytest.approx(0.99)
-    assert measured["top1_in_top5"] == 1.0 and measured["real_photos_top1_kept"] == 1.0
+    assert measured["top1_in_top5"] == 1.0 and measured["real_photos_top1_kept"] == measured["real_photos_kept"] == 1.0
     assert measured["embedding_cosine_median"] == pytest.approx(1.0)
     verdict = quantise.judge(measured, {"float": 0.87, "int8": 0.865})
     assert verdict["adopted"] and len(verdict["gates"]) == 5
     assert not quantise.judge(measured, {"float": 0.87, "int8": 0.85})["adopted"]  # the head lost 2 points
-    flipped = {**measured, "real_photos_top1_kept": 5 / 6}
+    flipped = {**measured, "real_photos_kept": 5 / 6}
     failed = quantise.judge(flipped, None)
-    assert not failed["adopted"] and [g["gate"] for g in failed["gates"] if not g["passed"]] == ["real_photos_top1_kept"]
+    assert not failed["adopted"] and [g["gate"] for g in failed["gates"] if not g["passed"]] == ["real_photos_kept"]
+
+
+def test_a_near_tie_may_swap_its_two_best_but_a_clear_answer_must_stay():
+    float_p = np.array(
+        [
+            [0.3735, 0.3710, 0.2555],  # chelsea.png's near-tie: a 0.0025 lead
+            [0.30, 0.27, 0.43],  # a close call the other way round: top-1 is class 2 by 0.13
+            [0.60, 0.30, 0.10],  # a clear answer
+        ]
+    )
+    swapped = np.array([[0.371, 0.372, 0.257], [0.30, 0.27, 0.43], [0.60, 0.30, 0.10]])
+    assert quantise.photos_kept(float_p, swapped) == 1.0  # the near-tie kept within int8's top-2
+    third = swapped.copy()
+    third[0] = [0.30, 0.31, 0.39]  # the near-tie's answer falls to int8's third place
+    assert quantise.photos_kept(float_p, third) == pytest.approx(2 / 3)
+    clear_flip = swapped.copy()
+    clear_flip[2] = [0.30, 0.60, 0.10]  # a 0.30 lead lost: not a near-tie
+    assert quantise.photos_kept(float_p, clear_flip) == pytest.approx(2 / 3)
+    assert quantise.photos_kept(float_p, swapped, near_tie=0.0) == pytest.approx(2 / 3)  # no tolerance: the swap fails
 
 
 def test_layers_kept_float_are_those_erring_by_more_than_a_step():

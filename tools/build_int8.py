@@ -84,7 +84,7 @@ def head_accuracy(head_dir: Path, float_backbone, int8_backbone) -> dict | None:
 
     items, labels = fashion_mnist("t10k")
     indices = np.arange(HEAD_TEST_ITEMS)
-    images = render_items(items, indices, split="t10k", seed=HEAD_TEST_SEED)
+    images = render_items(items, indices, split="t10k", seed=HEAD_TEST_SEED, decode=DecodeSettings())
     head = load_artifact(str(head_dir))
     accuracy = {}
     for name, backbone in (("float", float_backbone), ("int8", int8_backbone)):

@@ -63,6 +63,7 @@ def int8_block(quality: dict | None, runs: list[dict]) -> dict | None:
         "top1_in_top5": measured["top1_in_top5"],
         "top1_agreement": measured["top1_agreement"],
         "real_photos_top1_kept": measured["real_photos_top1_kept"],
+        "real_photos_kept": measured.get("real_photos_kept"),  # the gate: near-ties kept within int8's top-2
         "embedding_cosine_median": measured["embedding_cosine_median"],
         "embedding_cosine_p1": measured["embedding_cosine_p1"],
         "head_accuracy": quality.get("head_accuracy"),

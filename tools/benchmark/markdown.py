@@ -87,7 +87,7 @@ def render_markdown(bench: dict, summary: dict, prices: cost.PriceTable, plots: 
         f"# Benchmark report: {index['bench_id']}",
         "",
         f"Commit `{index['git_commit']}`, {index['images']} images, Spark `{index['master']}` on {m['cpus']} CPUs "
-        f"({m['cpu_model']}, {m['memory_gb']:.0f} GB). Load average at start: "
+        f"({m['cpu_model']}{cpu_isa_text(m)}, {m['memory_gb']:.0f} GB). Load average at start: "
         f"{', '.join(f'{v:.2f}' for v in index['load_avg_at_start'])} (the machine may be shared: a high load "
         "means noisy numbers).",
         "",
@@ -192,7 +192,7 @@ def render_markdown(bench: dict, summary: dict, prices: cost.PriceTable, plots: 
     lines += scaling_lines(summary["scaling"])
     lines += sizes_lines(summary["sizes"], STEADY_TARGET)
     lines += plot_lines(plots)
-    lines += cost_section(summary, prices, best)
+    lines += cost_section(summary, prices, best, m)
     records = bench["dir"].relative_to(REPO) if bench["dir"].is_relative_to(REPO) else bench["dir"]
     lines += ["## Reproduce", "", f"`make bench IMAGES={index['images']} && make report`; records: `{records}`.", ""]
     return "\n".join(lines)
@@ -213,7 +213,15 @@ def plot_lines(plots: list[str]) -> list[str]:
     return lines
 
 
-def cost_section(summary: dict, prices: cost.PriceTable, best: dict | None) -> list[str]:
+def cpu_isa_text(machine: dict) -> str:
+    """'; avx2, avx512_vnni, ...' for the header: the instruction sets int8 and float speed depend on."""
+    isa = machine.get("cpu_isa")
+    if isa is None:  # a bench recorded before the instruction sets were
+        return "; instruction sets not recorded"
+    return "; " + (", ".join(isa) if isa else "none of avx2/avx512f/VNNI/AMX/asimddp/i8mm")
+
+
+def cost_section(summary: dict, prices: cost.PriceTable, best: dict | None, machine: dict | None = None) -> list[str]:
     if not best:
         return []
     per_core = cost.per_core_rate(best["steady_images_per_s"], cores_of(best))
@@ -234,6 +242,12 @@ def cost_section(summary: dict, prices: cost.PriceTable, best: dict | None) -> l
         "YARN and OS overhead, S3 latency, EBS and data transfer not included). The 300-million-image run uses the "
         f"nodes needed to finish in 24 hours plus one on-demand {prices.master} master "
         f"(${master.on_demand_usd_h:.3f} + ${master.emr_usd_h:.3f} EMR per hour).",
+        "",
+        (f"**The CPU it was measured on:** {machine.get('cpu_model') or 'unknown'}{cpu_isa_text(machine)}. " if machine else "")
+        + "The per-core rate is this CPU's, and another CPU can be far off: int8 most of all, which needs VNNI or AMX "
+        "(c6i/c7i/m7i have AVX-512 VNNI, c7i/m7i also AMX; Graviton 3 has dot-product and i8mm). int8 measured 1.1x "
+        "float per core on an AVX2-only EPYC and 2.2-2.5x on CPUs with VNNI, and Keras iteration 01 ran at half the "
+        "speed on one 2-core machine that it did on another: read a projection to another CPU as within about 2x.",
         "",
         f"Prices: {prices.region}, {prices.currency}, as of {prices.as_of}, written {prices.compiled_on}"
         f"{'' if prices.verified else ', **not verified: re-check before quoting**'}; sources: "

@@ -346,17 +346,32 @@ def summary_line(record: dict) -> str:
     )
 
 
+# The instruction sets that decide how fast the backbone runs, int8 above all: VNNI and AMX on
+# x86 (c6i/c7i/m7i have AVX-512 VNNI, c7i/m7i AMX), dot-product and i8mm on arm64.
+DECISIVE_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def cpu_facts(cpuinfo: str) -> tuple[str, list[str]]:
+    """(CPU model, the DECISIVE_ISA it has) from /proc/cpuinfo's text (x86 `flags`, arm64 `Features`)."""
+    model, flags = "", set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "Model") and not model:
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    return model, [isa for isa in DECISIVE_ISA if isa in flags]
+
+
 def machine_info() -> dict:
-    model = ""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+        model, isa = cpu_facts(Path("/proc/cpuinfo").read_text())
     except OSError:
-        pass
+        model, isa = "", []
     return {
         "cpu_model": model,
+        "cpu_isa": isa,
         "cpus": os.cpu_count(),
         "memory_gb": psutil.virtual_memory().total / 2**30,
         "platform": platform.platform(),
