@@ -33,6 +33,12 @@ ARTIFACTS_ROOT ?= .
 CODE_PACKAGE ?= dist/image-tagger-code.tar.gz
 # Tree to package (jobs/, model/, conf/, requirements.txt, setup.py); e.g. a clean checkout.
 PACKAGE_ROOT ?= .
+# The nodes' Python environment, built once per deploy from the resolved profile (its model formats
+# pick LiteRT or TensorFlow; infra/scripts/node_env.py): a wheelhouse for the nodes' platform that
+# Terraform uploads to code/wheelhouse-<hash>/ and the bootstrap installs with --no-index, and for
+# EMR Serverless the same packed as a virtual environment (spark.archives).
+NODE_ENV ?= dist/node-env
+NODE_ENV_ARCHIVE ?= dist/node-env.tar.gz
 
 # make submit. OUTPUT defaults to s3://<data bucket>/outputs/<profile>/tags/, the Glue
 # table's location; runs add to it (--incremental) unless REPLACE=1.
@@ -55,22 +61,34 @@ TF_VARS = -var 'region=$(REGION)' \
 	-var 'code_package=$(abspath $(CODE_PACKAGE))' \
 	-var 'artifacts_root=$(abspath $(ARTIFACTS_ROOT))' \
 	-var 'bootstrap_script=$(abspath infra/scripts/bootstrap.sh)' \
+	-var 'node_env_dir=$(abspath $(NODE_ENV))' \
+	-var 'node_env_archive=$(abspath $(NODE_ENV_ARCHIVE))' \
+	-var 'entry_point=$(abspath jobs/tag_images.py)' \
 	$(TF_ARGS)
 EMR_CTL = $(PY) infra/scripts/emr_ctl.py --tf-dir $(TF_DIR) --terraform $(TERRAFORM)
 # The -var that wins over TF_ARGS: the compute exists (1) or not (0).
 CLUSTER_ON = -var cluster_enabled=true
 CLUSTER_OFF = -var cluster_enabled=false
+SERVERLESS_ON = -var serverless_enabled=true
+SERVERLESS_OFF = -var serverless_enabled=false
+# Whether a terraform output is set (true) or null/absent (false): the cluster and the Serverless
+# application deploy independently, so each target keeps the other as it is deployed now.
+deployed = $(if $(filter-out null,$(shell $(TF) output -json $(1) 2>/dev/null)),true,false)
+CLUSTER_KEEP = -var cluster_enabled=$(call deployed,cluster_id)
+SERVERLESS_KEEP = -var serverless_enabled=$(call deployed,serverless)
+# The packed environment is built when the application exists or is being deployed.
+PACK_NODE_ENV ?= $(call deployed,serverless)
 
 .PHONY: deploy-cluster plan-cluster submit destroy-cluster destroy-all check-infra install-infra package-code \
-	infra-preflight infra-init infra-model infra-profile
+	deploy-serverless submit-serverless destroy-serverless node-env infra-preflight infra-init infra-model infra-profile
 
-deploy-cluster: infra-preflight infra-profile package-code infra-model infra-init ## Package the code, build missing models, terraform apply the cluster and buckets, upload bootstrap/code/the profile's models
-	$(TF) apply -input=false -auto-approve $(TF_VARS) $(CLUSTER_ON)
+deploy-cluster: infra-preflight infra-profile package-code infra-model infra-init node-env ## Package the code, build missing models and the node environment, terraform apply the cluster and buckets, upload bootstrap/code/wheelhouse/the profile's models
+	$(TF) apply -input=false -auto-approve $(TF_VARS) $(CLUSTER_ON) $(SERVERLESS_KEEP)
 	$(EMR_CTL) fallback --poll $(POLL) --timeout $(FALLBACK_TIMEOUT)
 	@$(TF) output
 
-plan-cluster: infra-preflight infra-profile package-code infra-model infra-init ## terraform plan of the cluster (PLAN_ARGS=-detailed-exitcode etc.)
-	$(TF) plan -input=false $(TF_VARS) $(CLUSTER_ON) $(PLAN_ARGS)
+plan-cluster: infra-preflight infra-profile package-code infra-model infra-init node-env ## terraform plan of the cluster (PLAN_ARGS=-detailed-exitcode etc.)
+	$(TF) plan -input=false $(TF_VARS) $(CLUSTER_ON) $(SERVERLESS_KEEP) $(PLAN_ARGS)
 
 submit: ## Add a spark-submit step (adds to the profile's output dataset, prints the Athena query): make submit MANIFEST=s3://... [PROFILE=emr OUTPUT=s3://... REPLACE=1 SET='k=v ...' WAIT=0 POLL=30 TIMEOUT=7200]
 	@test -n "$(MANIFEST)" || { echo "submit: set MANIFEST=s3://bucket/path/manifest" >&2; exit 2; }
@@ -80,7 +98,7 @@ submit: ## Add a spark-submit step (adds to the profile's output dataset, prints
 		$(if $(filter 0 no false,$(WAIT)),--no-wait) --poll $(POLL) --timeout $(TIMEOUT)
 
 destroy-cluster: infra-preflight infra-profile infra-init ## Remove the cluster, network, roles and artifacts bucket; KEEP the data and logs buckets and their contents
-	$(TF) apply -input=false -auto-approve $(TF_VARS) $(CLUSTER_OFF)
+	$(TF) apply -input=false -auto-approve $(TF_VARS) $(CLUSTER_OFF) $(SERVERLESS_KEEP)
 	@echo "destroy-cluster: kept the data and logs buckets; make deploy-cluster brings the cluster back, make destroy-all deletes them"
 
 # One shell: with nothing in the state there is nothing to do (an apply would create the buckets).
@@ -95,6 +113,26 @@ destroy-all: infra-preflight infra-profile infra-init ## DESTRUCTIVE: delete EVE
 	$(TF) apply -input=false -auto-approve $(TF_VARS) $(CLUSTER_OFF) -var force_destroy_buckets=true; \
 	$(EMR_CTL) empty-buckets; \
 	$(TF) destroy -input=false -auto-approve $(TF_VARS) $(CLUSTER_OFF) -var force_destroy_buckets=true
+
+deploy-serverless: PACK_NODE_ENV = true
+deploy-serverless: infra-preflight infra-profile package-code infra-model infra-init node-env ## EMR Serverless: terraform apply the application, its job role, the packed environment and entry point (same buckets, Glue table, models; the cluster stays as it is)
+	$(TF) apply -input=false -auto-approve $(TF_VARS) $(SERVERLESS_ON) $(CLUSTER_KEEP)
+	@$(TF) output serverless
+
+submit-serverless: ## Start an EMR Serverless job run (same arguments as make submit): make submit-serverless MANIFEST=s3://... [PROFILE=emr OUTPUT=... REPLACE=1 SET='k=v ...' WAIT=0 POLL=30 TIMEOUT=7200]
+	@test -n "$(MANIFEST)" || { echo "submit-serverless: set MANIFEST=s3://bucket/path/manifest" >&2; exit 2; }
+	@test -f conf/$(EMR_PROFILE).yaml || { echo "submit-serverless: no profile conf/$(EMR_PROFILE).yaml" >&2; exit 2; }
+	$(EMR_CTL) submit-serverless --manifest '$(MANIFEST)' --profile '$(EMR_PROFILE)' \
+		$(if $(OUTPUT),--output '$(OUTPUT)') $(if $(filter 1 yes true,$(REPLACE)),--replace) $(foreach kv,$(SET),--set '$(kv)') \
+		$(if $(filter 0 no false,$(WAIT)),--no-wait) --poll $(POLL) --timeout $(TIMEOUT)
+
+destroy-serverless: PACK_NODE_ENV = false
+destroy-serverless: infra-preflight infra-profile package-code infra-model infra-init node-env ## Remove the EMR Serverless application, its role and uploads; the cluster, buckets and Glue table stay as they are
+	$(TF) apply -input=false -auto-approve $(TF_VARS) $(SERVERLESS_OFF) $(CLUSTER_KEEP)
+
+node-env: infra-profile infra-model ## Build the nodes' Python environment for the profile (dist/node-env; PACK_NODE_ENV=true also the packed one)
+	$(PY) infra/scripts/node_env.py --resolved $(RESOLVED_PROFILE) --artifacts-root $(ARTIFACTS_ROOT) --out $(NODE_ENV) \
+		$(if $(filter true,$(PACK_NODE_ENV)),--pack $(NODE_ENV_ARCHIVE))
 
 check-infra: infra-preflight ## terraform fmt -check, terraform validate and checkov on infra/terraform
 	$(TERRAFORM) fmt -check -recursive -diff $(TF_DIR)

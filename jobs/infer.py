@@ -18,7 +18,7 @@ import numpy as np
 
 from jobs.fetch import s3_client
 from model.artifact import ArtifactError, ModelArtifact, load_artifact
-from model.runtime import ModelFn, build_model_runner
+from model.runtime import ModelFn, build_model_runner, require_runtime
 
 
 def top_k(probabilities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,9 +62,11 @@ class ModelBundle:
 def load_bundle(uri: str, heads: list[dict]) -> ModelBundle:
     """Read the backbone and each head (driver side); a head must match the backbone's weights."""
     backbone = load_artifact(uri, s3_client=s3_client)
+    require_runtime(backbone)  # a Keras model on a LiteRT-only node: exit 2 now, not in every task
     loaded = []
     for head in heads:
         artifact = load_artifact(head["uri"], s3_client=s3_client)
+        require_runtime(artifact)
         if artifact.meta.get("kind") != "head":
             raise ArtifactError(f"model.heads {head['name']}: {head['uri']} is not a head artifact (kind != head)")
         compatible = {backbone.version, backbone.meta.get("converted_from")}

@@ -12,13 +12,14 @@ worker that runs LiteRT never imports TensorFlow.
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from model.artifact import ModelArtifact
+from model.artifact import ArtifactError, ModelArtifact
 
 ModelFn = Callable[[np.ndarray], dict[str, np.ndarray]]  # a loaded model: batch -> named outputs
 Predict = Callable[[np.ndarray], np.ndarray]  # batch -> class probabilities
@@ -107,14 +108,42 @@ def tflite_runner(artifact: ModelArtifact, batch_size: int, threads: int) -> Mod
 
 
 RUNNERS: dict[str, Callable[[ModelArtifact, int, int], ModelFn]] = {"keras": keras_runner, "tflite": tflite_runner}
+# The module each format's runner imports, and what installs it: a LiteRT node has no TensorFlow
+# (requirements-node-litert.txt), so a Keras profile there must say so before any work starts.
+RUNTIME_MODULES: dict[str, tuple[str, str]] = {
+    "keras": ("tensorflow", "TensorFlow (tensorflow-cpu; requirements-node-keras.txt, or -gpu)"),
+    "tflite": ("ai_edge_litert", "LiteRT (ai-edge-litert; requirements-node-litert.txt)"),
+}
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a finder that refuses the module, or a broken parent package
+        return False
+
+
+def require_runtime(artifact: ModelArtifact) -> None:
+    """Raise ArtifactError naming the runtime the artifact's format needs when this Python lacks it.
+
+    Cheap (finds the module, does not import it), so the driver can check every model at start-up.
+    """
+    fmt = artifact.meta["format"]
+    if fmt not in RUNNERS:
+        raise ArtifactError(f"model {artifact.name}: unknown artifact format {fmt!r} (known: {', '.join(RUNNERS)})")
+    module, runtime = RUNTIME_MODULES[fmt]
+    if not _importable(module):
+        raise ArtifactError(
+            f"model {artifact.name} is a {fmt} artifact and needs {runtime}, but this Python has no {module!r}: "
+            "deploy with a profile whose model format matches the nodes' runtime (the node environment is chosen "
+            "from the profile's model formats at deploy), or use the model's tflite artifact"
+        )
 
 
 def build_model_runner(artifact: ModelArtifact, batch_size: int, threads: int = 0) -> ModelFn:
     """Backbone: uint8 (N, H, W, 3) -> {"probabilities", "embedding"}; head: (N, D) -> {"probabilities"}."""
-    fmt = artifact.meta["format"]
-    if fmt not in RUNNERS:
-        raise ValueError(f"model {artifact.name}: unknown artifact format {fmt!r} (known: {', '.join(RUNNERS)})")
-    return RUNNERS[fmt](artifact, batch_size, threads)
+    require_runtime(artifact)
+    return RUNNERS[artifact.meta["format"]](artifact, batch_size, threads)
 
 
 def build_predictor(artifact: ModelArtifact, batch_size: int, threads: int = 0) -> Predict:

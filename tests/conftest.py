@@ -13,6 +13,9 @@ from tools.datasets import skimage_data_dir
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_DIR = REPO / "model" / "artifacts" / "efficientnet_lite0"
+LOCAL_PROFILE = REPO / "conf" / "local.yaml"
+# What the tests need on top of the local profile: few shuffle partitions, timestamps in UTC.
+TEST_SPARK_CONF = {"spark.sql.shuffle.partitions": "2", "spark.sql.session.timeZone": "UTC"}
 
 # Everything local stays on loopback; Python workers use this interpreter.
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -24,18 +27,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 @pytest.fixture(scope="session")
 def spark(aws_endpoint):
-    """Started after the S3 emulator so Python workers inherit AWS_ENDPOINT_URL."""
+    """The local profile's Spark settings (the job's default, C1-only JIT included) on local[2].
+
+    Started after the S3 emulator so Python workers inherit AWS_ENDPOINT_URL.
+    """
     from pyspark.sql import SparkSession
 
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("image-tagger-tests")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.ui.enabled", "false")
-        .config("spark.python.worker.reuse", "true")
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
+    from jobs.config import load_settings
+
+    conf = load_settings(LOCAL_PROFILE).spark.conf | TEST_SPARK_CONF
+    builder = SparkSession.builder.master("local[2]").appName("image-tagger-tests")
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
     yield session
     session.stop()
 

@@ -1,16 +1,22 @@
 #!/bin/bash
 # EMR bootstrap action: runs on every node (master, core, task) before
-# Hadoop and Spark start. Installs the project's pinned Python dependencies
-# and the packaged code into a virtual environment that spark-env's
-# PYSPARK_PYTHON points at.
+# Hadoop and Spark start. Installs the packaged code and its Python
+# dependencies into a virtual environment that spark-env's PYSPARK_PYTHON
+# points at. The dependencies come only from the wheelhouse the deploy
+# uploaded (pip --no-index): no node reaches PyPI, so a spot replacement
+# starts the same way on the day PyPI is slow or a wheel is yanked.
 #
 #   bootstrap.sh --code s3://BUCKET/code/image-tagger-HASH.tar.gz \
+#                --wheelhouse s3://BUCKET/code/wheelhouse-HASH/ \
 #                [--install-dir /opt/image-tagger] [--python python3.11] [--gpu]
 #
-# --gpu (GPU instance types): TensorFlow with CUDA instead of tensorflow-cpu, same version.
+# The wheelhouse holds the profile's runtime, chosen at deploy (infra/scripts/node_env.py):
+# LiteRT only, or TensorFlow (with CUDA for a GPU profile) too. --gpu (GPU instance types)
+# makes Spark's GPU discovery script executable.
 set -euo pipefail
 
 code_uri=""
+wheelhouse_uri=""
 install_dir="/opt/image-tagger"
 python_bin="python3.11"
 gpu=0
@@ -18,6 +24,7 @@ gpu=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --code) code_uri="$2"; shift 2 ;;
+    --wheelhouse) wheelhouse_uri="$2"; shift 2 ;;
     --install-dir) install_dir="$2"; shift 2 ;;
     --python) python_bin="$2"; shift 2 ;;
     --gpu) gpu=1; shift ;;
@@ -25,8 +32,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-if [ -z "$code_uri" ]; then
-  echo "bootstrap: --code s3://... is required" >&2
+if [ -z "$code_uri" ] || [ -z "$wheelhouse_uri" ]; then
+  echo "bootstrap: --code s3://... and --wheelhouse s3://.../ are required" >&2
   exit 2
 fi
 
@@ -49,24 +56,28 @@ aws s3 cp --only-show-errors "$code_uri" "$install_dir/code.tar.gz"
 tar -xzf "$install_dir/code.tar.gz" -C "$install_dir"
 rm -f "$install_dir/code.tar.gz"
 
-log "creating virtual environment with $python_bin"
-"$python_bin" -m venv "$install_dir/venv"
-pip="$install_dir/venv/bin/python -m pip"
-$pip install --quiet --upgrade pip
-
-# The cluster brings its own Spark (spark-submit puts EMR's pyspark first on
-# the workers' PYTHONPATH), so the pyspark pin is not installed on the nodes.
-grep -viE '^[[:space:]]*pyspark([[:space:]=<>!~;[]|$)' "$install_dir/requirements.txt" > "$install_dir/requirements-node.txt"
+log "fetching the wheelhouse $wheelhouse_uri"
+aws s3 cp --only-show-errors --recursive "${wheelhouse_uri%/}/" "$install_dir/wheelhouse"
 if [ "$gpu" = 1 ]; then
-  sed -i -E 's/^tensorflow-cpu==/tensorflow[and-cuda]==/' "$install_dir/requirements-node.txt"
   chmod a+x "$install_dir"/conf/spark/*.sh  # Spark's GPU discovery script
 fi
 
-log "installing pinned dependencies"
-$pip install --quiet --no-cache-dir -r "$install_dir/requirements-node.txt"
+log "creating virtual environment with $python_bin"
+"$python_bin" -m venv "$install_dir/venv"
+# Only the uploaded wheels: no index, whatever pip configuration the image carries.
+install="$install_dir/venv/bin/python -m pip install --quiet --disable-pip-version-check --no-cache-dir --no-index --find-links $install_dir/wheelhouse"
+started=$(date +%s)
+$install --upgrade pip setuptools wheel
+
+# requirements-node.txt: every wheel of the runtime, pinned (the cluster brings its own pyspark).
+runtime=$("$python_bin" -c 'import json, sys; print(json.load(open(sys.argv[1]))["runtime"])' "$install_dir/wheelhouse/node-env.json")
+log "installing the $runtime runtime from the wheelhouse"
+$install -r "$install_dir/wheelhouse/requirements-node.txt"
 
 log "installing the project's packages (jobs, model)"
-$pip install --quiet --no-cache-dir --no-deps "$install_dir"
+$install --no-deps --no-build-isolation "$install_dir"
+log "installed in $(( $(date +%s) - started ))s, $(du -sh "$install_dir/venv" | cut -f1) on disk"
+rm -rf "$install_dir/wheelhouse"
 
 # The Spark and YARN users run the job: give them read access.
 $sudo chmod -R a+rX "$install_dir"

@@ -25,8 +25,14 @@ Usage::
     python infra/scripts/emr_ctl.py fallback [--timeout 900] [--poll 30]
     python infra/scripts/emr_ctl.py check-models --profile emr [--artifacts-root .]
     python infra/scripts/emr_ctl.py empty-buckets [--bucket NAME ...]
+    python infra/scripts/emr_ctl.py submit-serverless --manifest s3://.../manifest.csv --profile emr \\
+        [--output s3://...] [--replace] [--set key=value ...] [--no-wait] [--poll 30] [--timeout 7200]
 
-Exit status: 0 done (or submitted with --no-wait), 1 the step failed or was
+``submit-serverless`` starts an EMR Serverless job run with the job's arguments as ``submit``
+builds them; the Python environment is the packed one the deploy uploaded (``spark.archives``),
+and the Spark settings are the resolved profile's spark.conf.
+
+Exit status: 0 done (or submitted with --no-wait), 1 the step (or job run) failed or was
 cancelled, 2 bad usage, an invalid profile or missing cluster facts, 3 a model artifact the
 profile names is missing (check-models), 124 timed out while waiting.
 """
@@ -51,6 +57,14 @@ T = TypeVar("T")
 
 STEP_OK = "COMPLETED"
 STEP_FAILED = frozenset({"CANCELLED", "FAILED", "INTERRUPTED"})
+JOB_RUN_OK = "SUCCESS"
+JOB_RUN_FAILED = frozenset({"FAILED", "CANCELLED"})
+# EMR Serverless: the packed environment (spark.archives ...#environment) unpacks to ./environment
+# in every driver and executor container; its Python runs the job, its conf/ holds the profiles.
+SERVERLESS_ENV = "environment"
+SERVERLESS_PYTHON = f"./{SERVERLESS_ENV}/bin/python"
+# Spark settings EMR Serverless cannot honour: it has no GPU workers.
+GPU_CONF_PREFIXES = ("spark.executor.resource.gpu.", "spark.task.resource.gpu.", "spark.driver.resource.gpu.")
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_MISSING = 3
@@ -202,6 +216,35 @@ def model_overrides(resolved: Mapping[str, Any], model_uris: Mapping[str, str], 
     return sets
 
 
+def job_arguments(
+    *,
+    manifest: str,
+    output: str,
+    profile: str,
+    profile_path: str,
+    resolved: Mapping[str, Any],
+    model_uris: Mapping[str, str],
+    overrides: Sequence[str] = (),
+    incremental: bool = True,
+) -> list[str]:
+    """The job's own arguments (after its entry point), the same on the cluster and on EMR Serverless.
+
+    The models live in S3, so every model URI of ``resolved`` (the profile as
+    :func:`resolved_profile` reads it) is pointed at its uploaded copy before
+    the caller's ``overrides``. ``incremental`` adds the job's ``--incremental``:
+    the output keeps earlier runs' rows (without it the job replaces the output).
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise CtlError(f"--set expects key=value, got {item!r}")
+    args = ["--manifest", manifest, "--output", output, "--profile", profile_path]
+    if incremental:
+        args.append("--incremental")
+    for item in [*model_overrides(resolved, model_uris, profile=profile), *overrides]:
+        args += ["--set", item]
+    return args
+
+
 def emr_step_args(
     facts: ClusterFacts,
     *,
@@ -215,35 +258,20 @@ def emr_step_args(
     """Arguments of ``command-runner.jar``: spark-submit of the installed job.
 
     The code, the profile and the virtual environment were installed on every
-    node by the bootstrap action; the models live in S3, so every model URI of
-    ``resolved`` (the profile as :func:`resolved_profile` reads it) is pointed at its uploaded copy
-    before the caller's ``overrides``. ``incremental`` adds the job's
-    ``--incremental``: the output keeps earlier runs' rows (without it the
-    job replaces the output).
+    node by the bootstrap action; :func:`job_arguments` says the rest.
     """
-    for item in overrides:
-        if "=" not in item:
-            raise CtlError(f"--set expects key=value, got {item!r}")
     install = facts.install_dir.rstrip("/")
-    args = [
-        "spark-submit",
-        "--master",
-        "yarn",
-        "--deploy-mode",
-        "client",
-        f"{install}/jobs/tag_images.py",
-        "--manifest",
-        manifest,
-        "--output",
-        output,
-        "--profile",
-        f"{install}/conf/{profile}.yaml",
-    ]
-    if incremental:
-        args.append("--incremental")
-    for item in [*model_overrides(resolved, facts.model_uris, profile=profile), *overrides]:
-        args += ["--set", item]
-    return args
+    job = job_arguments(
+        manifest=manifest,
+        output=output,
+        profile=profile,
+        profile_path=f"{install}/conf/{profile}.yaml",
+        resolved=resolved,
+        model_uris=facts.model_uris,
+        overrides=overrides,
+        incremental=incremental,
+    )
+    return ["spark-submit", "--master", "yarn", "--deploy-mode", "client", f"{install}/jobs/tag_images.py", *job]
 
 
 def missing_artifacts(uris: Sequence[str], artifacts_root: Path) -> list[str]:
@@ -314,6 +342,137 @@ def wait_for_step(client: Any, cluster_id: str, step_id: str, poll: Poll) -> dic
     if not done:
         raise WaitTimeout(f"step {step_id} still {step['Status']['State']} after {poll.timeout_s:.0f}s")
     return step
+
+
+@dataclass(frozen=True)
+class ServerlessFacts:
+    """What a job run needs to know about the deployed EMR Serverless application (the ``serverless`` output)."""
+
+    application_id: str
+    job_role_arn: str
+    archive_uri: str  # the packed environment (spark.archives)
+    entry_point: str  # s3:// of jobs/tag_images.py
+    log_uri: str
+    region: str
+    data_bucket: str
+    model_uris: dict[str, str] = field(default_factory=dict)
+    glue_table: dict[str, Any] | None = None
+
+
+def serverless_facts_from_outputs(outputs: dict[str, Any]) -> ServerlessFacts:
+    """:class:`ServerlessFacts` from the outputs of infra/terraform; :class:`CtlError` when no application is deployed."""
+    app = outputs.get("serverless")
+    if not app:
+        raise CtlError("no EMR Serverless application deployed (terraform output serverless is null): run make deploy-serverless")
+    return ServerlessFacts(
+        application_id=app["application_id"],
+        job_role_arn=app["job_role_arn"],
+        archive_uri=app["archive_uri"],
+        entry_point=app["entry_point"],
+        log_uri=app["log_uri"],
+        region=outputs["region"],
+        data_bucket=outputs["bucket_names"]["data"],
+        model_uris=dict(outputs.get("model_uris") or {}),
+        glue_table=outputs.get("glue_table") or None,
+    )
+
+
+def serverless_spark_conf(resolved: Mapping[str, Any], archive_uri: str) -> dict[str, str]:
+    """The job run's Spark settings: the packed environment and its Python, then the profile's spark.conf.
+
+    Raises :class:`CtlError` for a profile that asks for GPUs (EMR Serverless has none) and for a
+    value with whitespace (``sparkSubmitParameters`` is one space-separated string).
+    """
+    conf = {
+        "spark.archives": f"{archive_uri}#{SERVERLESS_ENV}",
+        "spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON": SERVERLESS_PYTHON,
+        "spark.emr-serverless.driverEnv.PYSPARK_PYTHON": SERVERLESS_PYTHON,
+        "spark.executorEnv.PYSPARK_PYTHON": SERVERLESS_PYTHON,
+    }
+    profile_conf = {key: str(value) for key, value in resolved["spark"]["conf"].items()}
+    gpu = sorted(key for key in profile_conf if key.startswith(GPU_CONF_PREFIXES))
+    if gpu:
+        raise CtlError(f"profile {resolved.get('profile')} asks for GPUs ({', '.join(gpu)}): EMR Serverless has no GPU workers")
+    spaced = sorted(key for key, value in profile_conf.items() if not value or any(c.isspace() for c in value))
+    if spaced:
+        raise CtlError(f"spark.conf {', '.join(spaced)}: empty or with whitespace, which sparkSubmitParameters cannot carry")
+    clash = sorted(set(conf) & set(profile_conf))
+    if clash:
+        raise CtlError(f"spark.conf {', '.join(clash)} is set by submit-serverless (the packed environment)")
+    return {**conf, **profile_conf}
+
+
+def serverless_job_run(
+    facts: ServerlessFacts,
+    *,
+    name: str,
+    manifest: str,
+    output: str,
+    profile: str,
+    resolved: Mapping[str, Any],
+    overrides: Sequence[str] = (),
+    incremental: bool = True,
+) -> dict[str, Any]:
+    """The ``start_job_run`` request: the job's arguments as ``submit`` builds them, the profile from the archive."""
+    arguments = job_arguments(
+        manifest=manifest,
+        output=output,
+        profile=profile,
+        profile_path=f"./{SERVERLESS_ENV}/conf/{profile}.yaml",
+        resolved=resolved,
+        model_uris=facts.model_uris,
+        overrides=overrides,
+        incremental=incremental,
+    )
+    conf = serverless_spark_conf(resolved, facts.archive_uri)
+    return {
+        "applicationId": facts.application_id,
+        "executionRoleArn": facts.job_role_arn,
+        "name": name,
+        "jobDriver": {
+            "sparkSubmit": {
+                "entryPoint": facts.entry_point,
+                "entryPointArguments": arguments,
+                "sparkSubmitParameters": " ".join(f"--conf {key}={value}" for key, value in conf.items()),
+            }
+        },
+        "configurationOverrides": {"monitoringConfiguration": {"s3MonitoringConfiguration": {"logUri": facts.log_uri}}},
+    }
+
+
+def job_run_log_uri(log_uri: str, application_id: str, job_run_id: str) -> str:
+    """Where EMR Serverless writes a job run's logs (driver stdout: ``SPARK_DRIVER/stdout.gz`` there)."""
+    return f"{log_uri.rstrip('/')}/applications/{application_id}/jobs/{job_run_id}/"
+
+
+def wait_for_job_run(client: Any, application_id: str, job_run_id: str, poll: Poll) -> dict[str, Any]:
+    """Poll the job run until it ends (SUCCESS, FAILED, CANCELLED); print its state each time."""
+
+    def ended(run: dict[str, Any], elapsed: float) -> bool:
+        poll.echo(f"[{elapsed:6.0f}s] job run {job_run_id} {run['state']}")
+        return run["state"] == JOB_RUN_OK or run["state"] in JOB_RUN_FAILED
+
+    def probe() -> dict[str, Any]:
+        return client.get_job_run(applicationId=application_id, jobRunId=job_run_id)["jobRun"]
+
+    run, done = poll_until(probe, ended, poll)
+    if not done:
+        raise WaitTimeout(f"job run {job_run_id} still {run['state']} after {poll.timeout_s:.0f}s")
+    return run
+
+
+def driver_stdout(s3: Any, logs: str) -> str | None:
+    """The driver's stdout (the job's summary) from the job run's logs, or None while it is not there."""
+    import gzip
+
+    from botocore.exceptions import ClientError
+
+    bucket, _, prefix = logs.removeprefix("s3://").partition("/")
+    try:
+        body = s3.get_object(Bucket=bucket, Key=f"{prefix}SPARK_DRIVER/stdout.gz")["Body"].read()
+    except ClientError:
+        return None
+    return gzip.decompress(body).decode("utf-8", errors="replace")
 
 
 def ensure_task_capacity(client: Any, cluster_id: str, spot_group_id: str, on_demand_group_id: str, poll: Poll) -> int:
@@ -429,6 +588,15 @@ def s3_client(region: str) -> Any:
     return boto3.client("s3", region_name=region, config=config)
 
 
+def emr_serverless_client(region: str) -> Any:
+    """An EMR Serverless client with bounded, standard retries; honours AWS_ENDPOINT_URL."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=60)
+    return boto3.client("emr-serverless", region_name=region, config=config)
+
+
 def emr_client(region: str) -> Any:
     """An EMR client with bounded, standard retries; honours AWS_ENDPOINT_URL."""
     import boto3
@@ -477,6 +645,16 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--name", help="step name")
     submit.add_argument("--no-wait", dest="wait", action="store_false", help="return once the step is added")
     polling(submit, 7200.0)
+
+    serverless = sub.add_parser("submit-serverless", help="start an EMR Serverless job run of jobs/tag_images.py")
+    serverless.add_argument("--manifest", required=True, help="manifest URI (s3://...)")
+    serverless.add_argument("--profile", default="emr", help="profile name under conf/ (without .yaml)")
+    serverless.add_argument("--output", help="output URI; default s3://<data bucket>/outputs/<profile>/tags/")
+    serverless.add_argument("--replace", dest="incremental", action="store_false", help="run the job without --incremental")
+    serverless.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    serverless.add_argument("--name", help="job run name")
+    serverless.add_argument("--no-wait", dest="wait", action="store_false", help="return once the job run is started")
+    polling(serverless, 7200.0)
 
     wait = sub.add_parser("wait", help="wait for a step to end")
     wait.add_argument("--step-id", required=True)
@@ -556,6 +734,41 @@ def _submit(args: argparse.Namespace) -> int:
     return status
 
 
+def _submit_serverless(args: argparse.Namespace) -> int:
+    facts = serverless_facts_from_outputs(terraform_outputs(args.tf_dir, args.terraform))
+    output = args.output or default_output_uri(facts.data_bucket, args.profile)
+    request = serverless_job_run(
+        facts,
+        name=args.name or f"tag-images {args.profile} {args.manifest.rsplit('/', 1)[-1]}",
+        manifest=args.manifest,
+        output=output,
+        profile=args.profile,
+        resolved=resolved_profile(args.profile, args.conf_dir),
+        overrides=args.overrides,
+        incremental=args.incremental,
+    )
+    client = emr_serverless_client(facts.region)
+    job_run_id = client.start_job_run(**request)["jobRunId"]
+    logs = job_run_log_uri(facts.log_uri, facts.application_id, job_run_id)
+    mode = "adding to" if args.incremental else "replacing"
+    print(f"started job run {job_run_id} on {facts.application_id}: output {output} ({mode} it); logs {logs}")
+    if not args.wait:
+        return 0
+    try:
+        run = wait_for_job_run(client, facts.application_id, job_run_id, Poll(args.poll, args.timeout))
+    except WaitTimeout as exc:
+        log.error("%s; it keeps running (logs %s)", exc, logs)
+        return EXIT_TIMEOUT
+    print(f"job run {job_run_id} {run['state']}: logs {logs}")
+    if run["state"] != JOB_RUN_OK:
+        log.error("job run %s %s: %s", job_run_id, run["state"], run.get("stateDetails", ""))
+        return EXIT_FAILED
+    summary = driver_stdout(s3_client(facts.region), logs)
+    print(summary.rstrip() if summary else f"(the job's summary is not in {logs}SPARK_DRIVER/stdout.gz yet)")
+    print(athena_hint(facts.glue_table, output))
+    return 0
+
+
 def _wait_for(args: argparse.Namespace) -> int:
     facts = _facts(args)
     return _wait(emr_client(facts.region), facts, args.step_id, args)
@@ -624,6 +837,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "submit": _submit,
+        "submit-serverless": _submit_serverless,
         "wait": _wait_for,
         "fallback": _fallback,
         "check-models": _check_models,

@@ -6,7 +6,8 @@ adds, and two drills: a spot node lost mid-run, and a driver lost mid-run then r
 
 What is real: Terraform and the AWS provider (against moto on 127.0.0.1); the bootstrap script
 and its arguments as EMR holds them, run on every node (aws s3 cp from the emulator, a fresh
-venv, pip from a local wheelhouse so nothing leaves the machine); the pinned Spark's master and
+venv, pip --no-index from the wheelhouse `make deploy-cluster` uploaded to the emulated S3, as on a
+cluster node: nothing leaves the machine); the pinned Spark's master and
 two workers, each in its own JVM with one core; the spark-defaults and spark-env EMR was given,
 with sizes scaled down to this machine; the step's spark-submit arguments as EMR holds them,
 only `--master yarn` pointed at the standalone master; the models read from the emulated
@@ -48,7 +49,7 @@ REGION = "eu-west-1"
 NAME = "rehearsal"
 INSTALL_DIR = "/opt/image-tagger"  # infra/terraform's default install_dir: the paths EMR's spark-env and step name
 AWS_CLI_VENV = REPO / ".venv-aws"
-WHEELHOUSE = REPO / "dist" / "wheelhouse"
+NODE_ENV = REPO / "dist" / "node-env"  # infra.mk's NODE_ENV: make install builds it, deploy-cluster uploads it
 # The EMR profile's Spark settings sized for this machine: 1-core workers, a few GB of memory.
 # Dynamic allocation needs YARN's external shuffle service, which a standalone cluster lacks.
 SCALED_DOWN = {
@@ -110,14 +111,14 @@ def check_prerequisites() -> None:
         problems.append("root and unshare (util-linux): each node is a mount namespace with its own " + INSTALL_DIR)
     if not (AWS_CLI_VENV / "bin" / "aws").exists():
         problems.append(f"the AWS CLI in {AWS_CLI_VENV} (the bootstrap runs aws s3 cp): run make install")
-    if not (WHEELHOUSE / ".complete").exists():
-        problems.append(f"the wheelhouse {WHEELHOUSE} the nodes install from offline: run make install")
+    if not (NODE_ENV / "node-env.json").exists():
+        problems.append(f"the node environment {NODE_ENV} deploy-cluster uploads (built ahead, offline after): run make install")
     if problems:
         raise RehearsalError("rehearse-emr needs " + "; ".join(problems))
 
 
 def aws_env(endpoint: str, scratch: Path) -> dict[str, str]:
-    """Every AWS SDK call (boto3, awscli, Terraform) goes to the emulator, nowhere else."""
+    """Every AWS SDK call (boto3, awscli, Terraform) goes to the emulator, nowhere else (the infra tests use it too)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TF_", "PIP_"))}
     (scratch / "terraformrc").write_text("")
     env.update(
@@ -127,7 +128,7 @@ def aws_env(endpoint: str, scratch: Path) -> dict[str, str]:
         AWS_REGION=REGION,
         AWS_DEFAULT_REGION=REGION,
         AWS_EC2_METADATA_DISABLED="true",
-        AWS_MAX_ATTEMPTS="2",
+        AWS_MAX_ATTEMPTS="2",  # an action the emulator lacks fails fast instead of retrying for minutes
         AWS_CONFIG_FILE=str(scratch / "no-aws-config"),
         AWS_SHARED_CREDENTIALS_FILE=str(scratch / "no-aws-credentials"),
         TF_CLI_CONFIG_FILE=str(scratch / "terraformrc"),
@@ -223,6 +224,16 @@ def runs_python(node: Node) -> bool:
     return False
 
 
+def node_install(bootstrap_log: Path) -> dict:
+    """What the bootstrap says it installed: the runtime, seconds and venv size (its 'installed in' line)."""
+    text = bootstrap_log.read_text(errors="replace")
+    runtime = re.search(r"installing the (\w+) runtime from the wheelhouse", text)
+    installed = re.search(r"installed in (\d+)s, (\S+) on disk", text)
+    if not (runtime and installed):
+        raise RehearsalError(f"{bootstrap_log}: no wheelhouse install logged:\n{text[-2000:]}")
+    return {"runtime": runtime.group(1), "install_s": int(installed.group(1)), "venv_size": installed.group(2)}
+
+
 def read_output(output: Path) -> list[dict]:
     import pyarrow.dataset as ds
 
@@ -266,6 +277,7 @@ class Rehearsal:
         self.timings: dict[str, float] = {}
         self.scaled: list[str] = []
         self.steps: list[subprocess.Popen] = []  # every step started, killed with the cluster
+        self.node_installs: dict[str, dict] = {}  # node -> runtime, install seconds, venv size (bootstrap.log)
 
     # -- deploy ---------------------------------------------------------------------------
     def deploy(self, env: dict[str, str]) -> dict:
@@ -294,11 +306,11 @@ class Rehearsal:
     def bootstrap(self, env: dict[str, str], emr, cluster_id: str) -> None:
         """Every node runs the bootstrap action EMR holds: script from S3, same arguments."""
         (action,) = emr.list_bootstrap_actions(ClusterId=cluster_id)["BootstrapActions"]
+        # No pip configuration of this machine (its indexes, find-links): only what the bootstrap fetched.
         node_env = {
             **env,
             "PATH": f"{AWS_CLI_VENV / 'bin'}:{env['PATH']}",
-            "PIP_NO_INDEX": "1",
-            "PIP_FIND_LINKS": str(WHEELHOUSE),
+            "PIP_CONFIG_FILE": os.devnull,
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         }
         Path(INSTALL_DIR).mkdir(parents=True, exist_ok=True)  # the mount point each node binds its own dir to
@@ -315,6 +327,7 @@ class Rehearsal:
 
         with concurrent.futures.ThreadPoolExecutor(len(self.nodes)) as pool:
             list(pool.map(run, self.nodes))
+        self.node_installs = {node.name: node_install(node.root / "bootstrap.log") for node in self.nodes}
 
     def start_cluster(self, env: dict[str, str], conf_dir: Path) -> str:
         port, ui_port = free_port(), free_port()
@@ -583,8 +596,17 @@ def rehearse(work: Path, images: int) -> dict:
         "step_args": spot_args,
         "spot": spot,
         "driver": driver,
+        "node_installs": rehearsal.node_installs,
         "timings": {**rehearsal.timings, "total_s": round(time.monotonic() - started, 1)},
     }
+
+
+def install_summary(installs: dict[str, dict]) -> str:
+    """e.g. 'litert from the uploaded wheelhouse (--no-index), 14-16s, 480M each'."""
+    runtimes = sorted({item["runtime"] for item in installs.values()})
+    seconds = sorted(item["install_s"] for item in installs.values())
+    sizes = sorted({item["venv_size"] for item in installs.values()})
+    return f"{'/'.join(runtimes)} from the uploaded wheelhouse (--no-index), {seconds[0]}-{seconds[-1]}s, {'/'.join(sizes)} each"
 
 
 def summary_line(record: dict) -> str:
@@ -597,7 +619,8 @@ def summary_line(record: dict) -> str:
         f"0 duplicates, {spot['images_per_s']:.1f} images/s end to end | "
         f"driver drill: killed the driver at {driver['killed_at_s']}s after {driver['chunks_done_at_kill']}/{driver['chunks']} "
         f"chunks ({driver['rows_committed_at_kill']} rows committed); the re-submitted step resumed: {driver['rows_in']} rows, "
-        f"0 duplicates, committed rows not redone | total {record['timings']['total_s']}s: PASSED"
+        f"0 duplicates, committed rows not redone | nodes: {install_summary(record['node_installs'])} | "
+        f"total {record['timings']['total_s']}s: PASSED"
     )
 
 

@@ -73,12 +73,14 @@ resource "aws_emr_cluster" "this" {
     }
   }
 
-  # Installs the pinned Python dependencies and the packaged code on every node.
+  # Installs the packaged code and, from the uploaded wheelhouse (pip --no-index), its
+  # Python dependencies on every node.
   bootstrap_action {
     name = "install-image-tagger"
     path = "s3://${aws_s3_object.bootstrap[0].bucket}/${aws_s3_object.bootstrap[0].key}"
     args = concat([
       "--code", "s3://${aws_s3_object.code[0].bucket}/${aws_s3_object.code[0].key}",
+      "--wheelhouse", local.node_env_uri,
       "--install-dir", var.install_dir,
       "--python", var.python_bin,
     ], local.gpu_nodes ? ["--gpu"] : [])
@@ -92,6 +94,10 @@ resource "aws_emr_cluster" "this" {
   # The models come from the resolved profile (model.uri, model.heads[*].uri) and are
   # uploaded by aws_s3_object.model; make submit points the job at the copies.
   lifecycle {
+    precondition {
+      condition     = local.node_env != null
+      error_message = "No node environment at ${local.node_env_manifest}: make deploy-cluster builds it (make node-env PROFILE=...: the wheelhouse the bootstrap installs with --no-index)."
+    }
     precondition {
       condition     = length(local.models_remote) == 0
       error_message = "Profile ${local.profile_name} names ${join(", ", local.models_remote)}: the profile must name local artifact directories (e.g. model/artifacts/efficientnet_lite0_tflite), which make deploy-cluster uploads and make submit points at their S3 copies."
@@ -111,6 +117,7 @@ resource "aws_emr_cluster" "this" {
     aws_iam_role_policy.emr_service_pass_role,
     aws_iam_role_policy.instance_s3,
     aws_s3_object.model,
+    aws_s3_object.node_env,
     aws_s3_bucket_policy.this,
     aws_vpc_security_group_egress_rule.nodes,
     aws_vpc_security_group_egress_rule.service_to_nodes,

@@ -18,12 +18,19 @@ locals {
   # count of every compute resource (cluster, roles, network, artifacts
   # bucket): 0 after `make destroy-cluster`, which keeps the data and logs buckets.
   cluster_count = var.cluster_enabled ? 1 : 0
+  # The artifacts bucket (code, node environment, models) serves the cluster and the
+  # Serverless application alike: it exists while either does.
+  artifacts_enabled = var.cluster_enabled || var.serverless_enabled
+  serverless_count  = var.serverless_enabled ? 1 : 0
 
   # Resolve a relative path against this directory, keep an absolute one.
   resolved_profile_file = startswith(var.resolved_profile_path, "/") ? var.resolved_profile_path : "${path.module}/${var.resolved_profile_path}"
   code_file             = startswith(var.code_package, "/") ? var.code_package : "${path.module}/${var.code_package}"
   bootstrap_file        = startswith(var.bootstrap_script, "/") ? var.bootstrap_script : "${path.module}/${var.bootstrap_script}"
   artifacts_root        = startswith(var.artifacts_root, "/") ? var.artifacts_root : "${path.module}/${var.artifacts_root}"
+  node_env_dir          = startswith(var.node_env_dir, "/") ? var.node_env_dir : "${path.module}/${var.node_env_dir}"
+  node_env_archive      = startswith(var.node_env_archive, "/") ? var.node_env_archive : "${path.module}/${var.node_env_archive}"
+  entry_point_file      = startswith(var.entry_point, "/") ? var.entry_point : "${path.module}/${var.entry_point}"
 
   # One source of truth: the job profile, as the job's own config resolves it
   # (`python -m jobs.config --resolve conf/<profile>.yaml`, written by make
@@ -39,12 +46,19 @@ locals {
   gpu_nodes = anytrue([for t in [var.core_instance_type, var.task_instance_type] : can(regex("^(g[0-9]|p[0-9])", t))])
   # Read only while the cluster exists: destroy-cluster needs no code package.
   code_checksum = var.cluster_enabled ? filemd5(local.code_file) : ""
+  # The nodes' wheelhouse (infra/scripts/node_env.py): its manifest names the runtime and the
+  # content-addressed prefix; every file goes there. Read only while the cluster exists.
+  # A missing one stops the plan with a precondition (emr.tf) that says how to build it.
+  node_env_manifest = "${local.node_env_dir}/node-env.json"
+  node_env          = var.cluster_enabled && fileexists(local.node_env_manifest) ? jsondecode(file(local.node_env_manifest)) : null
+  node_env_files    = local.node_env == null ? [] : fileset(local.node_env_dir, "*")
+  node_env_uri      = local.node_env == null ? "" : "s3://${local.buckets.artifacts}/${local.node_env.prefix}/"
 
   # The models of the profile (backbone, then heads), exactly as written
   # there: local artifact directories, relative to artifacts_root unless
   # absolute. Each is uploaded to models/<basename>/.
   model_uris_named = distinct(concat([local.settings.model.uri], [for head in local.settings.model.heads : head.uri]))
-  models = var.cluster_enabled ? {
+  models = local.artifacts_enabled ? {
     for uri in local.model_uris_named : uri => {
       dir  = startswith(uri, "/") ? trimsuffix(uri, "/") : "${local.artifacts_root}/${trimsuffix(uri, "/")}"
       name = basename(trimsuffix(uri, "/"))

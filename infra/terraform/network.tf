@@ -1,10 +1,13 @@
-# A VPC with one private subnet for the cluster (outbound through a NAT
-# gateway for PyPI, S3 through a gateway endpoint) unless var.subnet_id names
-# an existing subnet. All of it belongs to the cluster: none of it exists
+# A VPC with one private subnet for the cluster (S3 through a gateway
+# endpoint; with internet_egress, everything else through a NAT gateway: http(s)
+# image URLs) unless var.subnet_id names an existing subnet. The nodes install
+# from the wheelhouse the deploy uploaded to S3, so they need no PyPI. All of it belongs to the cluster: none of it exists
 # while cluster_enabled is false (make destroy-cluster).
 
 locals {
   create_network = var.cluster_enabled && var.subnet_id == null
+  # The public subnet, internet and NAT gateways and the private default route: only with internet_egress.
+  nat_count = local.create_network && var.internet_egress ? 1 : 0
   # null while there is no network (cluster_enabled = false): coalesce would fail.
   az = var.availability_zone != null ? var.availability_zone : try(data.aws_availability_zones.available[0].names[0], null)
 }
@@ -62,8 +65,9 @@ resource "aws_subnet" "private" {
 }
 
 # The public subnet only holds the NAT gateway; no instance gets a public IP.
+# Without internet_egress there is none of it: S3 only, through the gateway endpoint.
 resource "aws_subnet" "public" {
-  count = local.create_network ? 1 : 0
+  count = local.nat_count
 
   vpc_id                  = aws_vpc.this[0].id
   cidr_block              = cidrsubnet(var.vpc_cidr, 4, 1)
@@ -74,14 +78,14 @@ resource "aws_subnet" "public" {
 }
 
 resource "aws_internet_gateway" "this" {
-  count = local.create_network ? 1 : 0
+  count = local.nat_count
 
   vpc_id = aws_vpc.this[0].id
   tags   = { Name = "${var.name}-igw" }
 }
 
 resource "aws_eip" "nat" {
-  count = local.create_network ? 1 : 0
+  count = local.nat_count
 
   domain = "vpc"
   tags   = { Name = "${var.name}-nat" }
@@ -90,7 +94,7 @@ resource "aws_eip" "nat" {
 }
 
 resource "aws_nat_gateway" "this" {
-  count = local.create_network ? 1 : 0
+  count = local.nat_count
 
   allocation_id = aws_eip.nat[0].id
   subnet_id     = aws_subnet.public[0].id
@@ -98,14 +102,14 @@ resource "aws_nat_gateway" "this" {
 }
 
 resource "aws_route_table" "public" {
-  count = local.create_network ? 1 : 0
+  count = local.nat_count
 
   vpc_id = aws_vpc.this[0].id
   tags   = { Name = "${var.name}-public" }
 }
 
 resource "aws_route" "public_internet" {
-  count = local.create_network ? 1 : 0
+  count = local.nat_count
 
   route_table_id         = aws_route_table.public[0].id
   destination_cidr_block = "0.0.0.0/0"
@@ -113,7 +117,7 @@ resource "aws_route" "public_internet" {
 }
 
 resource "aws_route_table_association" "public" {
-  count = local.create_network ? 1 : 0
+  count = local.nat_count
 
   subnet_id      = aws_subnet.public[0].id
   route_table_id = aws_route_table.public[0].id
@@ -127,7 +131,7 @@ resource "aws_route_table" "private" {
 }
 
 resource "aws_route" "private_nat" {
-  count = local.create_network ? 1 : 0
+  count = local.nat_count
 
   route_table_id         = aws_route_table.private[0].id
   destination_cidr_block = "0.0.0.0/0"
@@ -197,13 +201,13 @@ resource "aws_security_group" "service_access" {
   tags = merge(local.emr_managed_tag, { Name = "${var.name}-emr-service-access" })
 }
 
-# Outbound from the nodes: HTTPS (S3, PyPI, AWS APIs, image hosts) and HTTP
+# Outbound from the nodes: HTTPS (S3, AWS APIs, image hosts) and HTTP
 # (image hosts that serve plain http). Cluster-internal rules are EMR's.
 resource "aws_vpc_security_group_egress_rule" "nodes" {
   for_each = var.cluster_enabled ? {
-    master-https = { sg = aws_security_group.master[0].id, port = 443, what = "HTTPS to S3, PyPI, AWS APIs and image hosts" }
+    master-https = { sg = aws_security_group.master[0].id, port = 443, what = "HTTPS to S3, AWS APIs and image hosts" }
     master-http  = { sg = aws_security_group.master[0].id, port = 80, what = "HTTP to image hosts and OS package mirrors" }
-    worker-https = { sg = aws_security_group.worker[0].id, port = 443, what = "HTTPS to S3, PyPI, AWS APIs and image hosts" }
+    worker-https = { sg = aws_security_group.worker[0].id, port = 443, what = "HTTPS to S3, AWS APIs and image hosts" }
     worker-http  = { sg = aws_security_group.worker[0].id, port = 80, what = "HTTP to image hosts and OS package mirrors" }
   } : {}
 

@@ -58,3 +58,20 @@ output "glue_table" {
     heads    = local.output_head_names
   }
 }
+
+output "node_env" {
+  description = "The nodes' Python environment: runtime (litert, keras or gpu, from the profile's model formats) and the s3:// prefix of its wheelhouse the bootstrap installs from (null without a cluster)."
+  value       = local.node_env == null ? null : { runtime = local.node_env.runtime, uri = local.node_env_uri }
+}
+
+output "serverless" {
+  description = "The EMR Serverless application and what make submit-serverless needs: application id, job role, the packed environment and entry point in S3, where job logs go (null while serverless_enabled is false)."
+  value = var.serverless_enabled ? {
+    application_id = aws_emrserverless_application.this[0].id
+    job_role_arn   = aws_iam_role.serverless_job[0].arn
+    archive_uri    = "s3://${aws_s3_object.node_env_archive[0].bucket}/${aws_s3_object.node_env_archive[0].key}"
+    entry_point    = "s3://${aws_s3_object.entry_point[0].bucket}/${aws_s3_object.entry_point[0].key}"
+    log_uri        = local.serverless_logs
+    release_label  = aws_emrserverless_application.this[0].release_label
+  } : null
+}

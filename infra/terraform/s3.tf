@@ -10,7 +10,7 @@
 
 locals {
   # name by purpose (locals.tf: buckets) of every bucket that exists now.
-  deployed_buckets = { for purpose, name in local.buckets : purpose => name if purpose != "artifacts" || var.cluster_enabled }
+  deployed_buckets = { for purpose, name in local.buckets : purpose => name if purpose != "artifacts" || local.artifacts_enabled }
   # data and artifacts keep replaced versions for a while and log their access
   # into the logs bucket; the logs bucket's own objects simply expire.
   versioned_buckets = { for purpose, name in local.deployed_buckets : purpose => name if purpose != "logs" }
@@ -248,6 +248,19 @@ resource "aws_s3_object" "code" {
   etag   = local.code_checksum
 
   content_type = "application/gzip"
+
+  depends_on = [aws_s3_bucket_versioning.this, aws_s3_bucket_server_side_encryption_configuration.this]
+}
+
+# The nodes' Python environment, content-addressed (code/wheelhouse-<hash>/): a new set of wheels
+# is a new prefix, so a changed environment replaces the cluster like changed code does.
+resource "aws_s3_object" "node_env" {
+  for_each = toset(local.node_env_files)
+
+  bucket      = aws_s3_bucket.this["artifacts"].id
+  key         = "${local.node_env.prefix}/${each.key}"
+  source      = "${local.node_env_dir}/${each.key}"
+  source_hash = filemd5("${local.node_env_dir}/${each.key}") # wheels over 5 MiB go up in parts: no MD5 ETag
 
   depends_on = [aws_s3_bucket_versioning.this, aws_s3_bucket_server_side_encryption_configuration.this]
 }

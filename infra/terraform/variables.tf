@@ -52,6 +52,24 @@ variable "code_package" {
   default     = "../../dist/image-tagger-code.tar.gz"
 }
 
+variable "node_env_dir" {
+  type        = string
+  description = "Folder of the node environment infra/scripts/node_env.py builds at deploy (make deploy-cluster): the wheelhouse of the profile's runtime (LiteRT, or TensorFlow for a Keras profile) for the nodes' platform, and node-env.json, which names its content-addressed key prefix code/wheelhouse-<hash>/. Uploaded there; the bootstrap action installs from it with pip --no-index."
+  default     = "../../dist/node-env"
+}
+
+variable "node_env_archive" {
+  type        = string
+  description = "The packed virtual environment (node_env.py --pack: the wheelhouse installed, plus the job's code and conf/) that EMR Serverless job runs unpack through spark.archives. Read only while serverless_enabled."
+  default     = "../../dist/node-env.tar.gz"
+}
+
+variable "entry_point" {
+  type        = string
+  description = "The job's entry point script, uploaded for EMR Serverless (start-job-run's entryPoint)."
+  default     = "../../jobs/tag_images.py"
+}
+
 variable "bootstrap_script" {
   type        = string
   description = "Path of the EMR bootstrap action script uploaded to s3://<artifacts bucket>/bootstrap/bootstrap.sh."
@@ -113,9 +131,15 @@ variable "extra_read_bucket_arns" {
 # Network
 # ---------------------------------------------------------------------------
 
+variable "internet_egress" {
+  type        = bool
+  description = "With the created network (subnet_id null): a NAT gateway gives the nodes the internet, which manifests of http(s) image URLs need. false leaves only the S3 gateway endpoint (cheaper, least privilege): enough for manifests whose images are all s3:// URLs in this region, since the nodes install from the uploaded wheelhouse, not PyPI."
+  default     = true
+}
+
 variable "subnet_id" {
   type        = string
-  description = "Existing subnet for the cluster. null creates a VPC with a private subnet (NAT gateway for PyPI, S3 gateway endpoint). An existing subnet needs outbound HTTPS and, with the EMR v2 managed service policy, the tag for-use-with-amazon-emr-managed-policies=true on the VPC and subnet."
+  description = "Existing subnet for the cluster. null creates a VPC with a private subnet (S3 gateway endpoint; a NAT gateway when internet_egress). An existing subnet needs outbound HTTPS and, with the EMR v2 managed service policy, the tag for-use-with-amazon-emr-managed-policies=true on the VPC and subnet."
   default     = null
 }
 
@@ -240,4 +264,58 @@ variable "spark_env" {
   type        = map(string)
   description = "Extra spark-env exports merged over the defaults (PYSPARK_PYTHON points at the bootstrap's virtual environment)."
   default     = {}
+}
+
+# ---------------------------------------------------------------------------
+# EMR Serverless (make deploy-serverless): a second target beside the cluster
+# ---------------------------------------------------------------------------
+
+variable "serverless_enabled" {
+  type        = bool
+  description = "An EMR Serverless application (and its job role, entry point and packed environment) beside or instead of the cluster, using the same buckets, Glue table and models: make deploy-serverless applies true, make destroy-serverless false; the cluster targets keep its current value."
+  default     = false
+}
+
+variable "serverless_release_label" {
+  type        = string
+  description = "EMR Serverless release. As for the cluster, only releases whose Spark is the job's pinned 3.5.6 (emr-7.11.x to emr-7.13.x)."
+  default     = "emr-7.13.0"
+
+  validation {
+    condition     = can(regex("^emr-7\\.1[123]\\.[0-9]+$", var.serverless_release_label))
+    error_message = "serverless_release_label must ship Spark 3.5.6 (emr-7.11.x, emr-7.12.x or emr-7.13.x), the job's pinned pyspark."
+  }
+}
+
+variable "serverless_max_vcpu" {
+  type        = number
+  description = "Maximum capacity of the application: vCPUs of all its workers together (the bill's ceiling)."
+  default     = 400
+
+  validation {
+    condition     = var.serverless_max_vcpu >= 1
+    error_message = "serverless_max_vcpu must be at least 1."
+  }
+}
+
+variable "serverless_max_memory_gb" {
+  type        = number
+  description = "Maximum capacity of the application: memory of all its workers together, in GB."
+  default     = 3000
+
+  validation {
+    condition     = var.serverless_max_memory_gb >= 2
+    error_message = "serverless_max_memory_gb must be at least 2."
+  }
+}
+
+variable "serverless_idle_timeout_minutes" {
+  type        = number
+  description = "Auto-stop: the application releases its workers after this many idle minutes (it starts again on the next job run)."
+  default     = 15
+
+  validation {
+    condition     = var.serverless_idle_timeout_minutes >= 1 && var.serverless_idle_timeout_minutes <= 10080
+    error_message = "serverless_idle_timeout_minutes must be between 1 and 10080."
+  }
 }

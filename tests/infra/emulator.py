@@ -152,6 +152,18 @@ def patch_moto_s3_tls_only_policies() -> None:
     FakeBucket._log_permissions_enabled_policy = staticmethod(log_permissions_enabled_policy)
 
 
+def patch_moto_emr_serverless_created_state() -> None:
+    """A new EMR Serverless application is CREATED, as on AWS, not STARTED.
+
+    moto starts every application at once, and then refuses DeleteApplication (only CREATED or
+    STOPPED applications may be deleted), so Terraform could never destroy one. On AWS an
+    application with auto-start stays CREATED until its first job run.
+    """
+    from moto.emrserverless import models
+
+    models.APPLICATION_STATUS = "CREATED"
+
+
 def patch_moto_ec2_rule_descriptions() -> None:
     """Keep the description of rules that reference another security group.
 
@@ -275,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     patch_moto_s3_tls_only_policies()
     patch_moto_ec2_rule_descriptions()
     patch_moto_ec2_revoke_by_rule_id()
+    patch_moto_emr_serverless_created_state()
     serialize_moto_requests()
     from moto.server import main as moto_main
 

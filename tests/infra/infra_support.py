@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from infra.scripts.rehearse_emr import REGION  # noqa: F401  (the emulator's region, for the infra tests)
+
 REPO = Path(__file__).resolve().parents[2]
-REGION = "eu-west-1"
 
 
 def terraform_binary() -> str:

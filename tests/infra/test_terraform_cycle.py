@@ -206,6 +206,12 @@ def test_deploy_submit_destroy_cluster_redeploy_destroy_all(aws_env: dict[str, s
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=buckets["artifacts"])["Contents"]}
     assert code_uri.split("/", 3)[3] in keys
     assert "bootstrap/bootstrap.sh" in keys
+    # The nodes install from the wheelhouse deploy-cluster built and uploaded, content-addressed.
+    node_env = json.loads((REPO / "dist" / "node-env" / "node-env.json").read_text())
+    wheelhouse_uri = action["Args"][action["Args"].index("--wheelhouse") + 1]
+    assert wheelhouse_uri == f"s3://{buckets['artifacts']}/{node_env['prefix']}/"
+    assert f"{node_env['prefix']}/requirements-node.txt" in keys
+    assert first["node_env"] == {"runtime": "litert", "uri": wheelhouse_uri}
     # Every model the profile names is uploaded as it is on disk: same files, same bytes.
     model_uris = first["model_uris"]
     assert set(model_uris) == set(profile_models(profile))

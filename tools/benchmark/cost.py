@@ -10,6 +10,14 @@ from a measurement made on a GPU.
     cost per 1M images = (instance $/h + EMR $/h) / (images/s per instance * 3600) * 1e6
     nodes for N images in H hours = ceil(N / (H * 3600 * images/s per instance))
     run cost = nodes * (instance + EMR) $/h * run hours + master (on-demand + EMR) $/h * run hours
+
+EMR Serverless bills the vCPUs and memory of each worker while it runs; an executor of the
+profile (spark.executor.cores, memory plus overhead) is one worker at the same per-core rate:
+
+    cost per 1M images = (vCPUs * $/vCPU-h + GB * $/GB-h) / (per-core rate * vCPUs * 3600) * 1e6
+
+(the driver, the 20 GB of free disk per worker and start-up are left out: per million images
+they are small beside the executors).
 """
 
 from __future__ import annotations
@@ -24,6 +32,10 @@ SECONDS_PER_HOUR = 3600.0
 PRICE_KEYS = ("as_of", "compiled_on", "region", "currency", "sources", "master", "instances")
 INSTANCE_KEYS = ("vcpus", "on_demand_usd_h", "spot_usd_h", "emr_usd_h")
 MARKETS = ("on_demand", "spot")
+SERVERLESS_KEYS = ("vcpu_usd_h", "gb_usd_h")
+# Spark's default executor memory overhead: max(384 MiB, 10% of spark.executor.memory).
+OVERHEAD_FACTOR, OVERHEAD_MIN_GIB = 0.10, 384 / 1024
+_SIZE_UNITS = {"k": 1 / 1024**2, "m": 1 / 1024, "g": 1.0, "t": 1024.0}
 
 
 class PriceError(ValueError):
@@ -50,6 +62,16 @@ class Instance:
 
 
 @dataclass(frozen=True)
+class ServerlessPrices:
+    """EMR Serverless: per vCPU-hour and per GB-hour of memory of the workers (x86_64)."""
+
+    vcpu_usd_h: float
+    gb_usd_h: float
+    as_of: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class PriceTable:
     as_of: str
     compiled_on: str
@@ -61,6 +83,16 @@ class PriceTable:
     verified: bool = False
     summary_instance: str = ""
     summary_market: str = "on_demand"
+    serverless: ServerlessPrices | None = None
+
+
+def _serverless_prices(path: str | Path, spec: dict | None) -> ServerlessPrices | None:
+    if spec is None:
+        return None
+    for key in SERVERLESS_KEYS:
+        if not isinstance(spec.get(key), (int, float)) or spec[key] <= 0:
+            raise PriceError(f"{path}: serverless.{key}={spec.get(key)!r}: expected a number > 0")
+    return ServerlessPrices(float(spec["vcpu_usd_h"]), float(spec["gb_usd_h"]), str(spec.get("as_of", "")), spec.get("note", ""))
 
 
 def load_prices(path: str | Path) -> PriceTable:
@@ -106,6 +138,7 @@ def load_prices(path: str | Path) -> PriceTable:
         verified=bool(data.get("verified", False)),
         summary_instance=summary_instance,
         summary_market=data.get("summary_market", "on_demand"),
+        serverless=_serverless_prices(path, data.get("serverless")),
     )
 
 
@@ -210,4 +243,51 @@ def projections(
                     total_usd=p.total_usd,
                 )
             rows.append(row)
+    return rows
+
+
+def size_gib(value: str) -> float:
+    """A Spark size ("6g", "512m", "2048k"; a bare number is MiB, as Spark reads executor memory) in GiB."""
+    text = str(value).strip().lower().removesuffix("b")
+    if text and text[-1] in _SIZE_UNITS:
+        return float(text[:-1]) * _SIZE_UNITS[text[-1]]
+    return float(text) / 1024
+
+
+def executor_size(spark_conf: dict) -> tuple[int, float]:
+    """(vCPUs, GB) of one executor of a profile's spark.conf: memory plus overhead, rounded up to whole GB
+    (EMR Serverless sizes workers in whole GB)."""
+    cores = int(spark_conf.get("spark.executor.cores", 1))
+    memory = size_gib(spark_conf.get("spark.executor.memory", "1g"))
+    overhead = spark_conf.get("spark.executor.memoryOverhead")
+    extra = size_gib(overhead) if overhead is not None else max(OVERHEAD_MIN_GIB, OVERHEAD_FACTOR * memory)
+    return cores, float(math.ceil(memory + extra - 1e-9))
+
+
+def serverless_cost_per_million(prices: ServerlessPrices, per_core: float, vcpus: int, memory_gb: float) -> float:
+    """USD per 1,000,000 images on EMR Serverless workers of vcpus and memory_gb at per_core images/s per vCPU."""
+    if per_core <= 0 or vcpus <= 0:
+        raise ValueError("per_core and vcpus must be > 0")
+    usd_h = vcpus * prices.vcpu_usd_h + memory_gb * prices.gb_usd_h
+    return usd_h / (instance_rate(per_core, vcpus) * SECONDS_PER_HOUR) * 1e6
+
+
+def serverless_projections(prices: PriceTable, per_core: float, profiles: dict[str, dict]) -> list[dict]:
+    """One row per profile (name -> its resolved spark.conf): its executor as a Serverless worker and
+    the cost per million images, beside EC2's. Empty without Serverless prices; GPU profiles are n/a."""
+    if prices.serverless is None:
+        return []
+    rows = []
+    for name, spark_conf in profiles.items():
+        vcpus, memory_gb = executor_size(spark_conf)
+        row = {"profile": name, "vcpus": vcpus, "memory_gb": memory_gb}
+        if any(key.startswith("spark.executor.resource.gpu.") for key in spark_conf):
+            row.update(available=False, reason="EMR Serverless has no GPU workers")
+        else:
+            row.update(
+                available=True,
+                images_per_s_per_worker=instance_rate(per_core, vcpus),
+                cost_per_million_usd=serverless_cost_per_million(prices.serverless, per_core, vcpus, memory_gb),
+            )
+        rows.append(row)
     return rows
