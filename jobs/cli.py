@@ -5,19 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from jobs.config import ConfigError, add_overrides_argument, load_settings
+from jobs.exits import EXIT_ACCOUNTING, EXIT_BAD_INPUT, exit_status, output_busy
 from jobs.manifest import FORMATS, ManifestError, spark_reads
 from model.artifact import ArtifactError
 
 log = logging.getLogger("image_tagger")
-EXIT_BAD_INPUT = 2
-EXIT_ACCOUNTING = 3
-EXIT_OUTPUT_BUSY = 4  # another run holds the output's lease (refused before any work), or this run lost it
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -104,19 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from jobs.driver import AccountingError
-    from jobs.lease import LeaseHeld, LeaseLost
 
     bad_input = dict.fromkeys((ConfigError, ManifestError, ArtifactError), EXIT_BAD_INPUT)
-    busy = dict.fromkeys((LeaseHeld, LeaseLost), EXIT_OUTPUT_BUSY)
-    return exit_status(lambda: tag(args), {**bad_input, AccountingError: EXIT_ACCOUNTING, **busy})
-
-
-def exit_status(command: Callable[[], int], statuses: dict[type[Exception], int | Callable[[Exception], int]]) -> int:
-    """command()'s status; an error of a listed type prints `error: ...` on stderr and gives its status
-    (a number, or a function of the error)."""
-    try:
-        return command()
-    except tuple(statuses) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        status = next(s for kind, s in statuses.items() if isinstance(exc, kind))
-        return status(exc) if callable(status) else status
+    return exit_status(lambda: tag(args), {**bad_input, AccountingError: EXIT_ACCOUNTING, **output_busy()})

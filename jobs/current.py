@@ -42,7 +42,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.config import ConfigError, add_overrides_argument, load_settings
-from jobs.lease import LeaseHeld, LeaseLost
+from jobs.exits import EXIT_BAD_INPUT, exit_status, output_busy
 from jobs.schema import PATH_FIELD, PROVENANCE_FIELDS, head_columns, nullable, output_fields
 from model.artifact import ArtifactError
 
@@ -50,8 +50,6 @@ if TYPE_CHECKING:
     from jobs.infer import ModelBundle
 
 log = logging.getLogger("image_tagger.current")
-EXIT_BAD_INPUT = 2
-EXIT_OUTPUT_BUSY = 4  # another job writes --to (its lease), as the tagging job's exit 4
 STATUSES = ("ok", "error", "outdated")
 REQUIRED_COLUMNS = ("image_id", "status", "model_version", "processed_at")
 # The view's columns with a rule of their own besides each head's pair (see above); every other column
@@ -286,27 +284,23 @@ def main(argv: list[str] | None = None, *, spark: SparkSession | None = None) ->
     """The command line; `spark`: use this session (and leave it running) instead of the profile's."""
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    bad_input = dict.fromkeys((ConfigError, ArtifactError, CurrentViewError), EXIT_BAD_INPUT)
+    return exit_status(lambda: write_view(args, spark), {**bad_input, **output_busy()})
+
+
+def write_view(args: argparse.Namespace, spark: SparkSession | None) -> int:
     from jobs.infer import load_bundle
     from jobs.session import build_spark, require_filesystems
 
-    session = spark
+    settings = load_settings(args.profile, args.overrides)
+    models = CurrentModels.from_bundle(load_bundle(settings.model.uri, settings.model.heads), embedding=settings.model.embedding)
+    check_targets(args.output, args.to)
+    session = spark or build_spark(settings)
     try:
-        settings = load_settings(args.profile, args.overrides)
-        models = CurrentModels.from_bundle(
-            load_bundle(settings.model.uri, settings.model.heads), embedding=settings.model.embedding
-        )
-        check_targets(args.output, args.to)
-        session = session or build_spark(settings)
         require_filesystems(session, {"--output": args.output, "--to": args.to})
         counts = write_current(session, args.output, args.to, models, lease_timeout_s=settings.output.lease_timeout_s)
-    except (ConfigError, ArtifactError, CurrentViewError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except (LeaseHeld, LeaseLost) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_OUTPUT_BUSY
     finally:
-        if session is not None and spark is None:
+        if spark is None:
             session.stop()
     print(render(counts, models, args.to), flush=True)
     return 0

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from jobs.config import ConfigError, Settings, load_settings
+from jobs.exits import EXIT_BAD_INPUT, exit_status
 
 JOB_SCRIPT = Path(__file__).with_name("tag_images.py")
 
@@ -50,13 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings(args.profile, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print("\n".join(spark_submit_args(settings)))
-    return 0
+
+    def print_args() -> int:
+        print("\n".join(spark_submit_args(load_settings(args.profile, args.overrides))))
+        return 0
+
+    return exit_status(print_args, {ConfigError: EXIT_BAD_INPUT})
 
 
 if __name__ == "__main__":

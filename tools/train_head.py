@@ -58,8 +58,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.cli import EXIT_BAD_INPUT, exit_status
 from jobs.config import IMAGE_EXTENSIONS, RESERVED_COLUMNS, ConfigError, Settings, add_overrides_argument, load_settings
+from jobs.exits import EXIT_BAD_INPUT, exit_status
 from jobs.manifest import stable_image_id
 from jobs.spark_args import spark_submit_args
 from model.artifact import ArtifactError
