@@ -584,3 +584,19 @@ def test_cpu_facts_name_the_instruction_sets_int8_depends_on():
     assert cpu_facts(graviton) == ("", ["asimddp", "i8mm"])
     assert cpu_isa_text({"cpu_isa": ["avx2"]}) == "; avx2"
     assert cpu_isa_text({}) == "; instruction sets not recorded"
+
+
+def test_serverless_cost_beside_ec2_from_the_cluster_profiles_executors():
+    from tools.benchmark import analysis, cost
+    from tools.benchmark.markdown import serverless_lines
+
+    prices = cost.load_prices(REPO / "conf" / "prices.yaml")
+    rows = cost.serverless_projections(prices, 60.0, analysis.cluster_profiles_spark_conf())
+    emr, gpu = rows
+    # conf/emr.yaml's executor: 4 cores, 6g + 3g overhead; 4 x 60 images/s; $ per hour over images per hour.
+    assert (emr["vcpus"], emr["memory_gb"], emr["images_per_s_per_worker"]) == (4, 9, 240.0)
+    per_hour = 4 * prices.serverless.vcpu_usd_h + 9 * prices.serverless.gb_usd_h
+    assert emr["cost_per_million_usd"] == pytest.approx(per_hour / (240.0 * 3600) * 1e6)
+    assert not gpu["available"] and "no GPU" in gpu["reason"]
+    text = "\n".join(serverless_lines(rows, prices))
+    assert f"| emr | 4 | 9 | 240.0 | {emr['cost_per_million_usd']:.3f} |" in text and "| gpu | 4 |" in text

@@ -244,10 +244,11 @@ def build_summary(bench: dict, prices: cost.PriceTable) -> dict:
             "error": run.get("error"),
         }
     targets = evaluate_targets(bench)
-    projection = []
+    projection, serverless = [], []
     if best:
         per_core = cost.per_core_rate(best["steady_images_per_s"], cores_of(best))
         projection = cost.projections(prices, per_core, gpu_images_per_s=gpu_rate(bench["runs"]))
+        serverless = cost.serverless_projections(prices, per_core, cluster_profiles_spark_conf())
     return {
         "bench_id": bench["index"]["bench_id"],
         "git_commit": bench["index"]["git_commit"],
@@ -279,12 +280,24 @@ def build_summary(bench: dict, prices: cost.PriceTable) -> dict:
             "region": prices.region,
         },
         "projection_300m_24h": projection,
+        # The cluster profiles' executors as EMR Serverless workers, at the same per-core rate.
+        "serverless_per_million": serverless,
         "int8": findings.int8_block(bench["index"].get("int8"), bench["runs"]),
         "scaling": findings.scaling_block(bench["runs"], bench["ceilings"]),
         "startup_breakdown": (best or {}).get("startup", {}).get("breakdown"),
         "timeline": findings.timeline_summary(best),
         "sizes": bench_sizes(bench),
     }
+
+
+CLUSTER_PROFILES = ("emr", "gpu")  # conf/<name>.yaml: the profiles a cluster or Serverless runs
+
+
+def cluster_profiles_spark_conf() -> dict[str, dict]:
+    """Each cluster profile's resolved spark.conf (its executor size is the Serverless worker's)."""
+    from jobs.config import resolve
+
+    return {name: resolve(REPO / "conf" / f"{name}.yaml")["spark"]["conf"] for name in CLUSTER_PROFILES}
 
 
 def bench_sizes(bench: dict) -> list[dict]:

@@ -273,7 +273,33 @@ def cost_section(summary: dict, prices: cost.PriceTable, best: dict | None, mach
         )
     notes = [f"- {name}: {inst.note}" for name, inst in prices.instances.items() if inst.note]
     lines += ["", *notes, ""] if notes else [""]
-    return lines
+    return lines + serverless_lines(summary.get("serverless_per_million") or [], prices)
+
+
+def serverless_lines(rows: list[dict], prices: cost.PriceTable) -> list[str]:
+    """EMR Serverless beside EC2: each cluster profile's executor as a worker, at the same per-core rate."""
+    if not rows or prices.serverless is None:
+        return []
+    price = prices.serverless
+    lines = [
+        "### EMR Serverless",
+        "",
+        f"${price.vcpu_usd_h} per vCPU-hour and ${price.gb_usd_h} per GB-hour ({price.as_of}); no EMR uplift, no spot, "
+        "billed per second while a worker runs. A worker is the profile's executor (cores, memory + overhead), tagging "
+        "at the per-core rate above:",
+        "",
+        "| profile | worker vCPUs | worker GB | images/s per worker | $ per 1M images |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if not row["available"]:
+            lines.append(f"| {row['profile']} | {row['vcpus']} | {row['memory_gb']:g} | n/a ({row['reason']}) | n/a |")
+            continue
+        lines.append(
+            f"| {row['profile']} | {row['vcpus']} | {row['memory_gb']:g} | {row['images_per_s_per_worker']:.1f} | "
+            f"{row['cost_per_million_usd']:.3f} |"
+        )
+    return [*lines, ""]
 
 
 def int8_lines(block: dict | None) -> list[str]:
