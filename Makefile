@@ -11,9 +11,9 @@ PROFILE ?= conf/local.yaml
 MODEL_DIR := model/artifacts/efficientnet_lite0
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 LOCAL_IMAGES ?= 200
-# make rehearse-emr: the AWS CLI the bootstrap action calls, and the wheels the nodes install offline.
+# make rehearse-emr: the AWS CLI the bootstrap action calls. The wheels its nodes install (--no-index)
+# are the node environment make deploy-cluster builds and uploads (infra/infra.mk: NODE_ENV).
 AWS_CLI_VENV := .venv-aws
-WHEELHOUSE := dist/wheelhouse
 
 # Python workers run the venv's interpreter; Spark logs only warnings; TF keeps quiet.
 export PYSPARK_PYTHON := $(abspath $(PY))
@@ -22,12 +22,12 @@ export SPARK_CONF_DIR := $(abspath conf/spark)
 export TF_CPP_MIN_LOG_LEVEL := 2
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: help install check-prereqs system-packages model test lint run-local lock clean rehearsal-tools rehearse-emr
+.PHONY: help install check-prereqs system-packages model test test-fast lint run-local similar-local lock clean rehearsal-tools rehearse-emr
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
 
-install: check-prereqs system-packages $(VENV)/.installed model install-infra rehearsal-tools ## Create .venv (job + dev tools), .venv-infra (checkov), .venv-aws and dist/wheelhouse (rehearse-emr); build the model artifacts
+install: check-prereqs system-packages $(VENV)/.installed model install-infra rehearsal-tools ## Create .venv (job + dev tools), .venv-infra (checkov), .venv-aws and dist/node-env (rehearse-emr); build the model artifacts
 
 check-prereqs: ## Check Python 3.11 and Java 17+ (Spark needs both)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required, found " + sys.version.split()[0])'
@@ -63,27 +63,22 @@ $(MODEL_DIR)_int8/model.json: $(MODEL_DIR)/model.json model/quantise.py tools/bu
   jobs/decode.py model/artifacts/product_category_tflite/model.json
 	$(PY) -m tools.build_int8 --src $(MODEL_DIR) --float-tflite $(MODEL_DIR)_tflite --out $(MODEL_DIR)_int8
 
-rehearsal-tools: $(AWS_CLI_VENV)/bin/aws $(WHEELHOUSE)/.complete ## The AWS CLI (.venv-aws) and the node wheelhouse (dist/wheelhouse) make rehearse-emr needs
+rehearsal-tools: $(AWS_CLI_VENV)/bin/aws ## The AWS CLI (.venv-aws) and the EMR profile's node environment (dist/node-env) make rehearse-emr needs
 
 $(AWS_CLI_VENV)/bin/aws: requirements-aws.txt
 	@[ -x $(AWS_CLI_VENV)/bin/python ] || $(PYTHON) -m venv $(AWS_CLI_VENV)
 	$(AWS_CLI_VENV)/bin/python -m pip --disable-pip-version-check install -q -r requirements-aws.txt 2>&1 | grep -v "^WARNING: Location" || true
 	@test -x $@ || { echo "error: the AWS CLI did not install into $(AWS_CLI_VENV)"; exit 1; }
 
-# What the bootstrap action installs on a node (requirements.txt but pyspark, which EMR brings), as
-# wheels, so the rehearsal's nodes install offline.
-$(WHEELHOUSE)/.complete: requirements.txt requirements.lock
-	@mkdir -p $(WHEELHOUSE)
-	grep -v '^pyspark==' requirements.txt > $(WHEELHOUSE)/requirements-node.txt
-	set -o pipefail; $(PIP) download -q -d $(WHEELHOUSE) -r $(WHEELHOUSE)/requirements-node.txt -c requirements.lock \
-	  pip setuptools wheel 2>&1 | { grep -v "^WARNING: Location" || true; }
-	touch $@
-
 rehearse-emr: ## Rehearse EMR here: deploy to the AWS emulator, a 2-worker Spark cluster bootstrapped like EMR nodes, the submitted step, spot and driver loss
 	$(PY) infra/scripts/rehearse_emr.py $(REHEARSE_ARGS)
 
 test: ## Run the test suite, every test (what CI runs)
 	$(PY) -m pytest
+
+# Markers in pyproject.toml: e2e runs spark-submit, infra the Terraform cycle, rehearsal make rehearse-emr.
+test-fast: ## Unit and DataFrame tests only, a few minutes: no spark-submit, Terraform or EMR rehearsal
+	$(PY) -m pytest -m "not e2e and not infra and not rehearsal"
 
 lint: ## ruff: lint (ruff check) and format check (ruff format --check)
 	$(VENV)/bin/ruff check .
@@ -95,6 +90,11 @@ run-local: ## Tag real photos + generated product photos on Spark local mode; su
 	  time $(SPARK_SUBMIT) "$${spark_args[@]}" jobs/tag_images.py \
 	    --manifest $$manifest --output out/local --profile $(PROFILE)
 
+similar-local: run-local ## Similar images and near-duplicates of the local sample (run-local's embeddings) into out/local-similar; prints a few
+	@mapfile -t spark_args < <($(PY) -m jobs.spark_args --profile $(PROFILE)) && \
+	  time $(SPARK_SUBMIT) "$${spark_args[@]}" jobs/similar_images.py --tags out/local --output out/local-similar --profile $(PROFILE)
+	@$(PY) -m jobs.similar_show out/local-similar
+
 lock: ## Re-pin requirements.lock from the current .venv
 	@{ sed -n '1,2p' requirements.lock; $(PIP) freeze --exclude-editable 2>/dev/null; } > requirements.lock.new && mv requirements.lock.new requirements.lock
 
@@ -102,5 +102,10 @@ clean: ## Remove generated data and outputs (keeps .venv and the model)
 	rm -rf data out reports/latest spark-warehouse metastore_db
 
 include infra/infra.mk
+# rehearsal-tools also builds the wheelhouse make deploy-cluster uploads for conf/emr.yaml (NODE_ENV is
+# infra.mk's), ahead: deploy reuses it while the requirements are unchanged, so the rehearsal downloads nothing.
+rehearsal-tools: $(NODE_ENV)/node-env.json
+$(NODE_ENV)/node-env.json: requirements.txt requirements.lock $(wildcard requirements-node-*.txt)
+	$(MAKE) --no-print-directory node-env PROFILE=emr
 include tools/benchmark/bench.mk
 include tools/head.mk

@@ -110,6 +110,31 @@ class ProgressSettings:
     interval_s: float = field(default=30.0, metadata=_check(_positive, "must be > 0"))
 
 
+@dataclass(frozen=True)
+class SimilarSettings:
+    """jobs/similar_images.py: nearest neighbours and near-duplicates from the stored embeddings (docs/similar.md)."""
+
+    k: int = field(default=10, metadata=_check(lambda v: 1 <= v <= 1000, "must be between 1 and 1000"))
+    # Cosine at or above which two images are copies of one photo: the lowest that kept under 1% of
+    # groups joining different photos on tools/duplicate_set.py's set (docs/similar.md).
+    duplicate_threshold: float = field(default=0.92, metadata=_check(lambda v: 0 < v <= 1, "must be > 0 and <= 1"))
+    # Inverted-file cells (k-means centroids); 0: about sqrt(images searched), see docs/similar.md.
+    cells: int = field(default=0, metadata=_check(lambda v: 0 <= v <= 1_000_000, "must be between 0 and 1000000"))
+    # Cells each image is searched in (its nearest first); nprobe >= cells is exact search.
+    nprobe: int = field(default=8, metadata=_check(lambda v: 1 <= v <= 1_000_000, "must be between 1 and 1000000"))
+    # A column of the tags output (e.g. category): neighbours only among equal values. '': the whole catalogue.
+    within: str = field(
+        default="",
+        metadata=_check(lambda v: re.fullmatch(r"([a-z_][a-z0-9_]{0,63})?", v) is not None, "must be '' or a column name"),
+    )
+    # Vectors the driver collects to learn the centroids on (1280 floats each: 20000 is about 100 MB).
+    sample_size: int = field(default=20_000, metadata=_check(lambda v: 100 <= v <= 1_000_000, "must be between 100 and 1000000"))
+    kmeans_iterations: int = field(default=10, metadata=_check(lambda v: 1 <= v <= 100, "must be between 1 and 100"))
+    # Queries per matrix product inside a cell: bounds a task's memory (block x cell size scores).
+    block_size: int = field(default=1024, metadata=_check(lambda v: 1 <= v <= 65_536, "must be between 1 and 65536"))
+    seed: int = 0  # the sample and the k-means start: the same seed, the same cells
+
+
 IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"]
 
 
@@ -135,6 +160,7 @@ class Settings:
     output: OutputSettings = field(default_factory=OutputSettings)
     manifest: ManifestSettings = field(default_factory=ManifestSettings)
     progress: ProgressSettings = field(default_factory=ProgressSettings)
+    similar: SimilarSettings = field(default_factory=SimilarSettings)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -277,10 +303,11 @@ def resolve(profile: str | Path | None = None, overrides: list[str] = ()) -> dic
 
     Adds what Terraform derives from the settings: ``profile`` (the file's name without .yaml) and
     ``output_columns`` (the Glue table's columns: [{name, type}] in Hive types, in the order the job
-    writes them). infra/scripts/emr_ctl.py calls this and Terraform reads its JSON (`python -m
+    writes them) and ``similar_columns`` (jobs/similar_images.py's two datasets' Glue columns, by
+    dataset). infra/scripts/emr_ctl.py calls this and Terraform reads its JSON (`python -m
     jobs.config --resolve PROFILE`), so neither reads the YAML nor restates a default.
     """
-    from jobs.schema import output_columns
+    from jobs.schema import DUPLICATES_SCHEMA, NEIGHBOURS_SCHEMA, hive_columns, output_columns
 
     settings = load_settings(profile, overrides)
     heads = [head["name"] for head in settings.model.heads]
@@ -290,6 +317,10 @@ def resolve(profile: str | Path | None = None, overrides: list[str] = ()) -> dic
         "output_columns": [
             {"name": name, "type": hive_type} for name, hive_type in output_columns(heads, settings.model.embedding)
         ],
+        "similar_columns": {
+            dataset: [{"name": name, "type": hive_type} for name, hive_type in hive_columns(schema)]
+            for dataset, schema in (("neighbours", NEIGHBOURS_SCHEMA), ("duplicates", DUPLICATES_SCHEMA))
+        },
     }
 
 
@@ -297,19 +328,18 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m jobs.config --resolve PROFILE [--set k=v ...]`: print the resolved profile as JSON; exit 2 when invalid."""
     import argparse
     import json
-    import sys
 
     parser = argparse.ArgumentParser(description="Print a profile's resolved settings (defaults filled, validated) as JSON.")
     parser.add_argument("--resolve", required=True, metavar="PROFILE", help="profile file, e.g. conf/emr.yaml")
     add_overrides_argument(parser)
     args = parser.parse_args(argv)
-    try:
-        resolved = resolve(args.resolve, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(resolved, indent=2))
-    return 0
+    from jobs.exits import EXIT_BAD_INPUT, exit_status
+
+    def print_resolved() -> int:
+        print(json.dumps(resolve(args.resolve, args.overrides), indent=2))
+        return 0
+
+    return exit_status(print_resolved, {ConfigError: EXIT_BAD_INPUT})
 
 
 if __name__ == "__main__":

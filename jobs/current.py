@@ -202,7 +202,7 @@ def read_ledger(spark: SparkSession, uri: str) -> DataFrame:
 
 
 @contextlib.contextmanager
-def _session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
     before = spark.conf.get(key, None)
     spark.conf.set(key, value)
     try:
@@ -236,7 +236,7 @@ def write_current(
         private = store.write_dir(run_id, "view")
         # Timestamps as Parquet's TIMESTAMP(MICROS, UTC), not Spark's legacy INT96: pyarrow and DuckDB
         # then read processed_at as a UTC timestamp.
-        with _session_conf(spark, "spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"):
+        with session_conf(spark, "spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"):
             view.write.mode("overwrite").parquet(private)
         held.check()
         store.replace_data(private)
@@ -252,10 +252,15 @@ def _normalised(uri: str) -> str:
     return str(Path(uri.removeprefix("file://")).resolve())
 
 
+def overlaps(read: str, written: str) -> bool:
+    """True when a location written whole is the one read, inside it, or contains it."""
+    a, b = _normalised(read), _normalised(written)
+    return a == b or b.startswith(a + "/") or a.startswith(b + "/")
+
+
 def check_targets(output: str, to: str) -> None:
     """--to is overwritten: it must be neither the ledger nor inside it, nor contain it."""
-    ledger, view = _normalised(output), _normalised(to)
-    if ledger == view or view.startswith(ledger + "/") or ledger.startswith(view + "/"):
+    if overlaps(output, to):
         raise CurrentViewError(
             f"--to {to} overlaps --output {output}: the view is overwritten, so it must be a separate location"
         )

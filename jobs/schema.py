@@ -106,3 +106,30 @@ def nullable(data_type: T.DataType) -> T.DataType:
     if isinstance(data_type, T.StructType):
         return T.StructType([T.StructField(f.name, nullable(f.dataType)) for f in data_type.fields])
     return data_type
+
+
+# jobs/similar_images.py's two outputs (docs/similar.md). neighbours: one row per image searched, its
+# top similar.k by cosine, best first, never itself, with the backbone whose embeddings were compared.
+NEIGHBOUR_TYPE = T.StructType([T.StructField("image_id", T.StringType()), T.StructField("score", T.FloatType())])
+NEIGHBOURS_SCHEMA = T.StructType(
+    [
+        T.StructField("image_id", T.StringType(), nullable=False),
+        T.StructField("neighbours", T.ArrayType(NEIGHBOUR_TYPE, containsNull=False), nullable=False),
+        T.StructField("model_name", T.StringType(), nullable=False),
+        T.StructField("model_version", T.StringType(), nullable=False),
+    ]
+)
+# duplicates: one row per image that has a near-copy. group_id: the group's smallest image_id;
+# score_to_group: the image's best cosine to another image of its group.
+DUPLICATES_SCHEMA = T.StructType(
+    [
+        T.StructField("image_id", T.StringType(), nullable=False),
+        T.StructField("group_id", T.StringType(), nullable=False),
+        T.StructField("score_to_group", T.FloatType(), nullable=False),
+    ]
+)
+
+
+def hive_columns(schema: T.StructType) -> list[tuple[str, str]]:
+    """(name, Hive type) of a dataset's columns, in order: a Glue table's columns."""
+    return [(field.name, field.dataType.simpleString()) for field in schema.fields]

@@ -142,14 +142,16 @@ EMR = REPO / "conf" / "emr.yaml"
 def test_resolve_prints_every_setting_with_the_defaults_filled_in(capsys):
     assert config_main(["--resolve", str(EMR)]) == 0
     resolved = json.loads(capsys.readouterr().out)
-    assert set(_flatten(resolved)) == set(_flatten(Settings().as_dict())) | {"profile", "output_columns"}
+    glue = {"profile", "output_columns", "similar_columns.neighbours", "similar_columns.duplicates"}
+    assert set(_flatten(resolved)) == set(_flatten(Settings().as_dict())) | glue
     assert resolved["profile"] == "emr"
     assert resolved["spark"]["master"] == "yarn"  # the profile's own value
     # conf/emr.yaml names its backbone (int8) but no head, batch size or timeout: the defaults stand in.
     assert resolved["model"] == {**Settings().as_dict()["model"], "uri": "model/artifacts/efficientnet_lite0_int8"}
     assert resolved["fetch"]["connect_timeout_s"] == Settings().fetch.connect_timeout_s
     # What Terraform reads takes nothing from elsewhere: the settings are load_settings' own.
-    assert {k: v for k, v in resolved.items() if k not in ("profile", "output_columns")} == load_settings(EMR).as_dict()
+    settings = {k: v for k, v in resolved.items() if k not in ("profile", "output_columns", "similar_columns")}
+    assert settings == load_settings(EMR).as_dict()
 
 
 def test_resolve_applies_overrides_and_lists_the_columns_they_make(capsys):

@@ -52,3 +52,43 @@ resource "aws_glue_catalog_table" "tags" {
     }
   }
 }
+
+# jobs/similar_images.py's two datasets, when it is run with
+# --output s3://<data bucket>/outputs/<profile>/similar: each image's nearest
+# neighbours, and the near-duplicate groups. Columns from the same resolution
+# (similar_columns, from jobs.schema). Each run replaces them (docs/similar.md).
+resource "aws_glue_catalog_table" "similar" {
+  for_each = local.settings.similar_columns
+
+  name          = each.key
+  database_name = aws_glue_catalog_database.this.name
+  description   = "${each.key} written by jobs/similar_images.py from the tags of profile ${local.profile_name}; replaced by each run."
+  table_type    = "EXTERNAL_TABLE"
+
+  parameters = {
+    EXTERNAL       = "TRUE"
+    classification = "parquet"
+  }
+
+  storage_descriptor {
+    location      = "s3://${local.buckets.data}/outputs/${local.profile_name}/similar/${each.key}/"
+    input_format  = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
+    output_format = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
+
+    ser_de_info {
+      name                  = "parquet"
+      serialization_library = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+      parameters = {
+        "serialization.format" = "1"
+      }
+    }
+
+    dynamic "columns" {
+      for_each = each.value
+      content {
+        name = columns.value.name
+        type = columns.value.type
+      }
+    }
+  }
+}

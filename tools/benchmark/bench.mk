@@ -15,7 +15,7 @@ BENCH_PY ?= $(or $(PY),.venv/bin/python)
 LARGE_IMAGES ?= 10000
 LARGE_PROFILES ?= conf/08-warm-start.yaml
 
-.PHONY: bench report sweep bench-heads bench-large
+.PHONY: bench report sweep bench-heads bench-large bench-similar
 
 bench: ## Benchmark: seeded data set, single-process ceiling, every conf/NN-*.yaml + predict_batch_udf on local[2] (IMAGES=2000, PROFILES=...)
 	$(BENCH_PY) -m tools.benchmark.runner --images $(IMAGES) --cores $(BENCH_CORES) \
@@ -33,3 +33,8 @@ sweep: ## Measure the 03 profile's Spark parameters one at a time (IMAGES=500); 
 
 bench-heads: ## A head added to a tagged catalogue: full pass vs heads on stored embeddings, same run (IMAGES=2000); reports/heads-only.json
 	$(BENCH_PY) -m tools.benchmark.heads_only --images $(IMAGES) --cores $(BENCH_CORES)
+
+# BLAS threads = BENCH_CORES: the matrix products run on the cores a 2-core executor would have.
+bench-similar: ## Similar images: IVF recall@10 vs brute force, time and memory at 10k/50k/200k vectors, incremental vs full; reports/similar.json
+	OMP_NUM_THREADS=$(BENCH_CORES) OPENBLAS_NUM_THREADS=$(BENCH_CORES) MKL_NUM_THREADS=$(BENCH_CORES) \
+	  $(BENCH_PY) -m tools.benchmark.similar --cores $(BENCH_CORES) $(SIMILAR_FLAGS)
