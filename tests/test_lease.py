@@ -203,7 +203,7 @@ def test_a_killed_holder_on_s3_blocks_until_its_lease_expires(aws_endpoint):
     timeout after it is killed, then taken over."""
     s3 = boto3.client("s3", endpoint_url=aws_endpoint)
     s3.create_bucket(Bucket="lease-processes")
-    uri, timeout_s = "s3://lease-processes/out", 3.0
+    uri, timeout_s = "s3://lease-processes/out", 1.6
     ready = multiprocessing.get_context("spawn").Event()
     child = multiprocessing.get_context("spawn").Process(target=_hold_s3_lease, args=(aws_endpoint, uri, timeout_s, ready))
     child.start()

@@ -78,6 +78,7 @@ if [ $recursive = 1 ]; then mkdir -p "${args[1]}" && cp -r "${src%/}/." "${args[
 
 
 @pytest.mark.skipif(shutil.which("python3.11") is None, reason="the bootstrap creates its venv with python3.11")
+@pytest.mark.infra  # runs bootstrap.sh: a virtualenv and a pip install, like a node
 def test_the_bootstrap_installs_only_from_the_uploaded_wheelhouse(tmp_path: Path) -> None:
     from infra.scripts import package
 
