@@ -62,6 +62,11 @@ class JobArgs:
     profile: str | None = None
 
 
+def needs_backbone(counts: dict) -> bool:
+    """Whether the plan (jobs.planning's counts) has rows on the full path, or only heads on stored embeddings."""
+    return counts["after_ledger"] > counts.get("stored_embedding", 0)
+
+
 class TaggingRun:
     """Drives one run; keeps the timings that end up in the metrics record."""
 
@@ -249,7 +254,7 @@ class TaggingRun:
         left = state.chunks - len(state.done_chunks)
         self.progress.total = state.counts["after_ledger"] * left // state.chunks
         mine = ledger.where(F.col("run_id") == state.run_id) if resumed and ledger is not None else None
-        backbone_needed = state.counts["after_ledger"] > state.counts.get("stored_embedding", 0)
+        backbone_needed = needs_backbone(state.counts)
         for chunk in range(state.chunks):
             if chunk in state.done_chunks:
                 continue
@@ -304,8 +309,7 @@ class TaggingRun:
                 "run %s: %d planned images have no row in %s (files of a committed write are gone); tagging them again",
                 state.run_id, short, self.args.output,
             )  # fmt: skip
-            backbone_needed = state.counts["after_ledger"] > state.counts.get("stored_embedding", 0)
-            self._write(unwritten(), state.run_id, "repair", backbone_needed)
+            self._write(unwritten(), state.run_id, "repair", needs_backbone(state.counts))
             counts = self._account(state)
             self.repaired = short
             log.warning("run %s: repaired %d images", state.run_id, short)

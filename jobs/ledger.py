@@ -73,7 +73,8 @@ class OutputStore:
         return any(not s.getPath().getName().startswith(("_", ".")) for s in self.fs.listStatus(self.root))
 
     def delete(self, *parts: str) -> None:
-        target = self.path(*parts) if parts else self.root
+        """Delete uri/parts... (the whole output is never deleted: `clear` keeps the lease)."""
+        target = self.path(*parts)
         if self.fs.exists(target):
             self.fs.delete(target, True)
 
