@@ -216,61 +216,46 @@ def model_overrides(resolved: Mapping[str, Any], model_uris: Mapping[str, str], 
     return sets
 
 
-def job_arguments(
-    *,
-    manifest: str,
-    output: str,
-    profile: str,
-    profile_path: str,
-    resolved: Mapping[str, Any],
-    model_uris: Mapping[str, str],
-    overrides: Sequence[str] = (),
-    incremental: bool = True,
-) -> list[str]:
-    """The job's own arguments (after its entry point), the same on the cluster and on EMR Serverless.
+@dataclass(frozen=True)
+class JobRun:
+    """One run of the tagging job, as `submit` and `submit-serverless` take it from the command line.
 
-    The models live in S3, so every model URI of ``resolved`` (the profile as
-    :func:`resolved_profile` reads it) is pointed at its uploaded copy before
-    the caller's ``overrides``. ``incremental`` adds the job's ``--incremental``:
-    the output keeps earlier runs' rows (without it the job replaces the output).
+    ``resolved`` is the profile as :func:`resolved_profile` reads it; ``incremental`` adds the job's
+    ``--incremental``: the output keeps earlier runs' rows (without it the job replaces the output).
     """
-    for item in overrides:
-        if "=" not in item:
-            raise CtlError(f"--set expects key=value, got {item!r}")
-    args = ["--manifest", manifest, "--output", output, "--profile", profile_path]
-    if incremental:
-        args.append("--incremental")
-    for item in [*model_overrides(resolved, model_uris, profile=profile), *overrides]:
-        args += ["--set", item]
-    return args
+
+    manifest: str
+    output: str
+    profile: str
+    resolved: Mapping[str, Any]
+    overrides: Sequence[str] = ()
+    incremental: bool = True
+
+    def arguments(self, profile_path: str, model_uris: Mapping[str, str]) -> list[str]:
+        """The job's own arguments (after its entry point), the same on the cluster and on EMR Serverless.
+
+        The models live in S3, so every model URI of the profile is pointed at its uploaded copy
+        before the caller's overrides.
+        """
+        for item in self.overrides:
+            if "=" not in item:
+                raise CtlError(f"--set expects key=value, got {item!r}")
+        args = ["--manifest", self.manifest, "--output", self.output, "--profile", profile_path]
+        if self.incremental:
+            args.append("--incremental")
+        for item in [*model_overrides(self.resolved, model_uris, profile=self.profile), *self.overrides]:
+            args += ["--set", item]
+        return args
 
 
-def emr_step_args(
-    facts: ClusterFacts,
-    *,
-    manifest: str,
-    output: str,
-    profile: str,
-    resolved: Mapping[str, Any],
-    overrides: Sequence[str] = (),
-    incremental: bool = True,
-) -> list[str]:
+def emr_step_args(facts: ClusterFacts, run: JobRun) -> list[str]:
     """Arguments of ``command-runner.jar``: spark-submit of the installed job.
 
     The code, the profile and the virtual environment were installed on every
-    node by the bootstrap action; :func:`job_arguments` says the rest.
+    node by the bootstrap action; :meth:`JobRun.arguments` says the rest.
     """
     install = facts.install_dir.rstrip("/")
-    job = job_arguments(
-        manifest=manifest,
-        output=output,
-        profile=profile,
-        profile_path=f"{install}/conf/{profile}.yaml",
-        resolved=resolved,
-        model_uris=facts.model_uris,
-        overrides=overrides,
-        incremental=incremental,
-    )
+    job = run.arguments(f"{install}/conf/{run.profile}.yaml", facts.model_uris)
     return ["spark-submit", "--master", "yarn", "--deploy-mode", "client", f"{install}/jobs/tag_images.py", *job]
 
 
@@ -402,29 +387,10 @@ def serverless_spark_conf(resolved: Mapping[str, Any], archive_uri: str) -> dict
     return {**conf, **profile_conf}
 
 
-def serverless_job_run(
-    facts: ServerlessFacts,
-    *,
-    name: str,
-    manifest: str,
-    output: str,
-    profile: str,
-    resolved: Mapping[str, Any],
-    overrides: Sequence[str] = (),
-    incremental: bool = True,
-) -> dict[str, Any]:
+def serverless_job_run(facts: ServerlessFacts, run: JobRun, *, name: str) -> dict[str, Any]:
     """The ``start_job_run`` request: the job's arguments as ``submit`` builds them, the profile from the archive."""
-    arguments = job_arguments(
-        manifest=manifest,
-        output=output,
-        profile=profile,
-        profile_path=f"./{SERVERLESS_ENV}/conf/{profile}.yaml",
-        resolved=resolved,
-        model_uris=facts.model_uris,
-        overrides=overrides,
-        incremental=incremental,
-    )
-    conf = serverless_spark_conf(resolved, facts.archive_uri)
+    arguments = run.arguments(f"./{SERVERLESS_ENV}/conf/{run.profile}.yaml", facts.model_uris)
+    conf = serverless_spark_conf(run.resolved, facts.archive_uri)
     return {
         "applicationId": facts.application_id,
         "executionRoleArn": facts.job_role_arn,
@@ -708,23 +674,24 @@ def _wait(client: Any, facts: ClusterFacts, step_id: str, args: argparse.Namespa
     return EXIT_FAILED
 
 
+def job_run(args: argparse.Namespace, output: str) -> JobRun:
+    """The run that `submit` / `submit-serverless` were asked for."""
+    resolved = resolved_profile(args.profile, args.conf_dir)
+    return JobRun(args.manifest, output, args.profile, resolved, args.overrides, args.incremental)
+
+
+def run_name(args: argparse.Namespace) -> str:
+    return args.name or f"tag-images {args.profile} {args.manifest.rsplit('/', 1)[-1]}"
+
+
 def _submit(args: argparse.Namespace) -> int:
     facts = _facts(args)
     if not args.output and not facts.data_bucket:
         raise CtlError("pass --output s3://... or --data-bucket")
     output = args.output or default_output_uri(facts.data_bucket, args.profile)
-    step_args = emr_step_args(
-        facts,
-        manifest=args.manifest,
-        output=output,
-        profile=args.profile,
-        resolved=resolved_profile(args.profile, args.conf_dir),
-        overrides=args.overrides,
-        incremental=args.incremental,
-    )
+    step_args = emr_step_args(facts, job_run(args, output))
     client = emr_client(facts.region)
-    name = args.name or f"tag-images {args.profile} {args.manifest.rsplit('/', 1)[-1]}"
-    step_id = submit_step(client, facts.cluster_id, step_definition(name, step_args))
+    step_id = submit_step(client, facts.cluster_id, step_definition(run_name(args), step_args))
     mode = "adding to" if args.incremental else "replacing"
     print(f"submitted step {step_id} to {facts.cluster_id}: output {output} ({mode} it)")
     status = _wait(client, facts, step_id, args) if args.wait else 0
@@ -737,16 +704,7 @@ def _submit(args: argparse.Namespace) -> int:
 def _submit_serverless(args: argparse.Namespace) -> int:
     facts = serverless_facts_from_outputs(terraform_outputs(args.tf_dir, args.terraform))
     output = args.output or default_output_uri(facts.data_bucket, args.profile)
-    request = serverless_job_run(
-        facts,
-        name=args.name or f"tag-images {args.profile} {args.manifest.rsplit('/', 1)[-1]}",
-        manifest=args.manifest,
-        output=output,
-        profile=args.profile,
-        resolved=resolved_profile(args.profile, args.conf_dir),
-        overrides=args.overrides,
-        incremental=args.incremental,
-    )
+    request = serverless_job_run(facts, job_run(args, output), name=run_name(args))
     client = emr_serverless_client(facts.region)
     job_run_id = client.start_job_run(**request)["jobRunId"]
     logs = job_run_log_uri(facts.log_uri, facts.application_id, job_run_id)

@@ -19,50 +19,36 @@ resource "aws_glue_catalog_database" "this" {
   description = "Outputs of the image-tagging job (${var.name}); the tables point at s3://${local.buckets.data}/outputs/."
 }
 
-resource "aws_glue_catalog_table" "tags" {
-  name          = local.glue_table
-  database_name = aws_glue_catalog_database.this.name
-  description   = "Tags, head labels and embeddings written by jobs/tag_images.py with profile ${local.profile_name}; one row per image and run (filter by run_id / processed_at)."
-  table_type    = "EXTERNAL_TABLE"
-
-  parameters = {
-    EXTERNAL       = "TRUE"
-    classification = "parquet"
-  }
-
-  storage_descriptor {
-    location      = local.output_location
-    input_format  = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
-    output_format = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
-
-    ser_de_info {
-      name                  = "parquet"
-      serialization_library = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
-      parameters = {
-        "serialization.format" = "1"
+# One table per dataset: the tags, and jobs/similar_images.py's two datasets when
+# it is run with --output s3://<data bucket>/outputs/<profile>/similar (each
+# image's nearest neighbours, the near-duplicate groups; columns from the same
+# resolution: similar_columns, from jobs.schema; each run replaces them, see
+# docs/similar.md).
+locals {
+  glue_tables = merge(
+    {
+      (local.glue_table) = {
+        location    = local.output_location
+        columns     = local.output_columns
+        description = "Tags, head labels and embeddings written by jobs/tag_images.py with profile ${local.profile_name}; one row per image and run (filter by run_id / processed_at)."
       }
-    }
-
-    dynamic "columns" {
-      for_each = local.output_columns
-      content {
-        name = columns.value.name
-        type = columns.value.type
+    },
+    {
+      for name, columns in local.settings.similar_columns : name => {
+        location    = "s3://${local.buckets.data}/outputs/${local.profile_name}/similar/${name}/"
+        columns     = columns
+        description = "${name} written by jobs/similar_images.py from the tags of profile ${local.profile_name}; replaced by each run."
       }
-    }
-  }
+    },
+  )
 }
 
-# jobs/similar_images.py's two datasets, when it is run with
-# --output s3://<data bucket>/outputs/<profile>/similar: each image's nearest
-# neighbours, and the near-duplicate groups. Columns from the same resolution
-# (similar_columns, from jobs.schema). Each run replaces them (docs/similar.md).
-resource "aws_glue_catalog_table" "similar" {
-  for_each = local.settings.similar_columns
+resource "aws_glue_catalog_table" "this" {
+  for_each = local.glue_tables
 
   name          = each.key
   database_name = aws_glue_catalog_database.this.name
-  description   = "${each.key} written by jobs/similar_images.py from the tags of profile ${local.profile_name}; replaced by each run."
+  description   = each.value.description
   table_type    = "EXTERNAL_TABLE"
 
   parameters = {
@@ -71,7 +57,7 @@ resource "aws_glue_catalog_table" "similar" {
   }
 
   storage_descriptor {
-    location      = "s3://${local.buckets.data}/outputs/${local.profile_name}/similar/${each.key}/"
+    location      = each.value.location
     input_format  = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
     output_format = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
 
@@ -84,7 +70,7 @@ resource "aws_glue_catalog_table" "similar" {
     }
 
     dynamic "columns" {
-      for_each = each.value
+      for_each = each.value.columns
       content {
         name = columns.value.name
         type = columns.value.type

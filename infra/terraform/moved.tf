@@ -114,3 +114,19 @@ moved {
   from = aws_s3_bucket_logging.artifacts[0]
   to   = aws_s3_bucket_logging.this["artifacts"]
 }
+
+# The Glue tables: one for_each resource (glue.tf) since the similar-images tables joined the tags.
+moved {
+  from = aws_glue_catalog_table.tags
+  to   = aws_glue_catalog_table.this["tags"]
+}
+
+moved {
+  from = aws_glue_catalog_table.similar["neighbours"]
+  to   = aws_glue_catalog_table.this["neighbours"]
+}
+
+moved {
+  from = aws_glue_catalog_table.similar["duplicates"]
+  to   = aws_glue_catalog_table.this["duplicates"]
+}

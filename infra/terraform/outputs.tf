@@ -53,8 +53,8 @@ output "glue_table" {
   description = "The Glue/Athena table over the stable output prefix (kept by destroy-cluster): database, table, location (make submit's default output), and its head columns."
   value = {
     database = aws_glue_catalog_database.this.name
-    table    = aws_glue_catalog_table.tags.name
-    location = aws_glue_catalog_table.tags.storage_descriptor[0].location
+    table    = aws_glue_catalog_table.this[local.glue_table].name
+    location = aws_glue_catalog_table.this[local.glue_table].storage_descriptor[0].location
     heads    = local.output_head_names
   }
 }

@@ -179,32 +179,17 @@ data "aws_iam_policy_document" "bucket" {
     }
   }
 
+  # VPC flow logs: the delivery service writes objects and checks the bucket's ACL.
   dynamic "statement" {
-    for_each = each.key == "logs" ? [1] : []
+    for_each = each.key == "logs" ? {
+      VpcFlowLogsWrite    = { action = "s3:PutObject", resource = "${each.value}/AWSLogs/${local.account_id}/*" }
+      VpcFlowLogsAclCheck = { action = "s3:GetBucketAcl", resource = each.value }
+    } : {}
     content {
-      sid       = "VpcFlowLogsWrite"
+      sid       = statement.key
       effect    = "Allow"
-      actions   = ["s3:PutObject"]
-      resources = ["${each.value}/AWSLogs/${local.account_id}/*"]
-      principals {
-        type        = "Service"
-        identifiers = ["delivery.logs.amazonaws.com"]
-      }
-      condition {
-        test     = "StringEquals"
-        variable = "aws:SourceAccount"
-        values   = [local.account_id]
-      }
-    }
-  }
-
-  dynamic "statement" {
-    for_each = each.key == "logs" ? [1] : []
-    content {
-      sid       = "VpcFlowLogsAclCheck"
-      effect    = "Allow"
-      actions   = ["s3:GetBucketAcl"]
-      resources = [each.value]
+      actions   = [statement.value.action]
+      resources = [statement.value.resource]
       principals {
         type        = "Service"
         identifiers = ["delivery.logs.amazonaws.com"]

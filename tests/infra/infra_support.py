@@ -95,7 +95,7 @@ def job_output_columns(profile_path: Path) -> list[tuple[str, str]]:
 
 
 def arrow_hive_type(data_type: Any) -> str:
-    """The Hive type of a Parquet column as pyarrow reads it (list, map, struct, string, float, timestamp)."""
+    """The Hive type of a Parquet column as pyarrow reads it (list, map, struct, string, numbers, timestamp)."""
     import pyarrow as pa
 
     if pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
@@ -107,6 +107,7 @@ def arrow_hive_type(data_type: Any) -> str:
     if pa.types.is_timestamp(data_type):
         return "timestamp"  # Spark writes INT96 or INT64 timestamps; both are Hive timestamp
     simple = {pa.string(): "string", pa.large_string(): "string", pa.float32(): "float", pa.float64(): "double"}
+    simple |= {pa.int32(): "int", pa.int64(): "bigint", pa.bool_(): "boolean"}
     if data_type in simple:
         return simple[data_type]
     raise AssertionError(f"no Hive type for {data_type} in this helper: extend it")

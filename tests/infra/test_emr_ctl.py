@@ -88,14 +88,8 @@ class FakeEmr:
 
 
 def test_emr_step_args_run_the_installed_job_with_every_model_uploaded() -> None:
-    args = emr_ctl.emr_step_args(
-        FACTS,
-        manifest="s3://d/m.csv",
-        output="s3://d/out/",
-        profile="emr",
-        resolved=PROFILE,
-        overrides=["inference.batch_size=32"],
-    )
+    run = emr_ctl.JobRun("s3://d/m.csv", "s3://d/out/", "emr", PROFILE, overrides=["inference.batch_size=32"])
+    args = emr_ctl.emr_step_args(FACTS, run)
     assert args == expected_emr_args(manifest="s3://d/m.csv", output="s3://d/out/", overrides=["inference.batch_size=32"])
 
 
@@ -103,20 +97,19 @@ def test_step_args_add_to_the_output_unless_replace() -> None:
     """The default output is one dataset per profile: runs add to it (--incremental); --replace does not."""
     from jobs.cli import parse_args
 
-    common = {"manifest": "m", "output": "o", "profile": "emr", "resolved": PROFILE}
-    adding = emr_ctl.emr_step_args(FACTS, **common)
+    adding = emr_ctl.emr_step_args(FACTS, emr_ctl.JobRun("m", "o", "emr", PROFILE))
     assert "--incremental" in adding
     # The job's own parser reads the arguments after the script as the step passes them.
     parsed = parse_args(adding[adding.index("/opt/image-tagger/jobs/tag_images.py") + 1 :])
     assert parsed.incremental and parsed.output == "o"
-    replacing = emr_ctl.emr_step_args(FACTS, **common, incremental=False)
+    replacing = emr_ctl.emr_step_args(FACTS, emr_ctl.JobRun("m", "o", "emr", PROFILE, incremental=False))
     assert replacing == expected_emr_args(manifest="m", output="o", incremental=False)
     assert not parse_args(replacing[replacing.index("/opt/image-tagger/jobs/tag_images.py") + 1 :]).incremental
 
 
 def test_emr_step_args_without_heads_set_only_the_backbone() -> None:
     profile = {"model": {"uri": BACKBONE, "heads": []}}
-    args = emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="emr", resolved=profile)
+    args = emr_ctl.emr_step_args(FACTS, emr_ctl.JobRun("m", "o", "emr", profile))
     assert args == expected_step_args(manifest="m", output="o", profile="emr", backbone=UPLOADED[BACKBONE])
 
 
@@ -126,7 +119,7 @@ def test_the_job_reads_the_overrides_as_the_uploaded_copies(profile: str) -> Non
     data = emr_ctl.resolved_profile(profile)
     uploaded = {uri: f"s3://art-bkt/models/{Path(uri).name}" for uri in emr_ctl.profile_model_uris(data)}
     facts = emr_ctl.ClusterFacts(cluster_id="j", region="eu-west-1", data_bucket="d", model_uris=uploaded)
-    args = emr_ctl.emr_step_args(facts, manifest="m", output="o", profile=profile, resolved=data)
+    args = emr_ctl.emr_step_args(facts, emr_ctl.JobRun("m", "o", profile, data))
     sets = [args[i + 1] for i, arg in enumerate(args) if arg == "--set"]
     settings = load_settings(REPO / "conf" / f"{profile}.yaml", sets)
     assert settings.model.uri == uploaded[data["model"]["uri"]]
@@ -138,7 +131,7 @@ def test_a_model_the_cluster_did_not_upload_fails_naming_it() -> None:
     # PROFILE=gpu submitted to a cluster deployed from emr: its Keras backbone was never uploaded.
     gpu = emr_ctl.resolved_profile("gpu")
     with pytest.raises(emr_ctl.CtlError) as err:
-        emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="gpu", resolved=gpu)
+        emr_ctl.emr_step_args(FACTS, emr_ctl.JobRun("m", "o", "gpu", gpu))
     assert repr(gpu["model"]["uri"]) in str(err.value)
     assert "make deploy-cluster PROFILE=gpu" in str(err.value)
 
@@ -146,7 +139,7 @@ def test_a_model_the_cluster_did_not_upload_fails_naming_it() -> None:
 def test_a_head_the_cluster_did_not_upload_fails_naming_it() -> None:
     profile = {"model": {"uri": BACKBONE, "heads": [{"name": "colour", "uri": "model/artifacts/colour_tflite"}]}}
     with pytest.raises(emr_ctl.CtlError, match="'model/artifacts/colour_tflite'.*make deploy-cluster PROFILE=emr"):
-        emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="emr", resolved=profile)
+        emr_ctl.emr_step_args(FACTS, emr_ctl.JobRun("m", "o", "emr", profile))
 
 
 def test_models_a_profile_leaves_to_the_defaults_point_at_their_uploaded_copies(tmp_path: Path) -> None:
@@ -156,7 +149,7 @@ def test_models_a_profile_leaves_to_the_defaults_point_at_their_uploaded_copies(
     resolved = emr_ctl.resolved_profile("bare", tmp_path)
     assert resolved["model"] == Settings().as_dict()["model"]
     assert emr_ctl.profile_model_uris(resolved) == [BACKBONE, HEAD]  # what Terraform uploads (locals.tf)
-    args = emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="bare", resolved=resolved)
+    args = emr_ctl.emr_step_args(FACTS, emr_ctl.JobRun("m", "o", "bare", resolved))
     assert args == expected_step_args(
         manifest="m", output="o", profile="bare", backbone=UPLOADED[BACKBONE], heads=[("category", UPLOADED[HEAD])]
     )
@@ -173,7 +166,7 @@ def test_an_invalid_profile_fails_naming_the_key(tmp_path: Path, caplog: pytest.
 
 def test_emr_step_args_reject_override_without_equals() -> None:
     with pytest.raises(emr_ctl.CtlError, match="key=value"):
-        emr_ctl.emr_step_args(FACTS, manifest="m", output="o", profile="emr", resolved=PROFILE, overrides=["oops"])
+        emr_ctl.emr_step_args(FACTS, emr_ctl.JobRun("m", "o", "emr", PROFILE, overrides=["oops"]))
 
 
 @pytest.mark.parametrize("profile", ["emr", "gpu"])

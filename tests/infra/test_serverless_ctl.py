@@ -33,17 +33,9 @@ def spark_params(request: dict) -> dict[str, str]:
 
 
 def test_the_job_run_takes_the_arguments_submit_builds_and_the_profiles_spark_settings() -> None:
-    request = emr_ctl.serverless_job_run(
-        FACTS, name="n", manifest="s3://data/m.csv", output="s3://data/out/", profile="emr", resolved=EMR, overrides=["a=b"]
-    )
-    step = emr_ctl.emr_step_args(
-        emr_ctl.ClusterFacts("j-1", "eu-west-1", "data", UPLOADED),
-        manifest="s3://data/m.csv",
-        output="s3://data/out/",
-        profile="emr",
-        resolved=EMR,
-        overrides=["a=b"],
-    )
+    run = emr_ctl.JobRun("s3://data/m.csv", "s3://data/out/", "emr", EMR, overrides=["a=b"])
+    request = emr_ctl.serverless_job_run(FACTS, run, name="n")
+    step = emr_ctl.emr_step_args(emr_ctl.ClusterFacts("j-1", "eu-west-1", "data", UPLOADED), run)
     arguments = request["jobDriver"]["sparkSubmit"]["entryPointArguments"]
     # The same job arguments as the cluster's step; only the profile comes from the packed environment.
     assert arguments == [a.replace("/opt/image-tagger/conf", "./environment/conf") for a in step[6:]]
