@@ -155,6 +155,10 @@ class Settings:
     spark: SparkSettings = field(default_factory=SparkSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
+    # A local manifest file (CSV, text, Parquet) up to this size is read on the driver with pyarrow:
+    # no Spark job before the tagging, its row count and duplicates known (16 MiB: ~200k CSV rows of
+    # URLs). Larger ones, directories and s3:// are read by Spark. 0: always Spark (jobs/manifest.py).
+    driver_read_max_bytes: int = field(default=16 * 1024 * 1024, metadata=_check(_non_negative, "must be >= 0"))
     fetch: FetchSettings = field(default_factory=FetchSettings)
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     output: OutputSettings = field(default_factory=OutputSettings)

@@ -37,7 +37,7 @@ from jobs.ledger import (
     statuses_once,
     stored_embeddings,
 )
-from jobs.manifest import open_manifest
+from jobs.manifest import Manifest, open_manifest
 from jobs.metrics import StageTimes
 from jobs.pipeline import WarmUp, tag_dataframe
 from jobs.planning import plan_pending
@@ -172,7 +172,9 @@ class TaggingRun:
         self.marks["execute_at"] = time.time()
         self.models_bc = self.spark.sparkContext.broadcast(self.models)
         warm_up = self._warm_up()
-        manifest, self.listing = open_manifest(self.spark, self.args.manifest, self.args.manifest_format, self.settings.manifest)
+        opened = open_manifest(self.spark, self.args.manifest, self.args.manifest_format, self.settings.manifest)
+        manifest, self.listing = opened.rows, opened.listing
+        self.marks["manifest_read_at"] = time.time()
         state, resumed = self._start_or_resume()
         ledger = finished_rows(self.spark, self.store)
         self.phases[M.READ_MANIFEST_S] += time.perf_counter() - started
@@ -182,6 +184,7 @@ class TaggingRun:
             run_id=state.run_id,
             incremental=self.args.incremental,
             single_pass=self.settings.spark.single_pass,
+            unique_ids=opened.ids_unique,
         )
         # Rows whose heads can run on an embedding the output holds get it joined to them.
         stored_possible = (
@@ -205,9 +208,11 @@ class TaggingRun:
             mine = written.where(F.col("run_id") == state.run_id) if written is not None else None
             return self._spread(skip_done(rows, mine) if mine is not None else rows)
 
+        if state.chunks == 1:  # chunked runs learn their total from the staged plan
+            pending, counts = single_pass_rows(ledger)
+            self.progress.total = self._single_chunk_total(opened, counts, resumed)
         with self.progress:  # a line every progress.interval_s and at each chunk commit
             if state.chunks == 1:
-                pending, counts = single_pass_rows(ledger)
                 self._write(pending, state.run_id, "chunk-0")
                 state.counts = counts()
                 state.done_chunks = [0]
@@ -234,6 +239,19 @@ class TaggingRun:
             lease_taken_over_from=self.lease.taken_over_from(),
             repaired=self.repaired,
         )
+
+    def _single_chunk_total(self, manifest: Manifest, counts: Callable[[], dict], resumed: bool) -> int | None:
+        """The images a single-chunk run tags, from a count that costs no pass over the images; None
+        where only the pass tells (the progress lines then estimate from the tasks)."""
+        if resumed:
+            return None  # some are written already: which ones, the pass finds out
+        if not self.settings.spark.single_pass:
+            return counts()["after_ledger"]  # counted while planning
+        if self.args.incremental:
+            return None  # the ledger decides, during the pass
+        if manifest.unique_ids is not None:
+            return manifest.unique_ids  # the driver read the manifest: each image_id is tagged once
+        return manifest.rows.count()  # a pass over the manifest; an image_id it repeats is counted each time
 
     def _spread(self, rows: DataFrame) -> DataFrame:
         partitions = self.settings.spark.partitions

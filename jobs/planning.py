@@ -27,11 +27,14 @@ def plan_pending(
     incremental: bool,
     partitions: int,
     single_pass: bool = True,
+    unique_ids: bool = False,
 ) -> tuple[DataFrame, Callable[[], dict]]:
     """Manifest -> rows still to tag with their path, and a function giving the accounting counts after the action.
 
     single_pass: the counts are observed while the tagging pass runs and the dedup reuses the
     repartition shuffle. Otherwise (the straightforward way) each count is its own Spark action.
+    unique_ids: the driver counted the manifest's image_ids and each is there once (jobs.manifest
+    Manifest.ids_unique): no dedup and, in a single pass, no shuffle before the tagging.
     """
     stored = F.coalesce(F.sum(F.when(F.col("path") == PATH_STORED_EMBEDDING, 1).otherwise(0)), F.lit(0))
     metrics = {"rows_in": [], "unique": [], "after_ledger": [stored.alias("stored")]}
@@ -46,10 +49,14 @@ def plan_pending(
             counted["stored_embedding"] = df.where(F.col("path") == PATH_STORED_EMBEDDING).count()
         return df
 
-    rows = measure(manifest, "rows_in")
-    if partitions and single_pass:
-        rows = rows.repartition(partitions, "image_id")  # the dedup below reuses this shuffle
-    rows = measure(rows.dropDuplicates(["image_id"]), "unique")
+    if unique_ids:
+        rows = measure(spread_local(manifest, partitions if single_pass else 0), "rows_in")
+    else:
+        rows = measure(manifest, "rows_in")
+        if partitions and single_pass:
+            rows = rows.repartition(partitions, "image_id")  # the dedup below reuses this shuffle
+        rows = rows.dropDuplicates(["image_id"])
+    rows = measure(rows, "unique")
     earlier = ledger.where(~F.col("run_id").eqNullSafe(run_id)) if ledger is not None and incremental else None
     rows = plan_paths(rows, coverage(earlier, models) if earlier is not None else None, models, embedding)
     rows = measure(rows, "after_ledger")
@@ -65,3 +72,15 @@ def plan_pending(
         return {**values, "stored_embedding": int(observations["after_ledger"].get["stored"])}
 
     return rows, counts
+
+
+def spread_local(rows: DataFrame, partitions: int) -> DataFrame:
+    """Rows the driver read (a local relation: about one slice per core) over `partitions` tasks.
+
+    Fewer by coalescing them, without a shuffle; more only through one (a hash of image_id).
+    """
+    if not partitions:
+        return rows
+    if partitions <= rows.rdd.getNumPartitions():
+        return rows.coalesce(partitions)
+    return rows.repartition(partitions, "image_id")

@@ -7,9 +7,12 @@ Everything comes from the running job's own counters, never from re-reading the 
   accumulator updates on the driver when the task ends, so these count finished tasks only.
 - tasks c/n: SparkContext.statusTracker(), the newest active stage of the running jobs (the
   tagging stage during the tagging pass); finer than the images when tasks are long.
-- total: the rows planned for this run, when known (chunked runs: the staged plan's count).
-  Otherwise (a single-pass run learns its counts only after the pass) the ETA comes from the
-  share of the tagging stage's tasks done, and is `ETA unknown` before the first task ends.
+- total: the images this run tags, from a count that costs no pass over the images (jobs.driver):
+  chunked runs: the staged plan's count; a single chunk: the distinct image_ids of a manifest the
+  driver read, the manifest's rows when Spark read it, the plan's count without spark.single_pass.
+  The ETA is then (total - done) / rate from the first line with a rate. Where only the pass tells
+  (--incremental or resumed in a single pass) the ETA comes from the share of the tagging stage's
+  tasks done, and is `ETA unknown` before the first task ends.
 
 The arithmetic (rate over a sliding window, ETA, formatting) is pure functions; the reporter
 thread takes its counters and clock as arguments, so both test without Spark.

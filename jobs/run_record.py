@@ -37,7 +37,7 @@ def startup_breakdown(marks: dict[str, float], times: dict, jvm_started: float) 
     """JVM start to the first ready model, in consecutive segments (seconds; they sum to it), then
     the first batch, and the Python workers' own start, which overlaps those segments.
 
-    marks: the driver's moments (main_at, session_at, execute_at, tagging_submitted_at, and with a
+    marks: the driver's moments (main_at, session_at, execute_at, manifest_read_at, tagging_submitted_at, and with a
     warm-up warm_up_at, warm_ready_at, warm_worker_start_s); times: the tasks' merged timings
     (worker_start_at_min, task_start_at_min, ready_at_min, first_batch_at_min). A value is None
     when a moment is missing (no task ran, no /proc).
@@ -53,6 +53,8 @@ def startup_breakdown(marks: dict[str, float], times: dict, jvm_started: float) 
     ]
     ends = [m for _, m in moments[1:]] + [times.get(M.FIRST_BATCH_AT)]
     segments = {name: _span(start, end) for (name, start), end in zip(moments, ends, strict=True)}
+    # Inside manifest_and_plan: the manifest opened (on the driver, or Spark's reader and its first job).
+    segments["manifest_read_s"] = _span(marks.get("execute_at"), marks.get("manifest_read_at"))
     if "warm_up_at" in marks:  # workers forked, imports and models done beside manifest_and_plan
         segments["warm_up_s"] = _span(marks["warm_up_at"], marks.get("warm_ready_at"))
         segments["python_worker_start_s"] = marks.get("warm_worker_start_s")

@@ -77,6 +77,24 @@ def test_incremental_skips_done_work_and_retries_errors(spark, artifact, images,
     assert len(ok) == len(set(ok)) == 4
 
 
+def test_unique_ids_read_on_the_driver_are_planned_without_the_dedup_shuffle(spark, artifact, tmp_path):
+    from jobs.manifest import open_manifest
+    from jobs.planning import plan_pending
+
+    unique = write_manifest(tmp_path / "unique.csv", [("a", "u1"), ("b", "u2"), ("c", "u3")])
+    twice = write_manifest(tmp_path / "twice.csv", [("a", "u1"), ("b", "u2"), ("a", "u1")])
+    for manifest, ids_unique, expected in ((unique, True, ["a", "b", "c"]), (twice, False, ["a", "b"])):
+        opened = open_manifest(spark, manifest)
+        assert opened.ids_unique == ids_unique and opened.rows_in == 3
+        pending, counts = plan_pending(
+            opened.rows, None, models=ModelBundle(artifact), embedding=True, run_id="r", incremental=False, partitions=2,
+            unique_ids=opened.ids_unique,
+        )  # fmt: skip
+        assert ("Exchange" in pending._jdf.queryExecution().executedPlan().toString()) != ids_unique
+        assert sorted(r.image_id for r in pending.collect()) == expected
+        assert counts() == {"rows_in": 3, "unique": len(expected), "after_ledger": len(expected), "stored_embedding": 0}
+
+
 def test_non_incremental_run_replaces_output(spark, artifact, images, tmp_path):
     out = tmp_path / "out"
     manifest = write_manifest(tmp_path / "m.csv", [("a", images["coffee"])])
@@ -185,13 +203,15 @@ def test_startup_breakdown_segments_add_up_to_the_first_ready_model():
     from jobs.run_record import startup_breakdown
 
     marks = {"main_at": 102.0, "session_at": 102.5, "execute_at": 105.0, "tagging_submitted_at": 106.0}
+    marks["manifest_read_at"] = 105.25  # inside manifest_and_plan
     times = {"worker_start_at_min": 107.5, "task_start_at_min": 108.0, "ready_at_min": 108.25, "first_batch_at_min": 109.0}
     segments = startup_breakdown(marks, times, jvm_started=100.0)
     assert segments == {
         "driver_start_s": 2.0, "driver_setup_s": 0.5, "session_s": 2.5, "manifest_and_plan_s": 1.0,
         "shuffle_and_schedule_s": 2.0, "model_load_s": 0.25, "first_batch_s": 0.75, "python_worker_start_s": 0.5,
+        "manifest_read_s": 0.25,
     }  # fmt: skip
-    on_path = sum(v for k, v in segments.items() if k not in ("first_batch_s", "python_worker_start_s"))
+    on_path = sum(v for k, v in segments.items() if k not in ("first_batch_s", "python_worker_start_s", "manifest_read_s"))
     assert on_path == times["ready_at_min"] - 100.0
     without_proc = startup_breakdown(marks, {k: v for k, v in times.items() if k != "worker_start_at_min"}, 100.0)
     assert without_proc["python_worker_start_s"] is None and without_proc["model_load_s"] == 0.25

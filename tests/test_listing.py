@@ -262,8 +262,8 @@ def test_inventory_rows_decode_keys_and_skip_old_versions_and_delete_markers(s3,
 @pytest.mark.spark
 def test_prefix_listing_thousands_of_keys_on_the_driver_or_split_on_the_executors(spark, s3, photo_bucket):
     started = time.perf_counter()
-    df, stats = open_manifest(spark, f"s3://{photo_bucket}/big/")  # 3012 keys: under 5 pages, one driver loop
-    rows = df.collect()
+    opened = open_manifest(spark, f"s3://{photo_bucket}/big/")  # 3012 keys: under 5 pages, one driver loop
+    rows, stats = opened.rows.collect(), opened.listing
     driver_rate = stats.keys / (time.perf_counter() - started)
     assert stats.parts == 1 and stats.keys == 3012 and stats.kept == 3001 and stats.not_image == 11
     assert len(rows) == 3001 and len({r.url for r in rows}) == 3001
@@ -302,8 +302,8 @@ def test_prefix_keys_with_spaces_and_non_ascii_same_id_as_a_csv_manifest(spark, 
 @pytest.mark.parametrize("fmt", ["CSV", "Parquet", "ORC"])
 def test_inventory_report_read_one_task_per_data_file(spark, s3, fmt):
     uri = _write_inventory(s3, fmt, f"spark-{fmt}")
-    df, stats = open_manifest(spark, uri)  # auto: manifest.json
-    rows = df.collect()
+    opened = open_manifest(spark, uri)  # auto: manifest.json
+    rows, stats = opened.rows.collect(), opened.listing
     assert {r.url for r in rows} == EXPECTED_URLS and len(rows) == len(EXPECTED_URLS)
     assert all(r.image_id == stable_image_id(r.url) for r in rows)
     assert (stats.parts, stats.keys, stats.not_image, stats.inventory_skipped) == (2, 8, 1, 3)
@@ -354,13 +354,74 @@ def test_local_folder_recursive_with_the_extension_filter(spark, tmp_path):
         (root / name).write_bytes(b"x")
     expected = {(root / n).as_uri() for n in ("a.jpg", "sub/b.PNG", "sub/deeper/c d.jpeg", "sub/deeper/é.webp")}
     for uri in (root.as_uri() + "/", str(root)):
-        df, stats = open_manifest(spark, uri)
-        rows = df.collect()
+        opened = open_manifest(spark, uri)
+        rows, stats = opened.rows.collect(), opened.listing
         assert {r.url for r in rows} == expected and (stats.keys, stats.not_image) == (7, 3)
         assert all(r.image_id == stable_image_id(r.url) for r in rows)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ManifestError, match="no images to tag"):
         read_manifest(spark, str(tmp_path / "empty") + "/")
+
+
+# --- small manifest files read on the driver -------------------------------------------------------
+
+DRIVER_READ = {  # name -> (text, read on the driver): the driver reads what both readers read alike
+    "m.csv": ("image_id,url,extra\ni1,file:///x/1.jpg,5\n,s3://b/2 x.jpg,\n  i3 ,file:///x/3.jpg,\r\n\ti4,,\n\ni1,u5,7\n", True),
+    "bom-upper.csv": ("\ufeffURL\nfile:///x/1.jpg\n\nfile:///x/2.jpg", True),
+    "header-only.csv": ("image_id,url\n", True),
+    "m.txt": ("# comment\nfile:///x/1.jpg\n\n  s3://bucket/2.jpg  \r\n\tfile:///t.jpg\r#x\rfile:///x/1.jpg\n", True),
+    "quoted.csv": ('url\n"file:///q,1.jpg"\n""\n', False),  # Spark's quote rules are its own
+    "ragged.csv": ("image_id,url\na\nb,u2,extra\n", False),  # Spark pads and drops fields
+    "twice.csv": ("url,URL\nu1,u2\n", False),  # Spark renames the columns
+    "latin1.txt": ("file:///caf\xe9.jpg\n".encode("latin-1"), False),  # not UTF-8
+    "empty.csv": ("", False),
+}
+NO_URL_COLUMN = {"twice.csv": "url0, URL1", "empty.csv": "none"}
+
+
+def _write_manifests(tmp_path) -> dict[str, bool]:
+    on_driver = {}
+    for name, (text, driver) in DRIVER_READ.items():
+        data = text if isinstance(text, bytes) else text.encode("utf-8")
+        (tmp_path / name).write_bytes(data)
+        on_driver[name] = driver
+    table = pa.table({"URL": ["file:///p/1.jpg", None, "s3://b/p 2.jpg"], "image_id": ["p1", " ", None], "n": [1, 2, 3]})
+    pq.write_table(table, tmp_path / "m.parquet")
+    pq.write_table(pa.table({"url": ["u1", "u2"], "image_id": [7, 7]}), tmp_path / "int-ids.parquet")
+    on_driver |= {"m.parquet": True, "int-ids.parquet": False}  # Spark's cast decides how an int reads
+    return on_driver
+
+
+@pytest.mark.spark
+def test_small_manifests_read_on_the_driver_give_spark_readers_rows(spark, tmp_path):
+    from chispa import assert_df_equality
+
+    from jobs.config import ManifestSettings
+
+    spark_only = ManifestSettings(driver_read_max_bytes=0)
+    for name, on_driver in _write_manifests(tmp_path).items():
+        uri = str(tmp_path / name)
+        if name in NO_URL_COLUMN:  # Spark's error, from either
+            for settings in (None, spark_only):
+                with pytest.raises(ManifestError, match=rf"{name} has no 'url' column \(columns: {NO_URL_COLUMN[name]}\)"):
+                    open_manifest(spark, uri, settings=settings)
+            continue
+        opened, by_spark = open_manifest(spark, uri), open_manifest(spark, uri, settings=spark_only)
+        assert (opened.rows_in is not None) == on_driver, name
+        assert by_spark.rows_in is None and not by_spark.ids_unique
+        assert_df_equality(opened.rows, by_spark.rows, ignore_row_order=True)
+        if on_driver:
+            ids = [r.image_id for r in by_spark.rows.collect()]
+            assert (opened.rows_in, opened.unique_ids) == (len(ids), len(set(ids))), name
+            assert opened.ids_unique == (len(ids) == len(set(ids)))
+    assert not open_manifest(spark, str(tmp_path / "m.csv")).ids_unique  # i1 twice
+    assert open_manifest(spark, str(tmp_path / "bom-upper.csv")).ids_unique
+    too_big = ManifestSettings(driver_read_max_bytes=(tmp_path / "m.csv").stat().st_size - 1)
+    assert open_manifest(spark, str(tmp_path / "m.csv"), settings=too_big).rows_in is None
+    (tmp_path / "bad.csv").write_text("image,link\nx,y\n")
+    for settings in (None, spark_only):
+        with pytest.raises(ManifestError, match=r"bad.csv has no 'url' column \(columns: image, link\)"):
+            read_manifest(spark, str(tmp_path / "bad.csv"), settings=settings)
 
 
 @pytest.mark.e2e

@@ -41,6 +41,8 @@ def test_eta_and_durations():
 
 
 def test_line_format():
+    line = format_line(Counts(610, 600, 10), 1200, 30.5, eta_s(610, 1200, 30.5), tasks=Tasks(4, 0, 4))
+    assert line == "progress  610/1200 images (51%), ok 600, error 10, 30.5 images/s, tasks 0/4, ETA 19s"
     line = format_line(Counts(1200, 1190, 10), 5000, 41.3, 92.0)
     assert line == "progress  1200/5000 images (24%), ok 1190, error 10, 41.3 images/s, ETA 1m32s"
     line = format_line(Counts(40, 39, 1), None, 2.0, None, event="chunk 3/64 committed", tasks=Tasks(4, 1, 2))
@@ -162,6 +164,33 @@ def test_chunked_run_prints_progress_and_records_the_series(spark, artifact, pho
     assert [p["t_s"] for p in series] == sorted(p["t_s"] for p in series) and series[0]["t_s"] >= 0
     assert (series[-1]["images_done"], series[-1]["ok"], series[-1]["error"]) == (6, 4, 2)
     assert series[0]["images_done"] == 0 and max(p["images_per_s"] for p in series) > 0
+
+
+@pytest.mark.spark
+def test_single_chunk_run_has_a_total_and_an_eta_once_it_has_a_rate(spark, artifact, photos, tmp_path, caplog):
+    import re
+
+    from jobs.config import load_settings
+    from jobs.driver import JobArgs, TaggingRun
+    from jobs.infer import ModelBundle
+
+    urls = [photos["coffee"].as_uri(), photos["rocket"].as_uri(), photos["chelsea"].as_uri()]
+    manifest = tmp_path / "m.csv"  # 7 rows, 6 image_ids: id0 twice
+    manifest.write_text("image_id,url\n" + "".join(f"id{i},{urls[i % 3]}\n" for i in [0, *range(6)]))
+    overrides = ["spark.partitions=2", "inference.batch_size=2", "progress.interval_s=0.1"]
+    # Read on the driver: the distinct image_ids; read by Spark: the manifest's rows, a repeated id each time.
+    for read_by, total in (("driver", 6), ("spark", 7)):
+        settings = load_settings(overrides=[*overrides, *(["manifest.driver_read_max_bytes=0"] if read_by == "spark" else [])])
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="jobs.progress"):
+            result = TaggingRun(spark, settings, ModelBundle(artifact), JobArgs(str(manifest), str(tmp_path / read_by))).execute()
+        lines = [r.getMessage() for r in caplog.records if r.name == "jobs.progress"]
+        assert result.counts["ok"] == 6 and result.counts["skipped_duplicates"] == 1
+        assert lines[0].startswith(f"progress  started, 0/{total} images (0%)"), lines
+        assert all(f"/{total} images (" in x for x in lines), lines
+        assert lines[-1].startswith(f"progress  tagging finished, 6/{total} images"), lines
+        with_rate = [x for x in lines if float(re.search(r"([\d.]+) images/s", x)[1]) > 0]
+        assert with_rate and all("ETA unknown" not in x for x in with_rate), lines
 
 
 # --- the report's plot ------------------------------------------------------------------------
