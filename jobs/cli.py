@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from jobs.config import ConfigError, add_overrides_argument, load_settings
+from jobs.config import ConfigError, add_profile_arguments, load_settings
 from jobs.exits import EXIT_ACCOUNTING, EXIT_BAD_INPUT, exit_status, output_busy
 from jobs.manifest import FORMATS, ManifestError, spark_reads
 from model.artifact import ArtifactError
@@ -28,8 +28,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "s3://bucket/prefix/ (listed), an S3 Inventory manifest.json, a local folder (file:///dir/ or a path)",
     )
     parser.add_argument("--output", required=True, help="output Parquet dataset URI (local path or s3://)")
-    parser.add_argument("--profile", help="profile YAML (default: conf/local.yaml)")
-    add_overrides_argument(parser)
+    add_profile_arguments(parser, "profile YAML (default: conf/local.yaml)", log_level="INFO")
     parser.add_argument(
         "--manifest-format",
         choices=FORMATS,
@@ -44,7 +43,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "lacks (on its stored embedding, no fetch), or a full pass",
     )
     parser.add_argument("--metrics-out", type=Path, help="write the run's metrics record (JSON) here")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
 

@@ -115,9 +115,16 @@ class SimilarSettings:
     """jobs/similar_images.py: nearest neighbours and near-duplicates from the stored embeddings (docs/similar.md)."""
 
     k: int = field(default=10, metadata=_check(lambda v: 1 <= v <= 1000, "must be between 1 and 1000"))
-    # Cosine at or above which two images are copies of one photo: the lowest that kept under 1% of
-    # groups joining different photos on tools/duplicate_set.py's set (docs/similar.md).
-    duplicate_threshold: float = field(default=0.92, metadata=_check(lambda v: 0 < v <= 1, "must be > 0 and <= 1"))
+    # Cosine at or above which two images are copies of one photo. With the hash rule below: the rule of
+    # best recall that kept at most 1% of groups joining different photos on tools/duplicate_set.py's
+    # set (docs/similar.md; 0.92 was cosine alone's choice).
+    duplicate_threshold: float = field(default=0.93, metadata=_check(lambda v: 0 < v <= 1, "must be > 0 and <= 1"))
+    # A second way to be copies (jobs.phash.copy_pair): perceptual hashes (the `phash` column) at most this
+    # many bits apart (mirror-blind, of 63) and cosine >= phash_min_cosine. Catches heavy JPEG re-saves,
+    # which the cosine misses; chosen with duplicate_threshold on the same set. phash_min_cosine >=
+    # duplicate_threshold turns it off; rows without a phash are compared by cosine alone.
+    phash_distance: int = field(default=5, metadata=_check(lambda v: 0 <= v <= 63, "must be between 0 and 63"))
+    phash_min_cosine: float = field(default=0.64, metadata=_check(lambda v: 0 < v <= 1, "must be > 0 and <= 1"))
     # Inverted-file cells (k-means centroids); 0: about sqrt(images searched), see docs/similar.md.
     cells: int = field(default=0, metadata=_check(lambda v: 0 <= v <= 1_000_000, "must be between 0 and 1000000"))
     # Cells each image is searched in (its nearest first); nprobe >= cells is exact search.
@@ -148,6 +155,10 @@ class ManifestSettings:
             "must be a non-empty list of extensions like .jpg",
         ),
     )
+    # A local manifest file (CSV, text, Parquet) up to this size is read on the driver with pyarrow:
+    # no Spark job before the tagging, its row count and duplicates known (16 MiB: ~200k CSV rows of
+    # URLs). Larger ones, directories and s3:// are read by Spark. 0: always Spark (jobs/manifest.py).
+    driver_read_max_bytes: int = field(default=16 * 1024 * 1024, metadata=_check(_non_negative, "must be >= 0"))
 
 
 @dataclass(frozen=True)
@@ -155,10 +166,6 @@ class Settings:
     spark: SparkSettings = field(default_factory=SparkSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
-    # A local manifest file (CSV, text, Parquet) up to this size is read on the driver with pyarrow:
-    # no Spark job before the tagging, its row count and duplicates known (16 MiB: ~200k CSV rows of
-    # URLs). Larger ones, directories and s3:// are read by Spark. 0: always Spark (jobs/manifest.py).
-    driver_read_max_bytes: int = field(default=16 * 1024 * 1024, metadata=_check(_non_negative, "must be >= 0"))
     fetch: FetchSettings = field(default_factory=FetchSettings)
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
@@ -283,6 +290,13 @@ def apply_override(data: dict, path: list[str], value: Any) -> None:
 def add_overrides_argument(parser, help: str = "override a profile key by dotted path; VALUE is YAML (repeatable)") -> None:
     """The --set KEY=VALUE option every command that reads a profile takes (load_settings' overrides)."""
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def add_profile_arguments(parser, profile_help: str, *, log_level: str = "WARNING") -> None:
+    """--profile, --set and --log-level: the options of every command that runs with a profile."""
+    parser.add_argument("--profile", help=profile_help)
+    add_overrides_argument(parser)
+    parser.add_argument("--log-level", default=log_level, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
 def load_settings(profile: str | Path | None = None, overrides: list[str] = ()) -> Settings:

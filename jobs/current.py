@@ -41,7 +41,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.config import ConfigError, add_overrides_argument, load_settings
+from jobs.config import ConfigError, add_profile_arguments, load_settings
 from jobs.exits import EXIT_BAD_INPUT, exit_status, output_busy
 from jobs.schema import PATH_FIELD, PROVENANCE_FIELDS, head_columns, nullable, output_fields
 from model.artifact import ArtifactError
@@ -258,25 +258,35 @@ def overlaps(read: str, written: str) -> bool:
     return a == b or b.startswith(a + "/") or a.startswith(b + "/")
 
 
+def require_separate(read: tuple[str, str], written: tuple[str, str], error: type[Exception]) -> None:
+    """A location written whole (flag, uri) must be neither the one read, nor inside it, nor contain it."""
+    if overlaps(read[1], written[1]):
+        raise error(f"{written[0]} {written[1]} overlaps {read[0]} {read[1]}: it is rewritten, so it must be a separate location")
+
+
 def check_targets(output: str, to: str) -> None:
     """--to is overwritten: it must be neither the ledger nor inside it, nor contain it."""
-    if overlaps(output, to):
-        raise CurrentViewError(
-            f"--to {to} overlaps --output {output}: the view is overwritten, so it must be a separate location"
-        )
+    require_separate(("--output", output), ("--to", to), CurrentViewError)
+
+
+def read_write_parser(prog: str, description: str, read: tuple[str, str], written: tuple[str, str], profile_help: str):
+    """The parser of a command that reads one dataset and rewrites another: (flag, help) of each, the profile options."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    for flag, help in (read, written):
+        parser.add_argument(flag, required=True, help=help)
+    add_profile_arguments(parser, profile_help)
+    return parser
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.current",
-        description="Write the current tags of every image (one row per image_id, the profile's models) "
+    parser = read_write_parser(
+        "python -m jobs.current",
+        "Write the current tags of every image (one row per image_id, the profile's models) "
         "from the job's output dataset to a Parquet dataset.",
+        ("--output", "the tagging job's output dataset (the ledger) to read"),
+        ("--to", "Parquet dataset to write the current view to (overwritten)"),
+        "profile YAML naming the current models (default: conf/local.yaml)",
     )
-    parser.add_argument("--output", required=True, help="the tagging job's output dataset (the ledger) to read")
-    parser.add_argument("--to", required=True, help="Parquet dataset to write the current view to (overwritten)")
-    parser.add_argument("--profile", help="profile YAML naming the current models (default: conf/local.yaml)")
-    add_overrides_argument(parser)
-    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
 

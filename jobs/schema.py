@@ -34,6 +34,7 @@ RESULT_TYPE = T.StructType(
         T.StructField("embedding_norm", T.FloatType()),
         T.StructField("head_labels", T.ArrayType(T.StringType())),  # one per head, in the profile's order
         T.StructField("head_scores", T.ArrayType(T.FloatType())),
+        T.StructField("phash", T.LongType()),
     ]
 )
 # One RESULT_TYPE row, built by field name (every field but status defaults to null). Its fields are
@@ -53,6 +54,9 @@ EMBEDDING_FIELDS = (
     T.StructField("embedding", T.ArrayType(T.FloatType())),
     T.StructField("embedding_norm", T.FloatType()),
 )
+# The image's perceptual hash (jobs/phash.py: 63 bits, mirror-blind distance), from the decoded pixels:
+# null where no image was decoded (an error row, a row on the stored-embedding path). Duplicates use it.
+PHASH_FIELD = T.StructField("phash", T.LongType())
 PATH_FIELD = T.StructField("path", T.StringType(), nullable=False)  # PATH_FULL or PATH_STORED_EMBEDDING
 # Last, which models made the row (backbone name and version; every model's artifact name -> version),
 # when and in which run.
@@ -78,7 +82,7 @@ def head_fields(head: str) -> tuple[T.StructField, T.StructField]:
 def output_fields(head_names: Iterable[str], embedding: bool) -> list[T.StructField]:
     """The output's columns in the order the job writes them, for a profile's heads and model.embedding."""
     heads = [field for head in head_names for field in head_fields(head)]
-    return [*LEADING_FIELDS, *heads, *(EMBEDDING_FIELDS if embedding else ()), PATH_FIELD, *PROVENANCE_FIELDS]
+    return [*LEADING_FIELDS, *heads, *(EMBEDDING_FIELDS if embedding else ()), PHASH_FIELD, PATH_FIELD, *PROVENANCE_FIELDS]
 
 
 def output_schema(head_names: Iterable[str], embedding: bool) -> T.StructType:

@@ -89,10 +89,12 @@ def search(
     k: int,
     min_score: float,
     block: int,
+    base_floor: np.ndarray | None = None,
 ) -> Pairs:
     """Exact search of unit `queries` against unit `base`: per query its top k (an image never
     meets itself: equal ids are skipped; integer ids compare fastest) and every other pair scoring
-    at least `min_score`.
+    at least `min_score`, or at least the base vector's `base_floor` (an incremental run: the score
+    a new image needs to enter that vector's kept top k; cosine is symmetric).
 
     Queries go `block` at a time (one block x base matrix product): memory is block x len(base) floats.
     """
@@ -102,6 +104,8 @@ def search(
         scores = queries[start : start + block] @ base.T
         scores[query_ids[start : start + block, None] == base_ids[None, :]] = -np.inf  # itself
         keep = scores >= min_score
+        if base_floor is not None:
+            keep |= scores >= base_floor[None, :]
         if k:
             top = _best_first(scores, k)
             np.put_along_axis(keep, top, True, axis=1)

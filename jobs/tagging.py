@@ -23,6 +23,7 @@ from jobs.config import Settings
 from jobs.decode import DecodeError, prepare_with
 from jobs.fetch import FetchError, fetch
 from jobs.infer import Head, Prediction, Tagger, heads_on_stored
+from jobs.phash import perceptual_hash
 from jobs.schema import ResultRow
 
 STATUS_OK = "ok"
@@ -36,16 +37,18 @@ def error_row(message: str) -> ResultRow:
 
 @dataclass
 class Loaded:
-    """One URL after fetch + decode + preprocess: an image array or an error message."""
+    """One URL after fetch + decode + preprocess: an image array and its perceptual hash, or an error message."""
 
     image: np.ndarray | None
     error: str | None
     fetch_s: float
     decode_s: float
+    phash: int | None = None
 
 
 def load_image(url: str, settings: Settings) -> Loaded:
-    """Fetch and prepare one image; every failure becomes a message, never an exception."""
+    """Fetch and prepare one image, hash the prepared pixels (counted as decode time); every failure
+    becomes a message, never an exception."""
     started = time.perf_counter()
     try:
         data = fetch(url, settings.fetch).data
@@ -56,12 +59,12 @@ def load_image(url: str, settings: Settings) -> Loaded:
     fetched = time.perf_counter()
     try:
         image = prepare_with(data, settings.decode)
-        error = None
+        phash, error = perceptual_hash(image), None
     except DecodeError as exc:
-        image, error = None, f"decode: {exc}"
+        image, phash, error = None, None, f"decode: {exc}"
     except Exception as exc:  # a Pillow bug on hostile bytes must not fail the task
-        image, error = None, f"decode: unexpected {type(exc).__name__}: {exc}"
-    return Loaded(image, error, fetched - started, time.perf_counter() - fetched)
+        image, phash, error = None, None, f"decode: unexpected {type(exc).__name__}: {exc}"
+    return Loaded(image, error, fetched - started, time.perf_counter() - fetched, phash)
 
 
 def start_loading(urls: list[str], settings: Settings, pool: Executor) -> list[Future]:
@@ -88,7 +91,15 @@ def tag_batch(
             results = [error_row(f"heads: {type(exc).__name__}: {exc}")] * len(stored)
         for i, row in zip(stored, results, strict=True):
             rows[i] = row
-    return pd.DataFrame(rows, columns=ResultRow._fields)
+    return result_frame(rows)
+
+
+def result_frame(rows: list[ResultRow]) -> pd.DataFrame:
+    """Result rows as the UDF's pandas batch. The hash column is nullable int64: pandas would make ints
+    mixed with nulls float64, which keeps 53 of a hash's 63 bits."""
+    frame = pd.DataFrame(rows, columns=ResultRow._fields)
+    frame["phash"] = pd.array([row.phash for row in rows], dtype="Int64")
+    return frame
 
 
 def stored_embedding_rows(batch: pd.DataFrame, heads: list[Head], timings: Counter) -> list[ResultRow]:
@@ -142,6 +153,7 @@ def tag_loaded(futures: list[Future], tagger: Tagger, timings: Counter) -> list[
                     embedding_norm=p.embedding_norm,
                     head_labels=[label for label, _ in p.heads],
                     head_scores=[score for _, score in p.heads],
+                    phash=item.phash,
                 )
             )
         else:

@@ -600,3 +600,19 @@ def test_serverless_cost_beside_ec2_from_the_cluster_profiles_executors():
     assert not gpu["available"] and "no GPU" in gpu["reason"]
     text = "\n".join(serverless_lines(rows, prices))
     assert f"| emr | 4 | 9 | 240.0 | {emr['cost_per_million_usd']:.3f} |" in text and "| gpu | 4 |" in text
+
+
+def test_similar_images_cost_in_the_report_from_bench_similar_or_how_to_get_it(prices, tmp_path):
+    from tools.benchmark.similar import report_lines
+
+    assert "run `make bench-similar`" in "\n".join(report_lines(prices, tmp_path / "similar.json"))
+    job = {"cpu": "EPYC", "cores": 2, "indexed": 200_000, "new": 2000, "load_avg_before": 1.5}
+    job |= {"full": {"wall_s": 200.0}, "incremental": {"wall_s": 50.0}}
+    bench = {"cpu": "Xeon", "cores": 2, "sizes": [{"vectors": 200_000, "ivf_total_s": 40.0}], "job_incremental": job}
+    (tmp_path / "similar.json").write_text(json.dumps(bench))
+    text = "\n".join(report_lines(prices, tmp_path / "similar.json"))
+    # m6i.2xlarge: 8 vCPUs at $0.384 + $0.096 EMR an hour; per-core rate x 8 images/s per instance.
+    for images, seconds, cpu in ((200_000, 40.0, "Xeon"), (202_000, 200.0, "EPYC"), (2000, 50.0, "EPYC")):
+        usd = 0.48 / (images / seconds / 2 * 8 * 3600) * 1e6
+        assert f"| {images:,} | {seconds:.1f} | 2 | {cpu} | {usd:.4f} |" in text
+    assert "--incremental: new images added to 200,000" in text and "load average 1.5" in text

@@ -211,6 +211,7 @@ def expect_ok(image_id, run_id, hour, label, *, category=None, style=None, model
         "style_score": style[1] if style else None,
         "embedding": [pytest.approx(0.6), pytest.approx(0.8)],
         "embedding_norm": norm,
+        "phash": None,  # this ledger's runs predate the column: null, as in outputs written before it
         "model_name": BB,
         "model_version": VB,
         "models": {BB: VB, **dict(models)},
@@ -232,6 +233,7 @@ def expect_not_ok(image_id, status, error, run_id, hour, *, version=VB, models=N
         "style_score": None,
         "embedding": None,
         "embedding_norm": None,
+        "phash": None,
         "model_name": BB,
         "model_version": version,
         "models": models,
@@ -286,6 +288,7 @@ def test_view_has_one_schema_for_every_reader(spark, view):
         "style_score",
         "embedding",
         "embedding_norm",
+        "phash",
         "model_name",
         "model_version",
         "models",

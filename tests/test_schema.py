@@ -9,7 +9,8 @@ from jobs.config import RESERVED_COLUMNS
 from jobs.schema import RESULT_TYPE, ResultRow, nullable, output_columns, output_schema
 
 # The Glue table's columns for conf/emr.yaml's shape (one head, embedding on), as Terraform declared
-# them before they came from jobs/schema.py: existing tables and outputs have exactly these.
+# them before they came from jobs/schema.py, plus phash (issue 18): older outputs lack only that one
+# (Parquet columns are read by name, so it reads as null there).
 GLUE_COLUMNS = [
     ("image_id", "string"),
     ("url", "string"),
@@ -20,6 +21,7 @@ GLUE_COLUMNS = [
     ("category_score", "float"),
     ("embedding", "array<float>"),
     ("embedding_norm", "float"),
+    ("phash", "bigint"),
     ("path", "string"),
     ("model_name", "string"),
     ("model_version", "string"),

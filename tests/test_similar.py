@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from pyspark.sql import types as T
 
+from jobs.config import SimilarSettings
 from jobs.current import CurrentModels
 from jobs.schema import DUPLICATES_SCHEMA, NEIGHBOURS_SCHEMA, TAG_TYPE, nullable
 from jobs.similar import brute_force, ivf_neighbours, kmeans
@@ -187,3 +188,110 @@ def test_bad_input_exits_2_naming_the_fix(spark, models, tmp_path, capsys, case,
 def test_output_inside_the_tags_output_is_refused(spark, tmp_path, capsys):
     assert main(["--tags", str(tmp_path / "tags"), "--output", str(tmp_path / "tags" / "similar")], spark=spark) == 2
     assert "overlaps --tags" in capsys.readouterr().err
+
+
+def rotated(vector: np.ndarray, angle: float, seed: int) -> np.ndarray:
+    """`vector` turned by `angle` radians towards a random direction orthogonal to it (same length)."""
+    unit = vector / np.linalg.norm(vector)
+    other = np.random.default_rng(seed).normal(size=vector.shape)
+    other -= other @ unit * unit
+    return (np.cos(angle) * unit + np.sin(angle) * other / np.linalg.norm(other)) * np.linalg.norm(vector)
+
+
+def read_groups(spark, out) -> dict[str, tuple[str, float]]:
+    return {r.image_id: (r.group_id, r.score_to_group) for r in spark.read.parquet(f"{out}/duplicates").collect()}
+
+
+def test_incremental_equals_a_full_run_on_all_images(spark, models, tmp_path, capsys):
+    old, new = 160, 40
+    vectors = clustered(old + new, seed=5)
+    vectors[1] = rotated(vectors[0], 0.01, 1)  # an old pair of copies (cosine 0.99995)
+    vectors[old] = rotated(vectors[0], 0.01, 2)  # a new copy joins that group
+    # Two old groups 0.064 rad apart (cosine 0.998 < 0.999) that a new image half way between merges.
+    vectors[31], vectors[40] = rotated(vectors[30], 0.005, 3), rotated(vectors[30], 0.064, 4)
+    vectors[41] = rotated(vectors[40], 0.005, 5)
+    vectors[old + 1] = (vectors[30] / np.linalg.norm(vectors[30]) + vectors[40] / np.linalg.norm(vectors[40])) / 2
+    ids = [f"img{i:03d}" for i in range(old + new)]
+    images = [(i, v, "mug") for i, v in zip(ids, vectors, strict=True)]
+    exact = sets("similar.cells=4", "similar.nprobe=4", "similar.k=5", "similar.sample_size=100")
+    settings = [*exact, *sets("similar.duplicate_threshold=0.999")]
+    tags, out, full = tmp_path / "tags", tmp_path / "similar", tmp_path / "similar-full"
+    write_ledger(spark, tags, models, images[:old])
+    assert main(["--tags", str(tags), "--output", str(out), *settings], spark=spark) == 0
+    assert (out / "_image_tagger" / "similar" / "index").is_dir()
+    before = read_neighbours(spark, out)
+    write_ledger(spark, tags, models, images[old:])  # M new images arrive
+    capsys.readouterr()
+
+    assert main(["--tags", str(tags), "--output", str(out), "--incremental", *settings], spark=spark) == 0
+    summary = capsys.readouterr().out
+    assert main(["--tags", str(tags), "--output", str(full), *settings], spark=spark) == 0
+
+    after, expected = read_neighbours(spark, out), read_neighbours(spark, full)
+    assert set(after) == set(expected) == set(ids)
+    for image_id in ids:
+        assert [n for n, _ in after[image_id]] == [n for n, _ in expected[image_id]], image_id
+        assert np.allclose([s for _, s in after[image_id]], [s for _, s in expected[image_id]], atol=1e-5)
+    changed = sum(after[i] != before[i] for i in ids[:old])
+    assert changed > 0 and f"{new} new images searched against {old + new} (4 cells of the last full run, nprobe 4); " in summary
+    assert f"; {changed} existing lists changed" in summary
+    groups, expected_groups = read_groups(spark, out), read_groups(spark, full)
+    assert {i: g for i, (g, _) in groups.items()} == {i: g for i, (g, _) in expected_groups.items()}
+    assert {i: g for i, (g, _) in groups.items() if g in ("img000", "img030")} == {
+        **dict.fromkeys(["img000", "img001", f"img{old:03d}"], "img000"),
+        **dict.fromkeys(["img030", "img031", "img040", "img041", f"img{old + 1:03d}"], "img030"),
+    }
+    assert all(np.isclose(score, expected_groups[i][1], atol=1e-5) for i, (_, score) in groups.items())
+    assert spark.read.parquet(f"{out}/neighbours").schema == nullable(NEIGHBOURS_SCHEMA)
+    assert spark.read.parquet(f"{out}/duplicates").schema == nullable(DUPLICATES_SCHEMA)
+
+    # Nothing new: nothing searched, nothing rewritten.
+    assert main(["--tags", str(tags), "--output", str(out), "--incremental", *settings], spark=spark) == 0
+    assert "0 new images searched against 200" in capsys.readouterr().out
+    assert read_neighbours(spark, out) == after
+    # Other settings than the full run's: refused, named.
+    assert main(["--tags", str(tags), "--output", str(out), "--incremental", *exact], spark=spark) == 2
+    default = SimilarSettings().duplicate_threshold
+    assert f"similar.duplicate_threshold={default} (the full run's: 0.999)" in capsys.readouterr().err
+
+
+def test_incremental_without_a_full_run_exits_2(spark, models, tmp_path, capsys):
+    write_ledger(spark, tmp_path / "tags", models, [("a", [1.0] * DIM, "mug")])
+    argv = ["--tags", str(tmp_path / "tags"), "--output", str(tmp_path / "out"), "--incremental"]
+    assert main(argv, spark=spark) == 2
+    error = capsys.readouterr().err
+    assert "holds no index of a finished full similar run" in error and "run without --incremental" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_index_of_another_backbone_or_settings_is_not_reused(models):
+    from jobs.similar_index import SimilarIndex, index_settings, reuse_problem
+
+    settings = SimilarSettings()
+    index = SimilarIndex(models.backbone_name, models.backbone_version, index_settings(settings), np.eye(2, dtype=np.float32))
+    assert reuse_problem(index, models, settings, "out") is None
+    assert reuse_problem(index, models, SimilarSettings(block_size=64), "out") is None  # speed only
+    other = SimilarIndex(models.backbone_name, "0123456789ab", index.settings, index.centroids)
+    assert "index compares efficientnet_lite0 0123456789ab embeddings" in reuse_problem(other, models, settings, "out")
+    problem = reuse_problem(index, models, SimilarSettings(within="category", k=20), "out")
+    assert "similar.k=20 (the full run's: 10), similar.within='category' (the full run's: '')" in problem
+    assert "run without --incremental" in problem
+
+
+def test_an_output_in_use_is_refused_before_any_search(spark, models, tmp_path, capsys, monkeypatch):
+    from jobs import similar_images
+    from jobs.lease import Lease, holding, lease_store
+    from jobs.ledger import OutputStore
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("searched an output another run holds")
+
+    monkeypatch.setattr(similar_images, "candidates", no_search)
+
+    write_ledger(spark, tmp_path / "tags", models, [(f"img{i}", v, "mug") for i, v in enumerate(clustered(20))])
+    out = str(tmp_path / "out")
+    other = Lease(lease_store(out, OutputStore(spark, out).lease_files), output=out, timeout_s=60)
+    with holding(other):
+        assert main(["--tags", str(tmp_path / "tags"), "--output", out, *sets("similar.sample_size=100")], spark=spark) == 4
+    assert "is in use" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "neighbours").exists()

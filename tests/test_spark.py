@@ -7,9 +7,11 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from jobs.config import load_settings
+from jobs.decode import prepare_with
 from jobs.infer import ModelBundle
 from jobs.manifest import ManifestError, read_manifest, stable_image_id, with_image_ids
 from jobs.metrics import StageTimes
+from jobs.phash import perceptual_hash
 from jobs.pipeline import tag_dataframe
 from jobs.schema import OUTPUT_SCHEMA
 
@@ -79,8 +81,11 @@ def test_tag_dataframe_one_row_per_input_and_model_once_per_worker(spark, artifa
         assert row.run_id == "run-1"
         if url.endswith(("coffee.png", "chelsea.png")):
             assert row.status == "ok" and row.error is None and len(row.tags) == 5
+            # The hash of the decoded model input, every bit of it (batches mix hashes and nulls).
+            photo = photos[url.rsplit("/", 1)[1].removesuffix(".png")]
+            assert row.phash == perceptual_hash(prepare_with(photo.read_bytes(), settings.decode)) > 2**53
         else:
-            assert row.status == "error" and row.tags is None
+            assert row.status == "error" and row.tags is None and row.phash is None
     assert rows["id0"].tags[0].label == "espresso"
     assert rows["id2"].error == "decode: empty body (0 bytes)"
     assert rows["id3"].error.startswith("fetch: file not found")

@@ -13,8 +13,10 @@ cell + nprobe probed cells, exact blocks) in one process, BLAS limited to --core
   the growth exponents are the slopes of log(time) against log(n);
 - new images (1% of the largest size) searched against the index vs a full run over all of them.
 --real (default reports/duplicate_set.npz, from `python -m tools.duplicate_set`) adds recall on real
-embeddings of generated product photos; --spark-sizes runs the job itself (local[--cores]) end to end.
-Writes reports/similar.json. Opt-in: never part of the tests.
+embeddings of generated product photos; --spark-sizes runs the job itself (local[--cores]) end to end;
+--job-incremental N runs the job on N images, then `--incremental` after 1% more arrive, then a full
+run on all of them (the alternative), in one Spark session. --only-job-incremental measures just that
+and merges it into the existing --out. Writes reports/similar.json. Opt-in: never part of the tests.
 """
 
 from __future__ import annotations
@@ -149,8 +151,9 @@ def real_recall(path: Path, settings: SimilarSettings) -> dict:
     return {"source": str(path), "vectors": len(vectors), "cells": len(centroids), "recall_at_10": round(recall(rows, exact), 4)}
 
 
-def synthetic_ledger(path: Path, vectors: np.ndarray) -> None:
-    """A tags output holding `vectors` as ok rows of the default profile's backbone (what the job reads)."""
+def synthetic_ledger(path: Path, vectors: np.ndarray, first: int = 0) -> None:
+    """A tags output holding `vectors` as ok rows of the default profile's backbone (what the job reads):
+    images img<first>, img<first + 1>, ... in one more Parquet file."""
     from datetime import UTC, datetime
 
     import pyarrow as pa
@@ -165,8 +168,8 @@ def synthetic_ledger(path: Path, vectors: np.ndarray) -> None:
     tag = pa.struct([("label", pa.string()), ("score", pa.float32())])
     table = pa.table(
         {
-            "image_id": pa.array([f"img{i:07d}" for i in range(n)]),
-            "url": pa.array([f"s3://images/img{i:07d}.jpg" for i in range(n)]),
+            "image_id": pa.array([f"img{i:07d}" for i in range(first, first + n)]),
+            "url": pa.array([f"s3://images/img{i:07d}.jpg" for i in range(first, first + n)]),
             "status": pa.array(["ok"] * n),
             "error": pa.nulls(n, pa.string()),
             "tags": pa.array([[{"label": "cup", "score": 0.5}]] * n, pa.list_(tag)),
@@ -182,52 +185,93 @@ def synthetic_ledger(path: Path, vectors: np.ndarray) -> None:
         }
     )
     path.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path / "part-00000.parquet", row_group_size=8192)
+    pq.write_table(table, path / f"part-{first:07d}.parquet", row_group_size=8192)
 
 
-def spark_job(n: int, cores: int, seed: int, workdir: Path) -> dict:
-    """The job itself (spark-submit's main, local[cores]) on n synthetic vectors: wall time and its stages."""
-    import contextlib
-    import io
-
+def local_spark(cores: int):
     from pyspark.sql import SparkSession
 
-    from jobs.similar_images import main as similar_main
-
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # the workers need this venv's numpy and pandas
-    synthetic_ledger(workdir / f"tags-{n}", synthetic(n, seed=seed))
-    spark = (
+    return (
         SparkSession.builder.master(f"local[{cores}]")
         .config("spark.driver.memory", "6g")
         .config("spark.sql.shuffle.partitions", str(4 * cores))
         .config("spark.ui.enabled", "false")
         .getOrCreate()
     )
+
+
+def run_job(spark, tags: Path, output: Path, *flags: str) -> dict:
+    """jobs/similar_images.py's main in this session: exit status, wall seconds, its summary lines."""
+    import contextlib
+    import io
+
+    from jobs.similar_images import main as similar_main
+
     printed = io.StringIO()
     start = time.perf_counter()
     with contextlib.redirect_stdout(printed):
-        code = similar_main(["--tags", str(workdir / f"tags-{n}"), "--output", str(workdir / f"similar-{n}")], spark=spark)
+        code = similar_main(["--tags", str(tags), "--output", str(output), *flags], spark=spark)
     seconds = time.perf_counter() - start
+    return {"exit": code, "wall_s": round(seconds, 1), "summary": printed.getvalue().strip().splitlines()}
+
+
+def spark_job(n: int, cores: int, seed: int, workdir: Path) -> dict:
+    """The job itself (spark-submit's main, local[cores]) on n synthetic vectors: wall time and its stages."""
+    synthetic_ledger(workdir / f"tags-{n}", synthetic(n, seed=seed))
+    spark = local_spark(cores)
+    result = run_job(spark, workdir / f"tags-{n}", workdir / f"similar-{n}")
     spark.stop()
-    return {"vectors": n, "exit": code, "wall_s": round(seconds, 1), "summary": printed.getvalue().strip().splitlines()}
+    return {"vectors": n, **result}
 
 
-def cost(point: dict, cores: int, prices_path: Path = Path("conf/prices.yaml")) -> dict:
-    """USD per million images searched at one size, on the tagging report's price basis (tools.benchmark.cost:
-    the local per-core rate times the summary instance's vCPUs). Per image cost grows as sqrt(n) (docs/similar.md)."""
-    from tools.benchmark.cost import cost_per_million, instance_rate, load_prices, per_core_rate
+def job_incremental(n: int, cores: int, seed: int, workdir: Path) -> dict:
+    """The job on n images, then --incremental after 1% new ones arrive, then a full run over all of them
+    (what the incremental run saves), one after the other in one Spark session."""
+    new = max(1, n // 100)
+    vectors = synthetic(n + new, seed=seed)
+    tags = workdir / f"tags-incremental-{n}"
+    synthetic_ledger(tags, vectors[:n])
+    spark = local_spark(cores)
+    first = run_job(spark, tags, workdir / "similar-incremental")
+    synthetic_ledger(tags, vectors[n:], first=n)
+    incremental_run = run_job(spark, tags, workdir / "similar-incremental", "--incremental")
+    full = run_job(spark, tags, workdir / "similar-full")
+    spark.stop()
+    return {"indexed": n, "new": new, "first_full": first, "incremental": incremental_run, "full": full}
 
-    prices = load_prices(prices_path)
+
+def cost(images: int, seconds: float, cores: int, prices) -> dict:
+    """USD per million images for `images` handled in `seconds` on `cores` cores, on the tagging report's price
+    basis (tools.benchmark.cost, `prices` a PriceTable: the local per-core rate times the summary instance's
+    vCPUs, EMR uplift included). Per image cost grows as sqrt(n) (docs/similar.md)."""
+    from tools.benchmark.cost import cost_per_million, instance_rate, per_core_rate
+
     instance = prices.instances[prices.summary_instance]
-    rate = instance_rate(per_core_rate(point["vectors"] / point["ivf_total_s"], cores), instance.vcpus)
+    rate = instance_rate(per_core_rate(images / seconds, cores), instance.vcpus)
     usd = cost_per_million(instance.usd_h(prices.summary_market), instance.emr_usd_h, rate)
     return {
-        "at_vectors": point["vectors"],
+        "images": images,
+        "seconds": seconds,
         "instance": instance.name,
         "market": prices.summary_market,
         "images_per_s_per_instance": round(rate, 1),
         "usd_per_million": round(usd, 4),
     }
+
+
+def costs(report: dict, prices) -> dict:
+    """The report's cost lines: the numpy core at the largest size; the Spark job (wall, fixed costs included)
+    full over all images and --incremental per new image, when they were measured."""
+    cores, largest = report["cores"], report["sizes"][-1]
+    out = {"numpy_core": {**cost(largest["vectors"], largest["ivf_total_s"], cores, prices), "cpu": report["cpu"]}}
+    job = report.get("job_incremental")
+    if job:
+        total = job["indexed"] + job["new"]
+        out["job_full"] = {**cost(total, job["full"]["wall_s"], job["cores"], prices), "cpu": job["cpu"]}
+        per_new = cost(job["new"], job["incremental"]["wall_s"], job["cores"], prices)
+        out["job_incremental_per_new_image"] = {**per_new, "cpu": job["cpu"]}
+    return out
 
 
 def slope(points: list[dict], key: str) -> float:
@@ -253,9 +297,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--spark-sizes", type=int, nargs="*", default=[10_000, 50_000], help="the Spark job itself at these sizes"
     )
+    parser.add_argument(
+        "--job-incremental", type=int, default=200_000, help="the job's --incremental at N images + 1%% (0: skip)"
+    )
+    parser.add_argument("--only-job-incremental", action="store_true", help="measure only that; merge it into --out")
+    parser.add_argument("--prices", type=Path, default=Path("conf/prices.yaml"))
     parser.add_argument("--out", type=Path, default=Path("reports/similar.json"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.only_job_incremental:
+        report = json.loads(args.out.read_text())
+        measure_job_incremental(report, args)
+        return write_report(report, args)
     settings = SimilarSettings()
     report = {"cpu": cpu_name(), "cores": args.cores, "k": K, "settings": {"nprobe": settings.nprobe, "cells": "sqrt(n)"}}
     report["sizes"] = []
@@ -268,7 +321,6 @@ def main(argv: list[str] | None = None) -> int:
             "ivf": slope(report["sizes"], "ivf_total_s"),
             "exact": slope(report["sizes"], "exact_s_estimated"),
         }
-    report["cost"] = cost(report["sizes"][-1], args.cores)
     print(f"nprobe sweep at {max(args.sizes)} ...", flush=True)
     report["nprobe_sweep"] = {
         "vectors": max(args.sizes),
@@ -282,6 +334,24 @@ def main(argv: list[str] | None = None) -> int:
             report["spark_job"] = [spark_job(n, args.cores, args.seed, Path(workdir)) for n in args.spark_sizes]
     if args.real.exists():
         report["real"] = real_recall(args.real, settings)
+    if args.job_incremental:
+        measure_job_incremental(report, args)
+    return write_report(report, args)
+
+
+def measure_job_incremental(report: dict, args: argparse.Namespace) -> None:
+    import tempfile
+
+    print(f"the job: {args.job_incremental} vectors, then --incremental with 1% new ...", flush=True)
+    machine = {"cpu": cpu_name(), "cores": args.cores, "load_avg_before": round(os.getloadavg()[0], 2)}
+    with tempfile.TemporaryDirectory(prefix="bench-similar-") as workdir:
+        report["job_incremental"] = {**machine, **job_incremental(args.job_incremental, args.cores, args.seed, Path(workdir))}
+
+
+def write_report(report: dict, args: argparse.Namespace) -> int:
+    from tools.benchmark.cost import load_prices
+
+    report["cost"] = costs(report, load_prices(args.prices))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
@@ -290,3 +360,42 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def report_lines(prices, path: Path) -> list[str]:
+    """The similar-images section of `make report` (tools/benchmark/markdown.py): its cost per million images
+    from `path` (make bench-similar's JSON), priced with the tagging section's `prices` (a PriceTable)."""
+    lines = ["## Similar images (jobs/similar_images.py)", ""]
+    if not path.is_file():
+        return [*lines, f"No `{path.name}` yet: run `make bench-similar` (docs/similar.md).", ""]
+    report = json.loads(path.read_text())
+    found = costs(report, prices)
+    instance = found["numpy_core"]
+    lines += [
+        f"From `{path.name}` (`make bench-similar`), on the tagging section's price basis: the per-core rate measured "
+        f"there times a {instance['instance']}'s vCPUs, {instance['market'].replace('_', '-')}, EMR uplift included. "
+        "Each number comes from the CPU named beside it; the cost per image grows as sqrt(n) with the images searched "
+        "together (docs/similar.md).",
+        "",
+        "| what | images | seconds | cores | CPU | $ per 1M images |",
+        "|---|---|---|---|---|---|",
+    ]
+    job = report.get("job_incremental")
+    rows = [("the search core (numpy, k-means + search)", "numpy_core", report["cores"])]
+    if job:
+        added = f"the Spark job, --incremental: new images added to {job['indexed']:,} (wall)"
+        rows += [
+            ("the Spark job, full run (wall)", "job_full", job["cores"]),
+            (added, "job_incremental_per_new_image", job["cores"]),
+        ]
+    for what, key, cores in rows:
+        c = found[key]
+        lines.append(f"| {what} | {c['images']:,} | {c['seconds']:.1f} | {cores} | {c['cpu']} | {c['usd_per_million']:.4f} |")
+    if job:
+        lines += [
+            "",
+            f"The job's runs share one Spark session; load average {job['load_avg_before']} before them (a shared machine).",
+        ]
+    else:
+        lines += ["", "The Spark job's own cost is not measured yet: run `make bench-similar` (its --job-incremental part)."]
+    return [*lines, ""]
