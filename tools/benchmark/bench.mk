@@ -5,6 +5,7 @@
 #   make bench IMAGES=500 PROFILES='conf/01-baseline.yaml conf/05-model-optimisation.yaml'
 #   make bench-large                IMAGES=10000, LARGE_PROFILES (conf/08) only: start-up amortised (opt-in, not in CI)
 #   make report                     reports/latest/ from the newest reports/runs/<bench_id>/
+#   make bench-scale SIZES='100000 300000'   catalogue scale on synthetic ledgers (opt-in, not in CI)
 IMAGES ?= 2000
 PROFILES ?=
 BENCH_CORES ?= 2
@@ -15,7 +16,11 @@ BENCH_PY ?= $(or $(PY),.venv/bin/python)
 LARGE_IMAGES ?= 10000
 LARGE_PROFILES ?= conf/08-warm-start.yaml
 
-.PHONY: bench report sweep bench-heads bench-large bench-similar
+SIZES ?= 1000000 3000000
+SCALE_DATA ?=
+SCALE_FLAGS ?=
+
+.PHONY: bench report sweep bench-heads bench-large bench-similar bench-scale
 
 bench: ## Benchmark: seeded data set, single-process ceiling, every conf/NN-*.yaml + predict_batch_udf on local[2] (IMAGES=2000, PROFILES=...)
 	$(BENCH_PY) -m tools.benchmark.runner --images $(IMAGES) --cores $(BENCH_CORES) \
@@ -38,3 +43,7 @@ bench-heads: ## A head added to a tagged catalogue: full pass vs heads on stored
 bench-similar: ## Similar images: IVF recall@10 vs brute force, time and memory at 10k/50k/200k vectors, incremental vs full; reports/similar.json
 	OMP_NUM_THREADS=$(BENCH_CORES) OPENBLAS_NUM_THREADS=$(BENCH_CORES) MKL_NUM_THREADS=$(BENCH_CORES) \
 	  $(BENCH_PY) -m tools.benchmark.similar --cores $(BENCH_CORES) $(SIMILAR_FLAGS)
+
+# Opt-in, not in CI: minutes to hours, and GBs of synthetic data under SCALE_DATA (outside the repository).
+bench-scale: ## What grows with the catalogue: --incremental no-op, 1% new, a head on 1%, the current view on synthetic ledgers of SIZES rows; reports/scale.json (SIZES='1000000 3000000')
+	$(BENCH_PY) -m tools.benchmark.scale --sizes $(SIZES) --cores $(BENCH_CORES) $(if $(SCALE_DATA),--data $(SCALE_DATA)) $(SCALE_FLAGS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tools.benchmark import cost, findings
+from tools.benchmark import cost, findings, scale, similar
 from tools.benchmark.analysis import (
     ONE_OFF_STAGES,
     PER_IMAGE_STAGES,
@@ -193,6 +193,8 @@ def render_markdown(bench: dict, summary: dict, prices: cost.PriceTable, plots: 
     lines += sizes_lines(summary["sizes"], STEADY_TARGET)
     lines += plot_lines(plots)
     lines += cost_section(summary, prices, best, m)
+    lines += similar.report_lines(prices, REPO / "reports" / "similar.json")
+    lines += scale.report_lines(prices, REPO / "reports" / "scale.json")
     records = bench["dir"].relative_to(REPO) if bench["dir"].is_relative_to(REPO) else bench["dir"]
     lines += ["## Reproduce", "", f"`make bench IMAGES={index['images']} && make report`; records: `{records}`.", ""]
     return "\n".join(lines)
