@@ -9,12 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pyspark.sql import DataFrame, Observation
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.infer import ModelBundle
 from jobs.ledger import coverage, plan_paths, skip_done
 from jobs.schema import PATH_STORED_EMBEDDING
+
+# Adaptive execution replaces a plan it finds empty at run time by an empty relation, and the
+# DataFrame.observe counts inside it go with it: Observation.get then waits forever (an --incremental
+# run with nothing left to do never ended; SPARK-54620). The counts need that one rule off.
+AQE_EXCLUDED_RULES = "spark.sql.adaptive.optimizer.excludedRules"
+EMPTY_RELATION_RULE = "org.apache.spark.sql.execution.adaptive.AQEPropagateEmptyRelation"
 
 
 def plan_pending(
@@ -36,6 +42,8 @@ def plan_pending(
     unique_ids: the driver counted the manifest's image_ids and each is there once (jobs.manifest
     Manifest.ids_unique): no dedup and, in a single pass, no shuffle before the tagging.
     """
+    if single_pass:
+        keep_observations(manifest.sparkSession)
     stored = F.coalesce(F.sum(F.when(F.col("path") == PATH_STORED_EMBEDDING, 1).otherwise(0)), F.lit(0))
     metrics = {"rows_in": [], "unique": [], "after_ledger": [stored.alias("stored")]}
     observations = {name: Observation(name) for name in metrics}
@@ -72,6 +80,13 @@ def plan_pending(
         return {**values, "stored_embedding": int(observations["after_ledger"].get["stored"])}
 
     return rows, counts
+
+
+def keep_observations(spark: SparkSession) -> None:
+    """Exclude the adaptive rule that drops observed counts, keeping any rules the profile excluded."""
+    rules = [rule.strip() for rule in (spark.conf.get(AQE_EXCLUDED_RULES, "") or "").split(",") if rule.strip()]
+    if EMPTY_RELATION_RULE not in rules:
+        spark.conf.set(AQE_EXCLUDED_RULES, ",".join([*rules, EMPTY_RELATION_RULE]))
 
 
 def spread_local(rows: DataFrame, partitions: int) -> DataFrame:

@@ -4,6 +4,7 @@ of the ledger leave the embedding out, and nothing brings per-image rows back to
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,37 @@ def test_the_embedding_counts_as_read_only_when_its_bytes_were():
     whole_column = {"scans": {"/l": {"bytes_read": 90_000, "read_schemas": [every_column]}}}
     assert ledger_read(footers_only, Path("/l"), 80_000) == {"bytes_read": 1_000, "embedding_read": False}
     assert ledger_read(whole_column, Path("/l"), 80_000)["embedding_read"]
+
+
+def test_an_incremental_run_with_nothing_left_to_do_ends(spark, catalogue, bundles, tmp_path):
+    """Adaptive execution finds the plan empty at run time and replaces it by an empty relation; the
+    observation that counts its rows must survive that, or the driver waits for it forever."""
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    for path in (catalogue / "ledger").iterdir():
+        (ledger / path.name).symlink_to(path)
+    settings = load_settings(overrides=["spark.partitions=2"])  # adaptive execution is on: Spark's default
+    job = TaggingRun(spark, settings, bundles[1], JobArgs(str(catalogue / "manifest"), str(ledger), incremental=True))
+    ended: dict = {}
+    # A daemon thread: a run that hangs must not keep pytest from ending.
+    worker = threading.Thread(target=lambda: ended.update(job.execute().counts), daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    if worker.is_alive():
+        spark.sparkContext.cancelAllJobs()
+        pytest.fail("an --incremental run with nothing left to do did not end in 120 s")
+    counts = ended
+    assert (counts["rows_in"], counts["skipped_done"], counts["ok"] + counts["error"]) == (CATALOGUE, CATALOGUE, 0)
+
+
+def test_the_rule_that_drops_observations_is_excluded_beside_the_profiles_own(spark):
+    from jobs.planning import AQE_EXCLUDED_RULES, EMPTY_RELATION_RULE, keep_observations
+
+    before = spark.conf.get(AQE_EXCLUDED_RULES, None)
+    try:
+        spark.conf.set(AQE_EXCLUDED_RULES, "org.example.SomeRule")
+        keep_observations(spark)
+        keep_observations(spark)
+        assert spark.conf.get(AQE_EXCLUDED_RULES) == f"org.example.SomeRule,{EMPTY_RELATION_RULE}"
+    finally:
+        spark.conf.set(AQE_EXCLUDED_RULES, before) if before else spark.conf.unset(AQE_EXCLUDED_RULES)

@@ -53,8 +53,8 @@ SCENARIOS = ("incremental_noop", "current_view", "heads_on_stored_1pct", "increm
 # A chunked run plans first and joins stored embeddings only when the plan has rows that need them
 # (jobs/driver.py _stage); a single-chunk run joins them for every manifest image (single_pass_rows).
 CHUNKED = ("output.chunks=2",)
-# AQE off: with it on, `--incremental` with nothing left to do never ends (jobs.planning's observation of
-# the empty plan is dropped with the subtree AQE replaces by an empty relation; docs/benchmark.md).
+# AQE off, as when reports/scale.json was measured: with it on, `--incremental` with nothing left to do
+# never ended until jobs.planning.keep_observations (docs/benchmark.md); kept so the numbers compare.
 # The event log's plans keep each scan's whole ReadSchema (cut at 100 characters by default). No broadcast
 # joins: the synthetic ledger's files are ~10x smaller than a real one's (its embedding compresses), so
 # Spark's size estimate would broadcast the stored embeddings through the driver (an OOM at 300k rows
