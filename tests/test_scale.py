@@ -208,9 +208,15 @@ def test_the_embedding_counts_as_read_only_when_its_bytes_were():
     assert ledger_read(whole_column, Path("/l"), 80_000)["embedding_read"]
 
 
-def test_an_incremental_run_with_nothing_left_to_do_ends(spark, catalogue, bundles, tmp_path):
+def test_an_incremental_no_op_ends_without_reading_embeddings(spark, catalogue, bundles, tmp_path, monkeypatch):
     """Adaptive execution finds the plan empty at run time and replaces it by an empty relation; the
-    observation that counts its rows must survive that, or the driver waits for it forever."""
+    observation that counts its rows must survive that, or the driver waits for it forever. With no
+    image on the stored-embedding path the pass joins no embeddings (it read the whole column)."""
+    import jobs.driver
+
+    joined = []
+    real = jobs.driver.stored_embeddings
+    monkeypatch.setattr(jobs.driver, "stored_embeddings", lambda *a, **k: joined.append(1) or real(*a, **k))
     ledger = tmp_path / "ledger"
     ledger.mkdir()
     for path in (catalogue / "ledger").iterdir():
@@ -227,6 +233,13 @@ def test_an_incremental_run_with_nothing_left_to_do_ends(spark, catalogue, bundl
         pytest.fail("an --incremental run with nothing left to do did not end in 120 s")
     counts = ended
     assert (counts["rows_in"], counts["skipped_done"], counts["ok"] + counts["error"]) == (CATALOGUE, CATALOGUE, 0)
+    assert not joined
+
+    # A head the ledger lacks on 1% of the images: those take the stored-embedding path, with their embeddings.
+    job = TaggingRun(spark, settings, bundles[2], JobArgs(str(catalogue / "manifest"), str(ledger), incremental=True))
+    counts = job.execute().counts
+    assert (counts["path_stored_embedding"], counts["ok"], counts["skipped_done"]) == (NEW, NEW, CATALOGUE - NEW)
+    assert joined
 
 
 def test_the_rule_that_drops_observations_is_excluded_beside_the_profiles_own(spark):
