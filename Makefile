@@ -77,8 +77,8 @@ test: ## Run the test suite, every test (what CI runs)
 	$(PY) -m pytest
 
 # Markers in pyproject.toml: e2e runs spark-submit, infra the Terraform cycle, rehearsal make rehearse-emr.
-test-fast: ## Unit and DataFrame tests only, a few minutes: no spark-submit, Terraform or EMR rehearsal
-	$(PY) -m pytest -m "not e2e and not infra and not rehearsal"
+test-fast: ## Unit and DataFrame tests only, under 3 minutes: no spark-submit, whole in-process job runs, Terraform or EMR rehearsal
+	$(PY) -m pytest -m "not e2e and not job and not infra and not rehearsal"
 
 lint: ## ruff: lint (ruff check) and format check (ruff format --check)
 	$(VENV)/bin/ruff check .

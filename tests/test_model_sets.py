@@ -12,7 +12,7 @@ from jobs.infer import ModelBundle
 from model.artifact import ModelArtifact, load_artifact
 from tests.test_heads import make_head
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.job]
 
 
 @pytest.fixture(scope="module")

@@ -92,6 +92,7 @@ def test_connected_components_on_hand_built_graphs(spark):
     assert found == {**dict.fromkeys("abcdef", "a"), **dict.fromkeys("xyz", "x"), "p": "p", "q": "p", "s": "s"}
 
 
+@pytest.mark.job
 def test_job_matches_brute_force_groups_copies_and_leaves_out_unusable(spark, models, tmp_path, capsys):
     vectors = clustered(160)
     vectors[1] = vectors[0] + 0.02  # near-copies of img000 (cosine > 0.999, never tied with it)
@@ -139,6 +140,7 @@ def test_job_matches_brute_force_groups_copies_and_leaves_out_unusable(spark, mo
     assert not (out / "neighbours" / "_temporary").exists() and not (out / "_temporary").exists()
 
 
+@pytest.mark.job
 def test_within_searches_only_equal_values(spark, models, tmp_path, capsys):
     vectors = clustered(80, seed=3)
     categories = ["mug", "shoe"] * 40
@@ -202,6 +204,7 @@ def read_groups(spark, out) -> dict[str, tuple[str, float]]:
     return {r.image_id: (r.group_id, r.score_to_group) for r in spark.read.parquet(f"{out}/duplicates").collect()}
 
 
+@pytest.mark.job
 def test_incremental_equals_a_full_run_on_all_images(spark, models, tmp_path, capsys):
     old, new = 160, 40
     vectors = clustered(old + new, seed=5)

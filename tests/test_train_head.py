@@ -233,6 +233,7 @@ def built_in_args(tmp_path: Path, *more: str) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.job
 def test_built_in_head_goes_through_the_one_trainer_and_gates_on_target(tmp_path, monkeypatch, model_dir):
     monkeypatch.setattr(th, "backbone_embedder", fake_backbone([]))
     assert jt.main(built_in_args(tmp_path, "--target", "1.01")) == 1

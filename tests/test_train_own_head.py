@@ -333,6 +333,7 @@ def cli_args(tmp_path: Path, labels: Path, name: str = "shop_type") -> list[str]
     return [*run_args(tmp_path, labels, name), "--epochs", "30", "--spark-submit", "spark-submit"]
 
 
+@pytest.mark.job
 def test_command_writes_head_and_evaluation(fake_job, tmp_path, model_dir):
     tree = class_tree(tmp_path / "tree", {"bags": 20, "boots": 20, "hats": 20})
     assert jt.main(cli_args(tmp_path, tree)) == 0
