@@ -70,8 +70,8 @@ def test_deploy_submit_destroy_serverless(aws_env: dict[str, str], tmp_path: Pat
         submit = run["jobDriver"]["sparkSubmit"]
         assert submit["entryPoint"] == facts.entry_point
         resolved = resolve(REPO / "conf" / "emr.yaml")
-        run = emr_ctl.JobRun(manifest, f"s3://{facts.data_bucket}/outputs/emr/tags/", "emr", resolved, ["fetch.threads=8"])
-        assert submit["entryPointArguments"] == run.arguments("./environment/conf/emr.yaml", facts.model_uris)
+        job = emr_ctl.JobRun(manifest, f"s3://{facts.data_bucket}/outputs/emr/tags/", "emr", resolved, ["fetch.threads=8"])
+        assert submit["entryPointArguments"] == job.arguments("./environment/conf/emr.yaml", facts.model_uris)
         words = shlex.split(submit["sparkSubmitParameters"])
         conf = dict(value.split("=", 1) for flag, value in zip(words[::2], words[1::2], strict=True) if flag == "--conf")
         assert conf["spark.archives"] == f"{facts.archive_uri}#environment"
