@@ -27,12 +27,10 @@ Per image_id, with the profile's backbone version vB and heads {column: (artifac
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import posixpath
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +42,7 @@ from pyspark.sql import types as T
 from jobs.config import ConfigError, add_profile_arguments, load_settings
 from jobs.exits import EXIT_BAD_INPUT, exit_status, output_busy
 from jobs.schema import PATH_FIELD, PROVENANCE_FIELDS, head_columns, nullable, output_fields
+from jobs.session import session_conf
 from model.artifact import ArtifactError
 
 if TYPE_CHECKING:
@@ -199,19 +198,6 @@ def read_ledger(spark: SparkSession, uri: str) -> DataFrame:
         return spark.read.option("mergeSchema", "true").parquet(uri)
     except AnalysisException as exc:
         raise CurrentViewError(f"--output {uri}: cannot read it as Parquet: {exc}") from None
-
-
-@contextlib.contextmanager
-def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
-    before = spark.conf.get(key, None)
-    spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        if before is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, before)
 
 
 def write_current(

@@ -229,7 +229,7 @@ def _from_driver(spark: SparkSession, uri: str, names: list[str], columns: dict[
     """The rows the driver read as a DataFrame (a local relation: no Spark job), with with_image_ids' ids."""
     import pandas as pd
 
-    from jobs.current import session_conf
+    from jobs.session import session_conf
 
     if "url" not in columns:
         raise ManifestError(_no_url_column(uri, names))

@@ -40,11 +40,11 @@ from jobs.current import (
     read_ledger,
     read_write_parser,
     require_separate,
-    session_conf,
 )
 from jobs.exits import EXIT_BAD_INPUT, exit_status, output_busy
 from jobs.phash import MIRROR_BITS, MIRROR_MASK, copy_pair
 from jobs.schema import DUPLICATES_SCHEMA, NEIGHBOURS_SCHEMA
+from jobs.session import session_conf
 from jobs.similar import default_cells, kmeans, nearest_cells, search, unit_rows
 from jobs.similar_graph import connected_components
 from jobs.similar_index import (
