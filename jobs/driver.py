@@ -261,6 +261,8 @@ class TaggingRun:
             return None  # the ledger decides, during the pass
         if manifest.unique_ids is not None:
             return manifest.unique_ids  # the driver read the manifest: each image_id is tagged once
+        if manifest.listing is not None:
+            return manifest.listing.kept  # the listing counted what it kept: counting the rows would list again
         return manifest.rows.count()  # a pass over the manifest; an image_id it repeats is counted each time
 
     def _spread(self, rows: DataFrame) -> DataFrame:

@@ -237,3 +237,20 @@ def test_report_plots_the_progress_series_and_copes_without_one(tmp_path):
     (bench / "02-b.json").unlink()  # no run with a series: no plot, the rest of the report as before
     report.write_report(analysis.load_bench(bench), prices, out)
     assert not (out / "progress.png").exists() and (out / "stages.png").is_file()
+
+
+def test_a_listed_manifests_total_is_what_the_listing_kept_without_listing_again():
+    from types import SimpleNamespace
+
+    from jobs.driver import TaggingRun
+    from jobs.listing import ListingStats
+    from jobs.manifest import Manifest
+
+    class Uncountable:
+        def count(self):
+            raise AssertionError("counting a listed manifest's rows lists it again")
+
+    settings = SimpleNamespace(spark=SimpleNamespace(single_pass=True))
+    run = SimpleNamespace(settings=settings, args=SimpleNamespace(incremental=False))
+    listed = Manifest(Uncountable(), ListingStats("s3://b/p/", keys=12, kept=10, not_image=2))
+    assert TaggingRun._single_chunk_total(run, listed, lambda: {}, resumed=False) == 10
