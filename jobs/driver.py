@@ -192,17 +192,17 @@ class TaggingRun:
         )
         staging = f"{self.store.uri}/{STAGING}/{state.run_id}"
 
-        def any_on_stored_path(ledger: DataFrame) -> bool:
-            """One pass over the plan with the embedding column pruned: does any image run its heads on a
-            stored embedding? Without one the tagging pass need not read the embeddings at all (a no-op
-            at 3M ledger rows read 590 MB with them, 14 MB without: reports/scale.json)."""
-            probe, _unread_counts = plan_pending(manifest, ledger, partitions=0, **{**plan, "single_pass": True})
-            return bool(probe.where(F.col("path") == PATH_STORED_EMBEDDING).limit(1).count())
+        def planned(ledger: DataFrame) -> tuple[int, int]:
+            """One pass over the plan with the embedding column pruned and no observations: (rows it tags,
+            rows on the stored-embedding path). Without the latter the tagging pass need not read the
+            embeddings at all (a no-op at 3M ledger rows read 590 MB with them, 14 MB without)."""
+            probe, _ = plan_pending(manifest, ledger, partitions=0, observe=False, **{**plan, "single_pass": True})
+            on_stored = F.col("path") == PATH_STORED_EMBEDDING
+            found = probe.agg(F.count(F.lit(1)).alias("rows"), F.count(F.when(on_stored, 1)).alias("stored")).first()
+            return found["rows"], found["stored"]
 
-        def single_pass_rows(ledger: DataFrame | None) -> tuple[DataFrame, Callable[[], dict]]:
-            # The probe runs before the plan's own observations exist: Spark 3.5 gives an observation the
-            # metrics of the first query that observed its name, whichever DataFrame that was.
-            with_embeddings = stored_possible and any_on_stored_path(ledger)
+        def single_pass_rows(ledger: DataFrame | None, stored: int | None = None) -> tuple[DataFrame, Callable[[], dict]]:
+            with_embeddings = stored_possible and (stored if stored is not None else planned(ledger)[1]) > 0
             pending, counts = plan_pending(manifest, ledger, partitions=self.settings.spark.partitions, **plan)
             if with_embeddings:  # this manifest's images' embeddings only, not the whole output's
                 embeddings = stored_embeddings(ledger, self.models, manifest.select("image_id"))
@@ -219,8 +219,11 @@ class TaggingRun:
             return self._spread(skip_done(rows, mine) if mine is not None else rows)
 
         if state.chunks == 1:  # chunked runs learn their total from the staged plan
-            pending, counts = single_pass_rows(ledger)
-            self.progress.total = self._single_chunk_total(opened, counts, resumed)
+            # Where the ledger decides what is left, only a pass over the plan counts it: the probe's.
+            ledger_decides = ledger is not None and (self.args.incremental or resumed) and self.settings.spark.single_pass
+            total, stored = planned(ledger) if ledger_decides else (None, None)
+            pending, counts = single_pass_rows(ledger, stored)
+            self.progress.total = total if ledger_decides else self._single_chunk_total(opened, counts, resumed)
         with self.progress:  # a line every progress.interval_s and at each chunk commit
             if state.chunks == 1:
                 self._write(pending, state.run_id, "chunk-0")
@@ -251,14 +254,11 @@ class TaggingRun:
         )
 
     def _single_chunk_total(self, manifest: Manifest, counts: Callable[[], dict], resumed: bool) -> int | None:
-        """The images a single-chunk run tags, from a count that costs no pass over the images; None
-        where only the pass tells (the progress lines then estimate from the tasks)."""
-        if resumed:
-            return None  # some are written already: which ones, the pass finds out
+        """The images a single-chunk run tags where the ledger does not decide it (no output yet, or a
+        fresh run that is not --incremental), from a count that costs no pass over the images; None where
+        only the pass tells (resumed without spark.single_pass: the progress lines estimate from the tasks)."""
         if not self.settings.spark.single_pass:
-            return counts()["after_ledger"]  # counted while planning
-        if self.args.incremental:
-            return None  # the ledger decides, during the pass
+            return None if resumed else counts()["after_ledger"]  # counted while planning
         if manifest.unique_ids is not None:
             return manifest.unique_ids  # the driver read the manifest: each image_id is tagged once
         if manifest.listing is not None:

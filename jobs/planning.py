@@ -34,6 +34,7 @@ def plan_pending(
     partitions: int,
     single_pass: bool = True,
     unique_ids: bool = False,
+    observe: bool = True,
 ) -> tuple[DataFrame, Callable[[], dict]]:
     """Manifest -> rows still to tag with their path, and a function giving the accounting counts after the action.
 
@@ -41,6 +42,8 @@ def plan_pending(
     repartition shuffle. Otherwise (the straightforward way) each count is its own Spark action.
     unique_ids: the driver counted the manifest's image_ids and each is there once (jobs.manifest
     Manifest.ids_unique): no dedup and, in a single pass, no shuffle before the tagging.
+    observe: False for a probe of the plan (no counts): Spark 3.5 gives an observation the metrics of
+    the first query that observed its name, so a probe that observed would take the plan's.
     """
     if single_pass:
         keep_observations(manifest.sparkSession)
@@ -50,6 +53,8 @@ def plan_pending(
     counted: dict[str, int] = {}
 
     def measure(df: DataFrame, name: str) -> DataFrame:
+        if not observe:
+            return df
         if single_pass:
             return df.observe(observations[name], F.count(F.lit(1)).alias("n"), *metrics[name])
         counted[name] = df.count()

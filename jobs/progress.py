@@ -9,10 +9,11 @@ Everything comes from the running job's own counters, never from re-reading the 
   tagging stage during the tagging pass); finer than the images when tasks are long.
 - total: the images this run tags, from a count that costs no pass over the images (jobs.driver):
   chunked runs: the staged plan's count; a single chunk: the distinct image_ids of a manifest the
-  driver read, the manifest's rows when Spark read it, the plan's count without spark.single_pass.
-  The ETA is then (total - done) / rate from the first line with a rate. Where only the pass tells
-  (--incremental or resumed in a single pass) the ETA comes from the share of the tagging stage's
-  tasks done, and is `ETA unknown` before the first task ends.
+  driver read, the manifest's rows when Spark read it, the plan's count without spark.single_pass;
+  where the output decides what is left (--incremental, resumed), one pass over the plan with the
+  embedding column pruned before the tagging (the probe that also decides whether to join embeddings).
+  The ETA is then (total - done) / rate from the first line with a rate. Without a total (resumed
+  without spark.single_pass) it comes from the share of the tagging stage's tasks done.
 
 The arithmetic (rate over a sliding window, ETA, formatting) is pure functions; the reporter
 thread takes its counters and clock as arguments, so both test without Spark.

@@ -192,6 +192,17 @@ def test_single_chunk_run_has_a_total_and_an_eta_once_it_has_a_rate(spark, artif
         with_rate = [x for x in lines if float(re.search(r"([\d.]+) images/s", x)[1]) > 0]
         assert with_rate and all("ETA unknown" not in x for x in with_rate), lines
 
+    # --incremental: the output decides what is left, counted by one pass over the plan before the tagging.
+    more = tmp_path / "more.csv"  # the 6 tagged image_ids and 2 new ones
+    more.write_text("image_id,url\n" + "".join(f"id{i},{urls[i % 3]}\n" for i in range(8)))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="jobs.progress"):
+        args = JobArgs(str(more), str(tmp_path / "spark"), incremental=True)
+        result = TaggingRun(spark, load_settings(overrides=overrides), ModelBundle(artifact), args).execute()
+    lines = [r.getMessage() for r in caplog.records if r.name == "jobs.progress"]
+    assert result.counts["ok"] == 2 and result.counts["skipped_done"] == 6, result.counts
+    assert lines[0].startswith("progress  started, 0/2 images (0%)") and all("/2 images (" in x for x in lines), lines
+
 
 # --- the report's plot ------------------------------------------------------------------------
 
