@@ -24,6 +24,11 @@ STARTUP_SEGMENTS = {
     "any wait for the warm-up's tasks to free the slots)",
     "model_load_s": "the first tagging task until its models are ready (built, or found built by the warm-up)",
 }
+# Part of one segment above.
+INSIDE_SEGMENTS = {
+    "manifest_read_s": "of manifest_and_plan: the manifest opened (small ones read on the driver with pyarrow, "
+    "else Spark's reader and its first job)",
+}
 # Beside the sum: the Python workers' own start, which overlaps the segments above.
 OVERLAPPING_SEGMENTS = {
     "warm_up_s": "warm-up job (spark.warm_up): workers forked, imports, models built, beside manifest_and_plan",

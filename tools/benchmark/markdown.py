@@ -18,7 +18,7 @@ from tools.benchmark.analysis import (
     profile_comment,
     verdict,
 )
-from tools.benchmark.findings import OVERLAPPING_SEGMENTS, STARTUP_SEGMENTS, STARTUP_TARGET_S
+from tools.benchmark.findings import INSIDE_SEGMENTS, OVERLAPPING_SEGMENTS, STARTUP_SEGMENTS, STARTUP_TARGET_S
 from tools.benchmark.records import KIND_JOB, KIND_REFERENCE, cores_of
 
 
@@ -389,9 +389,10 @@ def startup_lines(run: dict | None) -> list[str]:
         f"| (then) first_batch | {_num(breakdown.get('first_batch_s'), '.2f')} | the first batch fetched, decoded, "
         "inferred (steady time) |"
     )
-    for key, what in OVERLAPPING_SEGMENTS.items():
-        if breakdown.get(key) is not None:
-            lines.append(f"| (overlapping) {key[:-2]} | {breakdown[key]:.2f} | {what} |")
+    for label, segments in (("inside", INSIDE_SEGMENTS), ("overlapping", OVERLAPPING_SEGMENTS)):
+        for key, what in segments.items():
+            if breakdown.get(key) is not None:
+                lines.append(f"| ({label}) {key[:-2]} | {breakdown[key]:.2f} | {what} |")
     lines.append("")
     return lines
 
