@@ -142,6 +142,16 @@ class SimilarSettings:
     seed: int = 0  # the sample and the k-means start: the same seed, the same cells
 
 
+@dataclass(frozen=True)
+class CurrentSettings:
+    """python -m jobs.current: the ledger read down to one row per image."""
+
+    # Ledger rows per shuffle partition of the view's aggregation (never fewer partitions than
+    # spark.sql.shuffle.partitions): each task then sorts about this many rows of ~5 KB (the embedding
+    # in memory), so a task's memory and spill stay the same as the catalogue grows. 300M rows: 3,000.
+    rows_per_partition: int = field(default=100_000, metadata=_check(_positive, "must be > 0"))
+
+
 IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"]
 
 
@@ -172,6 +182,7 @@ class Settings:
     manifest: ManifestSettings = field(default_factory=ManifestSettings)
     progress: ProgressSettings = field(default_factory=ProgressSettings)
     similar: SimilarSettings = field(default_factory=SimilarSettings)
+    current: CurrentSettings = field(default_factory=CurrentSettings)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

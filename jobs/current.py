@@ -200,19 +200,36 @@ def read_ledger(spark: SparkSession, uri: str) -> DataFrame:
         raise CurrentViewError(f"--output {uri}: cannot read it as Parquet: {exc}") from None
 
 
+def view_partitions(ledger_rows: int, rows_per_partition: int, configured: int) -> int:
+    """Shuffle partitions for the view's aggregation: one per rows_per_partition ledger rows, at least `configured`."""
+    return max(configured, -(-ledger_rows // rows_per_partition))
+
+
 def write_current(
-    spark: SparkSession, output: str, to: str, models: CurrentModels, *, lease_timeout_s: float | None = None
+    spark: SparkSession,
+    output: str,
+    to: str,
+    models: CurrentModels,
+    *,
+    lease_timeout_s: float | None = None,
+    rows_per_partition: int | None = None,
 ) -> dict[str, int]:
     """Read the ledger at `output`, write the current view to `to` (replacing it); counts by status.
 
     Like the tagging job, it holds `to`'s lease while it writes (jobs.lease: a second writer of `to` is
     refused) and writes through a private folder, so no other job's commit shares its _temporary.
+    The aggregation gets a shuffle partition per `rows_per_partition` ledger rows (current.rows_per_partition).
     """
-    from jobs.config import OutputSettings
+    from jobs.config import CurrentSettings, OutputSettings
     from jobs.lease import Lease, holding, lease_store
     from jobs.ledger import OutputStore
 
-    view = current_view(read_ledger(spark, output), models)
+    ledger = read_ledger(spark, output)
+    ledger_rows = ledger.count()  # Parquet row-group footers: no column is read
+    configured = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    partitions = view_partitions(ledger_rows, rows_per_partition or CurrentSettings().rows_per_partition, configured)
+    log.info("current view: %d ledger rows, %d shuffle partitions", ledger_rows, partitions)
+    view = current_view(ledger, models)
     store = OutputStore(spark, to)
     timeout_s = lease_timeout_s or OutputSettings().lease_timeout_s
     lease = Lease(lease_store(to, store.lease_files), output=to, timeout_s=timeout_s, manifest=output)
@@ -222,7 +239,10 @@ def write_current(
         private = store.write_dir(run_id, "view")
         # Timestamps as Parquet's TIMESTAMP(MICROS, UTC), not Spark's legacy INT96: pyarrow and DuckDB
         # then read processed_at as a UTC timestamp.
-        with session_conf(spark, "spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"):
+        with (
+            session_conf(spark, "spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"),
+            session_conf(spark, "spark.sql.shuffle.partitions", str(partitions)),
+        ):
             view.write.mode("overwrite").parquet(private)
         held.check()
         store.replace_data(private)
@@ -299,7 +319,14 @@ def write_view(args: argparse.Namespace, spark: SparkSession | None) -> int:
     session = spark or build_spark(settings)
     try:
         require_filesystems(session, {"--output": args.output, "--to": args.to})
-        counts = write_current(session, args.output, args.to, models, lease_timeout_s=settings.output.lease_timeout_s)
+        counts = write_current(
+            session,
+            args.output,
+            args.to,
+            models,
+            lease_timeout_s=settings.output.lease_timeout_s,
+            rows_per_partition=settings.current.rows_per_partition,
+        )
     finally:
         if spark is None:
             session.stop()

@@ -10,7 +10,16 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import types as T
 
-from jobs.current import CurrentModels, CurrentViewError, check_targets, current_view, main, view_schema, write_current
+from jobs.current import (
+    CurrentModels,
+    CurrentViewError,
+    check_targets,
+    current_view,
+    main,
+    view_partitions,
+    view_schema,
+    write_current,
+)
 from jobs.lease import Lease, holding, lease_store
 from tests.conftest import REPO
 
@@ -316,6 +325,21 @@ def test_view_has_one_schema_for_every_reader(spark, view):
     assert types["processed_at"] == "TIMESTAMP WITH TIME ZONE" and types["models"] == "MAP(VARCHAR, VARCHAR)"
     style = con.execute(f"SELECT models['product_style'] FROM '{to}/*.parquet' WHERE image_id = 'x1'").fetchone()
     assert style == ("sty000000001",)
+
+
+def test_the_aggregation_gets_a_partition_per_rows_per_partition_ledger_rows(spark, ledger, view, tmp_path, caplog):
+    assert view_partitions(300_000_000, 100_000, 200) == 3_000  # the catalogue decides
+    assert view_partitions(1_000_001, 100_000, 4) == 11
+    assert view_partitions(1_000, 100_000, 200) == 200  # never fewer than the profile's
+    rows = spark.read.parquet(str(ledger)).count()
+    configured = spark.conf.get("spark.sql.shuffle.partitions")
+    with caplog.at_level("INFO", logger="image_tagger.current"):
+        counts = write_current(spark, str(ledger), str(tmp_path / "v"), CURRENT, rows_per_partition=2)
+    wanted = max(int(configured), -(-rows // 2))
+    assert f"current view: {rows} ledger rows, {wanted} shuffle partitions" in caplog.text
+    assert spark.conf.get("spark.sql.shuffle.partitions") == configured  # the session's own again
+    again = {row["image_id"]: row.asDict(recursive=True) for row in spark.read.parquet(str(tmp_path / "v")).collect()}
+    assert (counts, again) == (view[1], view[2])  # more partitions, the same view
 
 
 def test_no_embedding_and_unseen_heads(spark, ledger):
