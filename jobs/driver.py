@@ -218,6 +218,7 @@ class TaggingRun:
             mine = written.where(F.col("run_id") == state.run_id) if written is not None else None
             return self._spread(skip_done(rows, mine) if mine is not None else rows)
 
+        total = None
         if state.chunks == 1:  # chunked runs learn their total from the staged plan
             # Where the ledger decides what is left, only a pass over the plan counts it: the probe's.
             ledger_decides = ledger is not None and (self.args.incremental or resumed) and self.settings.spark.single_pass
@@ -226,7 +227,10 @@ class TaggingRun:
             self.progress.total = total if ledger_decides else self._single_chunk_total(opened, counts, resumed)
         with self.progress:  # a line every progress.interval_s and at each chunk commit
             if state.chunks == 1:
-                self._write(pending, state.run_id, "chunk-0")
+                if total == 0:  # nothing left to tag: the plan's pass for its counts, and no empty file in the output
+                    pending.count()
+                else:
+                    self._write(pending, state.run_id, "chunk-0")
                 state.counts = counts()
                 state.done_chunks = [0]
             else:

@@ -223,6 +223,7 @@ def test_an_incremental_no_op_ends_without_reading_embeddings(spark, catalogue, 
         (ledger / path.name).symlink_to(path)
     settings = load_settings(overrides=["spark.partitions=2"])  # adaptive execution is on: Spark's default
     job = TaggingRun(spark, settings, bundles[1], JobArgs(str(catalogue / "manifest"), str(ledger), incremental=True))
+    files = sorted(ledger.rglob("*.parquet"))
     ended: dict = {}
     # A daemon thread: a run that hangs must not keep pytest from ending.
     worker = threading.Thread(target=lambda: ended.update(job.execute().counts), daemon=True)
@@ -234,6 +235,7 @@ def test_an_incremental_no_op_ends_without_reading_embeddings(spark, catalogue, 
     counts = ended
     assert (counts["rows_in"], counts["skipped_done"], counts["ok"] + counts["error"]) == (CATALOGUE, CATALOGUE, 0)
     assert not joined
+    assert sorted(ledger.rglob("*.parquet")) == files  # no empty file a day for a daily no-op
 
     # A head the ledger lacks on 1% of the images: those take the stored-embedding path, with their embeddings.
     job = TaggingRun(spark, settings, bundles[2], JobArgs(str(catalogue / "manifest"), str(ledger), incremental=True))
