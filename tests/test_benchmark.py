@@ -618,3 +618,25 @@ def test_similar_images_cost_in_the_report_from_bench_similar_or_how_to_get_it(p
         usd = 0.48 / (images / seconds / 2 * 8 * 3600) * 1e6
         assert f"| {images:,} | {seconds:.1f} | 2 | {cpu} | {usd:.4f} |" in text
     assert "--incremental: new images added to 200,000" in text and "load average 1.5" in text
+
+
+def test_startup_ab_takes_medians_per_engine_and_renders_them(tmp_path):
+    from tools.benchmark.startup_ab import THIS_TREE, report_lines, summary
+
+    def job(engine, process_s, startup_s, code=0):
+        breakdown = {"driver_start_s": 1.5, "manifest_read_s": 0.4, "warm_up_s": None}
+        found = {"engine": engine, "exit_code": code, "process_s": process_s, "load_avg_before": 1.0}
+        return found | ({"startup_s": startup_s, "steady_images_per_s": 120.0, "startup_breakdown": breakdown} if not code else {})
+
+    runs = [job("baseline abc", 90.0, 8.0), job(THIS_TREE, 85.0, 6.0), job(THIS_TREE, 95.0, 7.0), job(THIS_TREE, 80.0, 5.0)]
+    runs += [{"engine": "daft", "exit_code": 0, "process_s": 100.0, "load_avg_before": 2.5}, job("baseline abc", 0, 0, code=1)]
+    found = summary(runs, images=10_000)
+    assert found[THIS_TREE] == {"runs": 3, "process_s": 85.0, "images_per_s": 117.6, "startup_s": 6.0, "steady_images_per_s": 120.0}
+    assert found["baseline abc"]["runs"] == 1 and found["daft"] == {"runs": 1, "process_s": 100.0, "images_per_s": 100.0}
+    report = {"images": 10_000, "profile": "conf/08-warm-start.yaml", "cores": 2, "cpu": "a CPU", "cpu_isa": ["avx2"]}
+    report |= {"baseline_commit": "abc" * 13, "git_commit": "def" * 13, "summary": found, "runs": runs}
+    (tmp_path / "ab.json").write_text(json.dumps(report))
+    text = "\n".join(report_lines(tmp_path / "ab.json"))
+    assert "| this tree | 3 | 85.0 | 117.6 | 6.0 | 120.0 |" in text and "| daft | 1 | 100.0 | 100.0 |  |  |" in text
+    assert "load average 1.0-2.5" in text and "driver_start 1.50, manifest_read 0.40." in text  # the median run's
+    assert "No `none.json` yet" in "\n".join(report_lines(tmp_path / "none.json"))

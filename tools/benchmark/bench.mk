@@ -6,6 +6,7 @@
 #   make bench-large                IMAGES=10000, LARGE_PROFILES (conf/08) only: start-up amortised (opt-in, not in CI)
 #   make report                     reports/latest/ from the newest reports/runs/<bench_id>/
 #   make bench-scale SIZES='100000 300000'   catalogue scale on synthetic ledgers (opt-in, not in CI)
+#   make bench-startup              IMAGES=10000: this tree vs STARTUP_BASELINE vs Daft (make peer-tools), alternated
 IMAGES ?= 2000
 PROFILES ?=
 BENCH_CORES ?= 2
@@ -16,11 +17,19 @@ BENCH_PY ?= $(or $(PY),.venv/bin/python)
 LARGE_IMAGES ?= 10000
 LARGE_PROFILES ?= conf/08-warm-start.yaml
 
+# The commit before the start-up work of issue 20 (driver-side manifest read, no dedup shuffle).
+STARTUP_BASELINE ?= 2a61f2c^
+STARTUP_ROUNDS ?= 3
+# Daft, the peer bench-startup compares with: not a dependency of the job, so kept out of .venv. Its wheel
+# asks for pyarrow<26; the run reads and writes plain Parquet, which the locked pyarrow 26 does.
+DAFT_VERSION ?= 0.7.26
+PEER_SITE ?= .peer-site
+
 SIZES ?= 1000000 3000000
 SCALE_DATA ?=
 SCALE_FLAGS ?=
 
-.PHONY: bench report sweep bench-heads bench-large bench-similar bench-scale
+.PHONY: bench report sweep bench-heads bench-large bench-similar bench-scale bench-startup peer-tools
 
 bench: ## Benchmark: seeded data set, single-process ceiling, every conf/NN-*.yaml + predict_batch_udf on local[2] (IMAGES=2000, PROFILES=...)
 	$(BENCH_PY) -m tools.benchmark.runner --images $(IMAGES) --cores $(BENCH_CORES) \
@@ -29,6 +38,13 @@ bench: ## Benchmark: seeded data set, single-process ceiling, every conf/NN-*.ya
 bench-large: ## One end-to-end run at LARGE_IMAGES=10000 of LARGE_PROFILES (start-up amortised), with its ceiling; make report shows it beside IMAGES
 	$(BENCH_PY) -m tools.benchmark.runner --images $(LARGE_IMAGES) --cores $(BENCH_CORES) --profiles $(LARGE_PROFILES) \
 	  --no-reference --no-scaling --label large $(BENCH_FLAGS)
+
+bench-startup: ## Whole process at LARGE_IMAGES=10000, profile 08: this tree vs STARTUP_BASELINE vs Daft, alternated STARTUP_ROUNDS times; reports/startup-ab.json
+	$(BENCH_PY) -m tools.benchmark.startup_ab --images $(LARGE_IMAGES) --cores $(BENCH_CORES) --baseline '$(STARTUP_BASELINE)' \
+	  --rounds $(STARTUP_ROUNDS) --peer-site $(PEER_SITE) $(if $(strip $(LARGE_PROFILES)),--profile $(firstword $(LARGE_PROFILES)))
+
+peer-tools: ## Daft (DAFT_VERSION) into PEER_SITE, for bench-startup's peer run only
+	$(BENCH_PY) -m pip --disable-pip-version-check install -q --no-deps --target $(PEER_SITE) daft==$(DAFT_VERSION)
 
 report: ## Report of the newest bench run: reports/latest/README.md, PNG plots, summary.json (BENCH_STRICT=1 fails on a missed target)
 	$(BENCH_PY) -m tools.benchmark.report $(if $(BENCH_STRICT),--strict)

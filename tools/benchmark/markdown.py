@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tools.benchmark import cost, findings, scale, similar
+from tools.benchmark import cost, findings, scale, similar, startup_ab
 from tools.benchmark.analysis import (
     ONE_OFF_STAGES,
     PER_IMAGE_STAGES,
@@ -195,6 +195,7 @@ def render_markdown(bench: dict, summary: dict, prices: cost.PriceTable, plots: 
     lines += cost_section(summary, prices, best, m)
     lines += similar.report_lines(prices, REPO / "reports" / "similar.json")
     lines += scale.report_lines(prices, REPO / "reports" / "scale.json")
+    lines += startup_ab.report_lines(REPO / "reports" / "startup-ab.json")
     records = bench["dir"].relative_to(REPO) if bench["dir"].is_relative_to(REPO) else bench["dir"]
     lines += ["## Reproduce", "", f"`make bench IMAGES={index['images']} && make report`; records: `{records}`.", ""]
     return "\n".join(lines)
