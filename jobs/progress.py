@@ -70,10 +70,12 @@ def window_rate(points: list[tuple[float, int]], now: float, window_s: float) ->
 
 
 def eta_s(done: int, total: int | None, rate: float) -> float | None:
-    """Seconds until done reaches total at rate; None when the total or the rate is unknown."""
-    if total is None or rate <= 0:
+    """Seconds until done reaches total at rate; None when the total or the rate is unknown (0 once done)."""
+    if total is None:
         return None
-    return max(total - done, 0) / rate
+    if done >= total:
+        return 0.0
+    return (total - done) / rate if rate > 0 else None
 
 
 def eta_from_tasks(elapsed_s: float, tasks: Tasks | None) -> float | None:
@@ -104,8 +106,8 @@ def format_line(
     phase: str | None = None,
 ) -> str:
     """`progress  [phase, ][event, ]done/total images (pct), ok N, error N, R images/s[, tasks c/n], ETA ...`."""
-    if total:
-        done = f"{counts.done}/{total} images ({min(counts.done / total, 1.0):.0%})"
+    if total is not None:  # 0: nothing left to tag (an --incremental run over a tagged catalogue)
+        done = f"{counts.done}/{total} images ({min(counts.done / total, 1.0) if total else 1.0:.0%})"
     else:
         done = f"{counts.done}/? images"
     parts = [done, f"ok {counts.ok}", f"error {counts.error}", f"{rate:.1f} images/s"]

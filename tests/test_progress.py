@@ -34,7 +34,7 @@ def test_rate_over_the_sliding_window():
 def test_eta_and_durations():
     assert eta_s(1200, 5000, 41.3) == pytest.approx(3800 / 41.3)
     assert eta_s(10, None, 5.0) is None and eta_s(10, 100, 0.0) is None
-    assert eta_s(120, 100, 5.0) == 0.0
+    assert eta_s(120, 100, 5.0) == 0.0 and eta_s(0, 0, 0.0) == 0.0  # done, or nothing to do: no rate needed
     assert eta_from_tasks(30.0, Tasks(7, completed=2, total=8)) == pytest.approx(90.0)
     assert eta_from_tasks(30.0, Tasks(7, completed=0, total=8)) is None and eta_from_tasks(30.0, None) is None
     assert [format_duration(s) for s in (0, 45, 92, 3599, 7500, -3)] == ["0s", "45s", "1m32s", "59m59s", "2h05m", "0s"]
@@ -49,6 +49,8 @@ def test_line_format():
     assert line == "progress  chunk 3/64 committed, 40/? images, ok 39, error 1, 2.0 images/s, tasks 1/2, ETA unknown"
     line = format_line(Counts(0, 0, 0), None, 0.0, None, phase="staging the plan")
     assert line == "progress  staging the plan, 0/? images, ok 0, error 0, 0.0 images/s, ETA unknown"
+    line = format_line(Counts(0, 0, 0), 0, 0.0, eta_s(0, 0, 0.0))  # an --incremental run with nothing left
+    assert line == "progress  0/0 images (100%), ok 0, error 0, 0.0 images/s, ETA 0s"
 
 
 # --- the reporter with fake counters ----------------------------------------------------------
@@ -167,6 +169,7 @@ def test_chunked_run_prints_progress_and_records_the_series(spark, artifact, pho
 
 
 @pytest.mark.spark
+@pytest.mark.job
 def test_single_chunk_run_has_a_total_and_an_eta_once_it_has_a_rate(spark, artifact, photos, tmp_path, caplog):
     import re
 

@@ -70,6 +70,7 @@ def job_run(tree: Path, manifest: Path, profile: str, cores: int, work: Path, na
             "steady_images_per_s": round(record["steady_images_per_s"], 1),
             "job_images_per_s": round(record["images_per_s"], 1),
             "startup_breakdown": record["startup"]["breakdown"],
+            "stages": record["stages"],  # the job's phases: manifest, tag and write, accounting
         }
     shutil.rmtree(output, ignore_errors=True)
     return found
@@ -79,11 +80,14 @@ def daft_run(manifest: Path, profile: str, cores: int, peer_site: Path, work: Pa
     env = spark_env() | NO_TELEMETRY | {"PYTHONPATH": f"{peer_site}{os.pathsep}{REPO}"}
     output = work / f"{name}-out"
     shutil.rmtree(output, ignore_errors=True)
+    record = work / f"{name}.daft.json"
     cmd = [
         sys.executable, "-m", "tools.benchmark.peer_daft", "--manifest", str(manifest), "--profile", profile,
-        "--out", str(output), "--cores", str(cores),
+        "--out", str(output), "--cores", str(cores), "--record", str(record),
     ]  # fmt: skip
     found = timed(cmd, REPO, env, work / f"{name}.log")
+    if found["exit_code"] == 0:  # the query's own time, without the interpreter's start and imports
+        found["daft_query_s"] = json.loads(record.read_text())["run_s"]
     shutil.rmtree(output, ignore_errors=True)
     return found
 
