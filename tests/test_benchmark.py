@@ -626,12 +626,14 @@ def test_startup_ab_takes_medians_per_engine_and_renders_them(tmp_path):
     def job(engine, process_s, startup_s, code=0):
         breakdown = {"driver_start_s": 1.5, "manifest_read_s": 0.4, "warm_up_s": None}
         found = {"engine": engine, "exit_code": code, "process_s": process_s, "load_avg_before": 1.0}
-        return found | ({"startup_s": startup_s, "steady_images_per_s": 120.0, "startup_breakdown": breakdown} if not code else {})
+        job_facts = {"startup_s": startup_s, "steady_images_per_s": 120.0, "startup_breakdown": breakdown}
+        return found | (job_facts if not code else {})
 
     runs = [job("baseline abc", 90.0, 8.0), job(THIS_TREE, 85.0, 6.0), job(THIS_TREE, 95.0, 7.0), job(THIS_TREE, 80.0, 5.0)]
     runs += [{"engine": "daft", "exit_code": 0, "process_s": 100.0, "load_avg_before": 2.5}, job("baseline abc", 0, 0, code=1)]
     found = summary(runs, images=10_000)
-    assert found[THIS_TREE] == {"runs": 3, "process_s": 85.0, "images_per_s": 117.6, "startup_s": 6.0, "steady_images_per_s": 120.0}
+    medians = {"runs": 3, "process_s": 85.0, "images_per_s": 117.6, "startup_s": 6.0, "steady_images_per_s": 120.0}
+    assert found[THIS_TREE] == medians
     assert found["baseline abc"]["runs"] == 1 and found["daft"] == {"runs": 1, "process_s": 100.0, "images_per_s": 100.0}
     report = {"images": 10_000, "profile": "conf/08-warm-start.yaml", "cores": 2, "cpu": "a CPU", "cpu_isa": ["avx2"]}
     report |= {"baseline_commit": "abc" * 13, "git_commit": "def" * 13, "summary": found, "runs": runs}
