@@ -222,13 +222,17 @@ class TaggingRun:
         if state.chunks == 1:  # chunked runs learn their total from the staged plan
             # Where the ledger decides what is left, only a pass over the plan counts it: the probe's.
             ledger_decides = ledger is not None and (self.args.incremental or resumed) and self.settings.spark.single_pass
+            probe_started = time.perf_counter()
             total, stored = planned(ledger) if ledger_decides else (None, None)
+            self.phases[M.READ_MANIFEST_S] += time.perf_counter() - probe_started  # planning, as the ledger read
             pending, counts = single_pass_rows(ledger, stored)
             self.progress.total = total if ledger_decides else self._single_chunk_total(opened, counts, resumed)
         with self.progress:  # a line every progress.interval_s and at each chunk commit
             if state.chunks == 1:
                 if total == 0:  # nothing left to tag: the plan's pass for its counts, and no empty file in the output
+                    counted = time.perf_counter()
                     pending.count()
+                    self.phases[M.TAG_AND_WRITE_S] += time.perf_counter() - counted
                 else:
                     self._write(pending, state.run_id, "chunk-0")
                 state.counts = counts()

@@ -38,9 +38,9 @@ TASK_TIMELINE = "task_timeline"
 # The record's stage timings that come from the tasks (the driver adds its own phases).
 TASK_STAGES = (FETCH_S, DECODE_S, INFER_S, SPARK_IO_S, LOAD_WAIT_S, MODEL_LOAD_S, TASK_S)
 # --- the driver's phases (seconds), beside the task stages in the record's `stages` --------------
-READ_MANIFEST_S = "read_manifest_s"  # manifest opened, run state, ledger read
+READ_MANIFEST_S = "read_manifest_s"  # manifest opened, run state, ledger read; a single chunk's plan counted
 STAGE_S = "stage_s"  # the plan (and stored embeddings) written to staging: chunked runs
-TAG_AND_WRITE_S = "tag_and_write_s"  # every tagging pass, its write and publish
+TAG_AND_WRITE_S = "tag_and_write_s"  # every tagging pass, its write and publish (a pass with nothing to tag: no write)
 WRITE_S = "write_s"  # the driver's commit and publish after the last task of a pass ended
 ACCOUNT_S = "account_s"  # counting what the run wrote (and a repair's recount)
 DRIVER_PHASES = (READ_MANIFEST_S, WRITE_S, STAGE_S, TAG_AND_WRITE_S, ACCOUNT_S)

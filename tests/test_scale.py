@@ -12,6 +12,7 @@ from pyspark.rdd import RDD
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from jobs import metrics as M
 from jobs.config import load_settings
 from jobs.driver import JobArgs, TaggingRun
 from jobs.infer import load_bundle
@@ -189,12 +190,14 @@ def test_the_cluster_is_terraforms_default_and_the_report_projects_each_scenario
     size |= {"driver_peak_mb": 900, "ledger_bytes_read": 10**7, "ledger_bytes_read_chunked": 10**6, "ledger_bytes": 10**8}
     size |= {"ledger_embedding_bytes": 9 * 10**7, "embedding_read_by_noop": True, "embedding_read_by_noop_chunked": False}
     sizes = [size | {"rows": 1_000_000}, size | {"rows": 3_000_000} | {f"{name}_s": 30.0 for name in SCENARIOS}]
+    sizes[1]["current_view_s"] = None  # not measured at that size (--current-max-rows): projected from the largest measured
     report = {"cores": 2, "cpu": "a CPU", "cpu_isa": [], "started_at": "t0", "synthetic": {"embedding": "8 vectors"}}
     report |= {"sizes": sizes, "exponents": exponents(sizes)}
     (tmp_path / "scale.json").write_text(json.dumps(report))
     text = "\n".join(report_lines(cost.load_prices(REPO / "conf" / "prices.yaml"), tmp_path / "scale.json"))
     # 30 s at 3M on 2 cores, linear: 30 x 2 x 100 = 6,000 core-seconds at 300M, over 4 x 8 vCPUs = 188 s.
     assert "| incremental_noop | 30.0 at 3,000,000 | 1.0 | 6,000 | 188 |" in text
+    assert "| current_view | 10.0 at 1,000,000 | 1.0 | 6,000 | 188 |" in text
     assert "Embedding column read by the single-chunk no-op: **yes**; by the chunked no-op: **no**" in text
 
 
@@ -226,13 +229,14 @@ def test_an_incremental_no_op_ends_without_reading_embeddings(spark, catalogue, 
     files = sorted(ledger.rglob("*.parquet"))
     ended: dict = {}
     # A daemon thread: a run that hangs must not keep pytest from ending.
-    worker = threading.Thread(target=lambda: ended.update(job.execute().counts), daemon=True)
+    worker = threading.Thread(target=lambda: ended.update(result=job.execute()), daemon=True)
     worker.start()
     worker.join(timeout=120)
     if worker.is_alive():
         spark.sparkContext.cancelAllJobs()
         pytest.fail("an --incremental run with nothing left to do did not end in 120 s")
-    counts = ended
+    counts, phases = ended["result"].counts, ended["result"].phases
+    assert phases[M.READ_MANIFEST_S] > 0 and phases[M.TAG_AND_WRITE_S] > 0  # the probe, and the pass that wrote nothing
     assert (counts["rows_in"], counts["skipped_done"], counts["ok"] + counts["error"]) == (CATALOGUE, CATALOGUE, 0)
     assert not joined
     assert sorted(ledger.rglob("*.parquet")) == files  # no empty file a day for a daily no-op
