@@ -53,14 +53,11 @@ SCENARIOS = ("incremental_noop", "current_view", "heads_on_stored_1pct", "increm
 # A chunked run plans first and joins stored embeddings only when the plan has rows that need them
 # (jobs/driver.py _stage); a single-chunk run joins them for every manifest image (single_pass_rows).
 CHUNKED = ("output.chunks=2",)
-# AQE off, as when reports/scale.json was measured: with it on, `--incremental` with nothing left to do
-# never ended until jobs.planning.keep_observations (docs/benchmark.md); kept so the numbers compare.
-# The event log's plans keep each scan's whole ReadSchema (cut at 100 characters by default). No broadcast
-# joins: the synthetic ledger's files are ~10x smaller than a real one's (its embedding compresses), so
-# Spark's size estimate would broadcast the stored embeddings through the driver (an OOM at 300k rows
-# with AQE off), a plan a real ledger of this many rows never gets.
+# Adaptive execution on (Spark's default, as the job runs). The event log's plans keep each scan's whole
+# ReadSchema (cut at 100 characters by default). No broadcast joins: the synthetic ledger's files are ~10x
+# smaller than a real one's (its embedding compresses), so Spark's size estimate would broadcast the stored
+# embeddings through the driver (an OOM at 300k rows), a plan a real ledger of this many rows never gets.
 BENCH_CONF = {
-    "spark.sql.adaptive.enabled": "false",
     "spark.sql.autoBroadcastJoinThreshold": "-1",
     "spark.eventLog.logStageExecutorMetrics": "true",
     "spark.sql.maxMetadataStringLength": "100000",
@@ -224,7 +221,8 @@ def ledger_read(run: dict, ledger: Path, embedding_bytes: int) -> dict:
     return {"bytes_read": entry["bytes_read"], "embedding_read": asked and entry["bytes_read"] >= embedding_bytes / 2}
 
 
-def measure_size(rows: int, data: Path, cores: int, timeout_s: float, models: scale_ledger.Models) -> dict:
+def measure_size(rows: int, data: Path, cores: int, timeout_s: float, models: scale_ledger.Models, *, view: bool = True) -> dict:
+    """Every scenario at `rows` images; the current view only with `view` (None in the result without it)."""
     root = data / str(rows)
     generated = scale_ledger.generate(root, rows, models)
     print(
@@ -238,7 +236,7 @@ def measure_size(rows: int, data: Path, cores: int, timeout_s: float, models: sc
         "incremental_noop_chunked": job_run(
             "incremental_noop_chunked", root / "manifest", ledger, HEADS, work, cores, timeout_s, CHUNKED
         ),
-        "current_view": current_run("current_view", ledger, work, cores, timeout_s),
+        "current_view": current_run("current_view", ledger, work, cores, timeout_s) if view else None,
         "heads_on_stored_1pct": job_run(
             "heads_on_stored_1pct", root / "manifest", ledger, HEADS_PLUS_ONE, work, cores, timeout_s
         ),
@@ -249,13 +247,14 @@ def measure_size(rows: int, data: Path, cores: int, timeout_s: float, models: sc
     read, chunked = (
         ledger_read(runs[name], ledger, embedding_bytes) for name in ("incremental_noop", "incremental_noop_chunked")
     )
+    ran = [run for run in runs.values() if run is not None]
     result = {
         "rows": rows,
-        **{f"{name}_s": runs[name]["work_s"] for name in SCENARIOS},
+        **{f"{name}_s": runs[name]["work_s"] if runs[name] else None for name in SCENARIOS},
         "incremental_noop_rows_per_s": round(rows / max(noop["work_s"], 1e-9)),
-        "driver_peak_mb": max(run["driver_peak_mb"] for run in runs.values()),
-        "python_workers_peak_mb": max(run["python_workers_peak_mb"] for run in runs.values()),
-        "jvm_heap_peak_mb": max(run["jvm_heap_peak_mb"] for run in runs.values()),
+        "driver_peak_mb": max(run["driver_peak_mb"] for run in ran),
+        "python_workers_peak_mb": max(run["python_workers_peak_mb"] for run in ran),
+        "jvm_heap_peak_mb": max(run["jvm_heap_peak_mb"] for run in ran),
         "ledger_bytes_read": read["bytes_read"],
         "ledger_bytes": sum(columns.values()),
         "ledger_embedding_bytes": embedding_bytes,
@@ -321,6 +320,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data", type=Path, default=REPO.parent / "scale-data", help="the synthetic data's folder, outside the repository"
     )
+    parser.add_argument(
+        "--current-max-rows",
+        type=int,
+        default=3_000_000,
+        help="the current view only up to this many images (on 2 cores it takes over an hour at 10M)",
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     parser.add_argument("--report", type=Path, default=REPO / "reports" / "scale.json")
     args = parser.parse_args(argv)
@@ -350,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     args.report.parent.mkdir(parents=True, exist_ok=True)
     for rows in sorted(args.sizes):  # the report is written after each size: a long run keeps what it measured
         load = Path("/proc/loadavg").read_text().split()[0]
-        size = measure_size(rows, args.data, args.cores, args.timeout, models)
+        size = measure_size(rows, args.data, args.cores, args.timeout, models, view=rows <= args.current_max_rows)
         size["load_avg_before"] = float(load)
         result["sizes"].append(size)
         print(f"[scale] {rows:,}: " + ", ".join(f"{name} {size[f'{name}_s']} s" for name in SCENARIOS), flush=True)
@@ -452,9 +457,15 @@ def report_lines(prices, path: Path) -> list[str]:
         "",
         f"Embedding column read by the single-chunk no-op: **{'yes' if largest['embedding_read_by_noop'] else 'no'}**; by the "
         f"chunked no-op: **{'yes' if largest['embedding_read_by_noop_chunked'] else 'no'}** (the scans' ReadSchema in the "
-        "event log). A single-chunk `--incremental` run joins stored embeddings to every manifest image before it knows "
-        "whether any needs one (jobs/driver.py single_pass_rows), so it decodes the whole embedding column; a chunked run "
-        "plans first and reads embeddings only when the plan has heads-only rows.",
+        "event log). "
+        + (
+            "This single-chunk `--incremental` run joined stored embeddings to every manifest image before it knew whether "
+            "any needed one, so it decoded the whole embedding column; a chunked run plans first and reads embeddings "
+            "only when the plan has heads-only rows."
+            if largest["embedding_read_by_noop"]
+            else "Both plan first with the embedding pruned (a single chunk: the probe in jobs/driver.py, which also "
+            "counts the progress total) and read embeddings only for images on the stored-embedding path."
+        ),
         "",
     ]
     exps = report.get("exponents", {})
