@@ -1,6 +1,6 @@
 """`make bench-scale`: what grows with the catalogue, not with the images one run tags.
 
-    python -m tools.benchmark.scale --sizes 1000000 3000000 [--cores 2] [--current-runs 3]
+    python -m tools.benchmark.scale [--sizes 1000000 3000000 10000000] [--cores 2] [--current-runs 3]
 
 Per size N, on a synthetic ledger of N images (tools/scale_ledger.py: the job's output columns, the
 embedding included, every image done for the default profile; a second head on 99% of them), the
@@ -311,7 +311,8 @@ def exponents(sizes: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000], help="catalogue sizes (images)")
+    sizes = [1_000_000, 3_000_000, 10_000_000]
+    parser.add_argument("--sizes", type=int, nargs="+", default=sizes, help="catalogue sizes (images)")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--current-runs", type=int, default=3, help="full runs over the same images for the current view")
     parser.add_argument(
