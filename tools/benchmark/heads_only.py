@@ -32,9 +32,8 @@ from jobs import metrics as M
 from jobs.config import load_settings
 from jobs.spark_args import job_command
 from tools.benchmark.dataset import make_bench_dataset
-from tools.benchmark.runner import REPO, spark_env
+from tools.benchmark.runner import REPO, SPARK_SUBMIT, spark_env
 
-SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 HEADS = "[{name: category, uri: model/artifacts/product_category_tflite}"
 NOISE_S = 0.5
 NEW_HEAD = ", {name: category_again, uri: model/artifacts/product_category_tflite}]"

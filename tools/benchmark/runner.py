@@ -43,6 +43,7 @@ from tools.benchmark.records import KIND_JOB, KIND_REFERENCE, KIND_SCALING, RECO
 from tools.benchmark.reference_predict_batch import REFERENCE_NAME
 
 REPO = Path(__file__).resolve().parents[2]
+SPARK_SUBMIT = Path(sys.executable).absolute().parent / "spark-submit"  # the one beside this Python (.venv's pyspark)
 PROFILE_GLOB = "[0-9][0-9]-*.yaml"
 PSS_EVERY = 10
 SAMPLE_EVERY_S = 0.2
@@ -178,8 +179,10 @@ class TreeMemory(threading.Thread):
         self.join()
 
 
-def run_monitored(cmd: list[str], env: dict, log_path: Path, timeout_s: float, cpus: set[int] | None = None) -> dict:
-    """Run cmd in its own process group, sampling tree memory; kill the group on timeout.
+def run_monitored(
+    cmd: list[str], env: dict, log_path: Path, timeout_s: float, cpus: set[int] | None = None, cwd: Path = REPO
+) -> dict:
+    """Run cmd in `cwd` in its own process group, sampling tree memory; kill the group on timeout.
 
     cpus: pin the whole process tree to these CPUs (local[1] bounds Spark's task slots, not the
     threads of its JVM and Python workers: without a pin a "1-core" run still uses every core).
@@ -191,7 +194,7 @@ def run_monitored(cmd: list[str], env: dict, log_path: Path, timeout_s: float, c
         log.flush()
         pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
         proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=pin
+            cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=pin
         )
         memory = TreeMemory(proc.pid)
         memory.start()
@@ -250,7 +253,7 @@ class Bench:
         self.run_overrides = ["progress.interval_s=2", *args.overrides]  # every Spark run's, beside its master
         self.overrides = [f"spark.master={self.master}", *self.run_overrides]
         self.env = spark_env()
-        self.spark_submit = str(Path(sys.executable).absolute().parent / "spark-submit")
+        self.spark_submit = str(SPARK_SUBMIT)
 
     def submit(self, name: str, kind: str, script: str, profile: Path, manifest: Path, cores: int | None = None) -> dict:
         cores = cores or self.args.cores

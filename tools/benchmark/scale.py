@@ -42,16 +42,16 @@ from jobs.config import load_settings
 from jobs.spark_args import job_command
 from tools import scale_ledger
 from tools.benchmark.ceiling import cpus_for
-from tools.benchmark.heads_only import SPARK_SUBMIT
-from tools.benchmark.runner import REPO, git_commit, machine_info, run_monitored, spark_env
+from tools.benchmark.runner import REPO, SPARK_SUBMIT, git_commit, machine_info, run_monitored, spark_env
 
 HEADS = ("category",)
 HEADS_PLUS_ONE = ("category", "category_again")  # the ledger's heads: the second lacks on 1% of images
 TARGET_ROWS = 300_000_000
 CURRENT_ROWS = 1_000_000  # the current view over --current-runs runs of this many images (issue 20)
 SCENARIOS = ("incremental_noop", "current_view", "heads_on_stored_1pct", "incremental_new_1pct", "incremental_noop_chunked")
-# A chunked run plans first and joins stored embeddings only when the plan has rows that need them
-# (jobs/driver.py _stage); a single-chunk run joins them for every manifest image (single_pass_rows).
+# A chunked run stages the plan and joins stored embeddings to the rows that need them (jobs/driver.py
+# _stage); a single-chunk run probes the plan and, when some row needs one, joins them to every manifest
+# image (single_pass_rows).
 CHUNKED = ("output.chunks=2",)
 # Adaptive execution on (Spark's default, as the job runs). The event log's plans keep each scan's whole
 # ReadSchema (cut at 100 characters by default). No broadcast joins: the synthetic ledger's files are ~10x

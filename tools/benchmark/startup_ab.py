@@ -22,14 +22,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from tools.benchmark.dataset import make_bench_dataset
 from tools.benchmark.peer_daft import NO_TELEMETRY
-from tools.benchmark.runner import REPO, git_commit, machine_info, spark_env
+from tools.benchmark.runner import REPO, SPARK_SUBMIT, git_commit, machine_info, run_monitored, spark_env
 
-SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
+RUN_TIMEOUT_S = 3600  # a run that hangs is killed (its whole process group) and counts as failed
 THIS_TREE = "this tree"
 DAFT = "daft"
 
@@ -93,11 +92,15 @@ def daft_run(manifest: Path, profile: str, cores: int, peer_site: Path, work: Pa
 
 
 def timed(cmd: list[str], cwd: Path, env: dict, log_path: Path) -> dict:
+    """The whole process under the benchmarks' sampler (tools/benchmark/runner.py), and the load before it."""
     load = os.getloadavg()[0]
-    started = time.perf_counter()
-    with log_path.open("w") as log:
-        exit_code = subprocess.run(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-    return {"exit_code": exit_code, "process_s": round(time.perf_counter() - started, 2), "load_avg_before": round(load, 1)}
+    outcome = run_monitored(cmd, env, log_path, RUN_TIMEOUT_S, cwd=cwd)
+    return {
+        "exit_code": outcome["exit_code"],
+        "process_s": round(outcome["wall_s"], 2),
+        "peak_memory_mb": round(outcome["peak_memory_mb"]),
+        "load_avg_before": round(load, 1),
+    }
 
 
 def summary(runs: list[dict], images: int) -> dict:
