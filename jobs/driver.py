@@ -218,15 +218,15 @@ class TaggingRun:
             mine = written.where(F.col("run_id") == state.run_id) if written is not None else None
             return self._spread(skip_done(rows, mine) if mine is not None else rows)
 
-        total = None
+        total = stored = None
         if state.chunks == 1:  # chunked runs learn their total from the staged plan
             # Where the ledger decides what is left, only a pass over the plan counts it: the probe's.
-            ledger_decides = ledger is not None and (self.args.incremental or resumed) and self.settings.spark.single_pass
-            probe_started = time.perf_counter()
-            total, stored = planned(ledger) if ledger_decides else (None, None)
-            self.phases[M.READ_MANIFEST_S] += time.perf_counter() - probe_started  # planning, as the ledger read
+            if ledger is not None and (self.args.incremental or resumed) and self.settings.spark.single_pass:
+                probe_started = time.perf_counter()
+                total, stored = planned(ledger)
+                self.phases[M.READ_MANIFEST_S] += time.perf_counter() - probe_started  # planning, as the ledger read
             pending, counts = single_pass_rows(ledger, stored)
-            self.progress.total = total if ledger_decides else self._single_chunk_total(opened, counts, resumed)
+            self.progress.total = total if total is not None else self._single_chunk_total(opened, counts, resumed)
         with self.progress:  # a line every progress.interval_s and at each chunk commit
             if state.chunks == 1:
                 if total == 0:  # nothing left to tag: the plan's pass for its counts, and no empty file in the output
