@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.schema import PATH_FULL, output_schema
+from jobs.similar import unit_rows
 
 EMBEDDING = "embedding"
 EMBEDDING_DIM = 1280
@@ -86,8 +87,7 @@ def repeated_list(values: pa.Array, n: int, list_type: pa.DataType) -> pa.Array:
 
 
 def unit_vectors(count: int, dim: int, seed: int = 0) -> np.ndarray:
-    vectors = np.random.default_rng(seed).standard_normal((count, dim)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return unit_rows(np.random.default_rng(seed).standard_normal((count, dim)).astype(np.float32))
 
 
 def embeddings(start: int, n: int, list_type: pa.DataType) -> pa.Array:
